@@ -1,0 +1,22 @@
+"""One exception root for everything a user can fix; anything else is a bug and keeps its traceback."""
+from __future__ import annotations
+
+
+class HarnessError(Exception):
+    """A problem the user can fix; the CLI prints its message as one line."""
+
+
+class UsageError(HarnessError):
+    """Bad command-line values or settings."""
+
+
+class DataError(HarnessError):
+    """Input data that cannot be used as it is."""
+
+
+class StoreError(HarnessError):
+    """A study folder that cannot be read or written."""
+
+
+class StrategyError(HarnessError):
+    """A sampling strategy cannot satisfy the request (e.g. n larger than the pool)."""

@@ -1,0 +1,1 @@
+"""Built-in sampling strategies, registered through the ``harness.strategies`` entry-point group."""
