@@ -1,0 +1,52 @@
+"""`harness run`: fine-tune on every subset of the grid, evaluate, and write the report."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+from harness.cli.options import add_model_arguments, parse_ns, parse_params, parse_strategies, settings_from
+from harness.errors import UsageError
+from harness.runner import Study
+from harness.store import RunStore
+
+HELP = "run a data-efficiency study (strategies x n x seeds) and write report.md / report.html"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strategy", default="ed_es", help="strategy name(s), comma list, or 'all' (default ed_es)")
+    p.add_argument("--n", default="2,5,10", help="labelled-subject budgets, comma list (default 2,5,10)")
+    p.add_argument("--seeds", type=int, default=3, help="repeats per configuration (default 3)")
+    p.add_argument("--out", default="studies/default", help="study folder (default studies/default)")
+    p.add_argument("--strategy-param", action="append", default=[], metavar="STRATEGY.KEY=VALUE",
+                   help="set a strategy parameter, e.g. subject_random.per_subject=20 (repeatable)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="optimiser steps per fine-tuning stage (default 50 + 50)")
+    p.add_argument("--empty", choices=["both-one", "ignore"], default="both-one",
+                   help="Dice when both masks are empty: 1 (both-one, as published) or left out (ignore)")
+    p.add_argument("--target-subjects", type=int, default=24, help="phantom target subjects (default 24)")
+    p.add_argument("--test-subjects", type=int, default=8, help="held-out test subjects (default 8)")
+    add_model_arguments(p)
+
+
+def execute(args: argparse.Namespace, console: Console) -> int:
+    if args.seeds < 1:
+        raise UsageError(f"--seeds {args.seeds}: need at least 1 (3 or more to see seed-to-seed variation)")
+    train = {} if args.steps is None else {"steps_frozen": args.steps, "steps_unfrozen": args.steps}
+    settings = settings_from(args, strategies=parse_strategies(args.strategy), ns=parse_ns(args.n),
+                             seeds=args.seeds, params=parse_params(args.strategy_param), empty=args.empty,
+                             target_subjects=args.target_subjects, test_subjects=args.test_subjects, train=train)
+    store = RunStore(Path(args.out))
+    store.prepare()
+    study = Study(settings, store, console, Path(args.cache_dir) if args.cache_dir else None)
+    summary = study.run()
+    from reports.render import render
+
+    md, html = render(store.root)
+    console.print(f"{summary['done']} runs done, {summary['skipped']} already finished, "
+                  f"{len(summary['failed'])} failed, in {summary['seconds']:.0f} s")
+    for failure in summary["failed"]:
+        console.print(f"[red]failed:[/] {failure}", highlight=False)
+    console.print(f"report: {md}\n        {html}")
+    return 1 if summary["failed"] else 0

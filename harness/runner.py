@@ -1,0 +1,253 @@
+"""A study: the grid of strategies x n x seeds, the base model it starts from, and running it.
+
+The subjects drawn for (seed, n) are the same for every strategy (paired comparisons) and nested across
+n, because the subject order is drawn from the seed alone and a budget of n takes its first n subjects.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from harness import evaluate, registry
+from harness.api import Pool, SamplingStrategy
+from harness.data.dataset import CineDataset, fingerprint
+from harness.data.phantom import phantom_dataset
+from harness.errors import HarnessError, StrategyError, UsageError
+from harness.store import RunSpec, RunStore
+from harness.train import PretrainSettings, TrainSettings, resolve_precision
+
+BASE = "base"  # pseudo-strategy: the pre-trained model evaluated without fine-tuning
+STREAMS = ("subset", "select", "init", "order", "augment")
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    strategies: tuple[str, ...] = ("ed_es",)
+    params: dict[str, dict[str, str]] = field(default_factory=dict)  # strategy -> parameter -> text
+    ns: tuple[int, ...] = (2, 5, 10)
+    seeds: int = 3
+    first_seed: int = 0
+    target_subjects: int = 24
+    source_subjects: int = 16
+    data_seed: int = 0
+    test_subjects: int = 8
+    val_subjects: int = 2
+    split_seed: int = 0
+    empty: str = "both-one"
+    train: TrainSettings = TrainSettings()
+    pretrain: PretrainSettings = PretrainSettings()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def cache_dir() -> Path:
+    """Where prepared phantoms and base models are cached ($CINE_HARNESS_CACHE or ~/.cache)."""
+    root = os.environ.get("CINE_HARNESS_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cine-harness"
+    return Path(root)
+
+
+def stream_seeds(seed: int) -> dict[str, int]:
+    """Independent seeds for each source of randomness of a run, derived from its one seed."""
+    children = np.random.SeedSequence(seed).spawn(len(STREAMS))
+    return {name: int(child.generate_state(1)[0]) for name, child in zip(STREAMS, children)}
+
+
+def split_subjects(subjects: list[str], settings: StudySettings) -> dict[str, list[str]]:
+    """Test, validation and training-pool subjects; test and validation never enter a training subset."""
+    needed = settings.test_subjects + settings.val_subjects + 1
+    if len(subjects) < needed:
+        raise UsageError(f"{len(subjects)} subjects cannot give {settings.test_subjects} test, "
+                         f"{settings.val_subjects} validation and at least 1 training subject")
+    order = np.random.default_rng(settings.split_seed).permutation(len(subjects))
+    shuffled = [subjects[i] for i in order]
+    test = sorted(shuffled[: settings.test_subjects])
+    val = sorted(shuffled[settings.test_subjects: settings.test_subjects + settings.val_subjects])
+    pool = sorted(shuffled[settings.test_subjects + settings.val_subjects:])
+    return {"pool": pool, "validation": val, "test": test}
+
+
+def check_budgets(ns: tuple[int, ...], pool: int, test: int, validation: int) -> None:
+    too_big = [n for n in ns if n > pool]
+    if too_big:
+        raise UsageError(
+            f"--n {','.join(map(str, too_big))} is larger than the training pool of {pool} subjects "
+            f"({test} test and {validation} validation subjects are held out); use n <= {pool}"
+        )
+
+
+def load_strategies(settings: StudySettings) -> dict[str, SamplingStrategy]:
+    unknown_params = set(settings.params) - set(settings.strategies)
+    if unknown_params:
+        raise UsageError(f"--strategy-param names {', '.join(sorted(unknown_params))}, which is not in --strategy")
+    return {name: registry.load(name, settings.params.get(name)) for name in settings.strategies}
+
+
+def base_fingerprint(settings: StudySettings, source: CineDataset) -> str:
+    return fingerprint({"pretrain": settings.pretrain.to_dict(), "source": source.fingerprint})
+
+
+def plan(settings: StudySettings, strategies: dict[str, SamplingStrategy], dataset: CineDataset,
+         split: dict[str, list[str]], base: str) -> list[RunSpec]:
+    """The grid, base-model evaluation first, then by n, seed and strategy (small runs first)."""
+    common = {"fold": 0, "dataset": dataset.fingerprint, "split": split, "base_model": base,
+              "train": settings.train.to_dict()}
+    specs = [RunSpec(strategy=BASE, n=0, seed=0, params={}, streams=stream_seeds(0), **common)]
+    for n in sorted(settings.ns):
+        for seed in range(settings.first_seed, settings.first_seed + settings.seeds):
+            for name, strategy in strategies.items():
+                specs.append(RunSpec(strategy=name, n=n, seed=seed, params=registry.parameters(strategy),
+                                     streams=stream_seeds(seed), **common))
+    return specs
+
+
+def select(spec: RunSpec, strategy: SamplingStrategy, dataset: CineDataset) -> pd.DataFrame:
+    """The frame-index rows a run trains on, checked against the strategy contract."""
+    frames = dataset.rows_of(spec.split["pool"])
+    order = np.random.default_rng(spec.streams["subset"]).permutation(spec.split["pool"])
+    pool = Pool(frames=frames, subject_order=tuple(str(s) for s in order))
+    chosen = strategy.select(pool, spec.n, np.random.default_rng([spec.streams["select"], spec.n]))
+    if len(chosen) == 0:
+        raise StrategyError(f"strategy '{spec.strategy}' selected no images for n={spec.n}")
+    outside = pd.Index(chosen).difference(frames.index)
+    if len(outside):
+        raise StrategyError(f"strategy '{spec.strategy}' returned {len(outside)} rows that are not in the pool")
+    rows = frames.loc[pd.Index(chosen)]
+    extra = set(rows["subject"]) - set(pool.subjects(spec.n))
+    if extra:
+        raise StrategyError(f"strategy '{spec.strategy}' used subjects beyond the first n={spec.n}: {sorted(extra)}")
+    return rows
+
+
+class Study:
+    """Loads the data and base model once, then runs (or skips) every run of the grid."""
+
+    def __init__(self, settings: StudySettings, store: RunStore, console: Console | None = None,
+                 cache: Path | None = None):
+        self.settings = dataclasses.replace(settings, train=dataclasses.replace(
+            settings.train, precision=resolve_precision(settings.train.precision)))
+        settings = self.settings
+        self.store = store
+        self.console = console or Console(stderr=True)
+        self.cache = cache or cache_dir()
+        self.strategies = load_strategies(settings)
+        evaluate.dice(0, 0, 0, settings.empty)  # validates the convention before any work
+        held_out = settings.test_subjects + settings.val_subjects
+        check_budgets(settings.ns, settings.target_subjects - held_out, settings.test_subjects,
+                      settings.val_subjects)
+
+    def _progress(self) -> Progress:
+        return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                        console=self.console, transient=False)
+
+    def _phantom(self, domain: str, count: int) -> CineDataset:
+        with self._progress() as progress:
+            task = progress.add_task(f"phantom {domain} subjects", total=count)
+            dataset = phantom_dataset(domain, count, self.settings.data_seed, self.settings.train.size,
+                                      self.cache / "phantom",
+                                      on_subject=lambda done, total: progress.update(task, completed=done))
+            progress.update(task, completed=count)
+        return dataset
+
+    def load_source(self) -> CineDataset:
+        return self._phantom("source", self.settings.source_subjects)
+
+    def load_target(self) -> CineDataset:
+        return self._phantom("target", self.settings.target_subjects)
+
+    def base_model(self, source: CineDataset) -> tuple[Path, str]:
+        """The pre-trained base model's checkpoint, trained now (and cached) if missing."""
+        from harness import train
+
+        key = base_fingerprint(self.settings, source)
+        path = self.cache / "models" / f"base-{self.settings.pretrain.encoder}-{key}.pt"
+        if path.exists():
+            return path, key
+        p = self.settings.pretrain
+        self.console.print(f"[bold]Pre-training the base model[/] on the source-domain phantom "
+                           f"({len(source.index)} images, {p.steps} steps, {p.encoder}); "
+                           f"cached as {path} for later studies")
+        with self._progress() as progress:
+            task = progress.add_task("pre-training", total=p.steps)
+            model = train.pretrain(source.images, source.masks, p, on_step=lambda: progress.advance(task))
+        train.save_model(model, path, {"fingerprint": key, "settings": p.to_dict(), "source": source.fingerprint})
+        return path, key
+
+    def run(self) -> dict[str, Any]:
+        """Run every unfinished run; returns counts of done, skipped and failed runs."""
+        s = self.settings
+        started = time.perf_counter()
+        target = self.load_target()
+        split = split_subjects(target.subjects, s)
+        check_budgets(s.ns, len(split["pool"]), len(split["test"]), len(split["validation"]))
+        base_path, base_key = self.base_model(self.load_source())
+        specs = plan(s, self.strategies, target, split, base_key)
+        self.store.write_study({**s.to_dict(), "split": split, "base_model": base_key,
+                                "dataset": target.fingerprint, "runs": [sp.folder_name for sp in specs]})
+        todo = [sp for sp in specs if not self.store.is_done(sp)]
+        summary = {"planned": len(specs), "skipped": len(specs) - len(todo), "done": 0, "failed": []}
+        if todo:
+            self.console.print(f"{len(todo)} of {len(specs)} runs to do ({summary['skipped']} already finished)")
+        with self._progress() as progress:
+            grid = progress.add_task("study", total=len(specs), completed=summary["skipped"])
+            current = progress.add_task("run", total=1, visible=False)
+            for spec in todo:
+                progress.update(current, description=spec.folder_name, completed=0, visible=True,
+                                total=0 if spec.strategy == BASE else s.train.steps_frozen + s.train.steps_unfrozen)
+                try:
+                    self._execute(spec, target, base_path, lambda: progress.advance(current))
+                    summary["done"] += 1
+                except HarnessError as exc:
+                    self.store.save_failure(spec, str(exc))
+                    summary["failed"].append(f"{spec.folder_name}: {exc}")
+                except Exception as exc:  # a bug in one run must not lose the grid; keep the traceback
+                    self.store.save_failure(spec, "".join(traceback.format_exception(exc)))
+                    summary["failed"].append(f"{spec.folder_name}: {exc.__class__.__name__}: {exc}")
+                progress.advance(grid)
+            progress.update(current, visible=False)
+        summary["seconds"] = round(time.perf_counter() - started, 1)
+        summary["specs"] = specs
+        return summary
+
+    def _execute(self, spec: RunSpec, dataset: CineDataset, base_path: Path, on_step) -> None:
+        from harness import train
+
+        t0 = time.perf_counter()
+        settings = TrainSettings(**spec.train)
+        model = train.load_model(base_path, settings.encoder, init_seed=spec.streams["init"])
+        status: dict[str, Any] = {}
+        if spec.strategy == BASE:
+            selection = dataset.index.iloc[:0]
+        else:
+            selection = select(spec, self.strategies[spec.strategy], dataset)
+            rows = selection.index.to_numpy()
+            status["train"] = train.fine_tune(model, dataset.images[rows], dataset.masks[rows], settings,
+                                              spec.streams["order"], spec.streams["augment"], on_step)
+        t1 = time.perf_counter()
+        val = dataset.rows_of(spec.split["validation"])
+        val = val[val["phase"].notna()]
+        val_metrics = evaluate.image_metrics(val, train.predict(model, dataset.images[val.index], settings.precision),
+                                             dataset.masks[val.index], self.settings.empty)
+        test = dataset.rows_of(spec.split["test"])
+        images = evaluate.image_metrics(test, train.predict(model, dataset.images[test.index], settings.precision),
+                                        dataset.masks[test.index], self.settings.empty)
+        status.update({
+            "labelled_images": len(selection),
+            "labelled_subjects": int(selection["subject"].nunique()),
+            "validation_dice_lv": float(val_metrics["dice_lv"].mean()),
+            "validation_dice_my": float(val_metrics["dice_my"].mean()),
+            "train_seconds": round(t1 - t0, 2),
+            "evaluate_seconds": round(time.perf_counter() - t1, 2),
+        })
+        self.store.save_run(spec, selection[["subject", "slice", "frame", "phase"]], images, status)
