@@ -21,10 +21,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from harness import evaluate, registry
 from harness.api import Pool, SamplingStrategy
 from harness.data.dataset import CineDataset, fingerprint
-from harness.data.phantom import phantom_dataset
+from harness.data.phantom import phantom_dataset, phantom_fingerprint
 from harness.errors import HarnessError, StrategyError, UsageError
 from harness.store import RunSpec, RunStore
-from harness.train import PretrainSettings, TrainSettings, resolve_precision
+from harness.train import PretrainSettings, TrainSettings, check_weights_reachable, resolve_precision
 
 BASE = "base"  # pseudo-strategy: the pre-trained model evaluated without fine-tuning
 STREAMS = ("subset", "select", "init", "order", "augment")
@@ -93,8 +93,10 @@ def load_strategies(settings: StudySettings) -> dict[str, SamplingStrategy]:
     return {name: registry.load(name, settings.params.get(name)) for name in settings.strategies}
 
 
-def base_fingerprint(settings: StudySettings, source: CineDataset) -> str:
-    return fingerprint({"pretrain": settings.pretrain.to_dict(), "source": source.fingerprint})
+def base_fingerprint(settings: StudySettings) -> str:
+    """Identity of the base model: its pre-training settings and the source phantom it learns from."""
+    source = phantom_fingerprint("source", settings.source_subjects, settings.data_seed, settings.pretrain.size)
+    return fingerprint({"pretrain": settings.pretrain.to_dict(), "source": source})
 
 
 def plan(settings: StudySettings, strategies: dict[str, SamplingStrategy], dataset: CineDataset,
@@ -145,6 +147,8 @@ class Study:
         held_out = settings.test_subjects + settings.val_subjects
         check_budgets(settings.ns, settings.target_subjects - held_out, settings.test_subjects,
                       settings.val_subjects)
+        if not self.base_path()[0].exists():  # pre-training will need the weights: fail now, not later
+            check_weights_reachable(settings.pretrain.encoder_weights)
 
     def _progress(self) -> Progress:
         return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -166,14 +170,18 @@ class Study:
     def load_target(self) -> CineDataset:
         return self._phantom("target", self.settings.target_subjects)
 
-    def base_model(self, source: CineDataset) -> tuple[Path, str]:
+    def base_path(self) -> tuple[Path, str]:
+        key = base_fingerprint(self.settings)
+        return self.cache / "models" / f"base-{self.settings.pretrain.encoder}-{key}.pt", key
+
+    def base_model(self) -> tuple[Path, str]:
         """The pre-trained base model's checkpoint, trained now (and cached) if missing."""
         from harness import train
 
-        key = base_fingerprint(self.settings, source)
-        path = self.cache / "models" / f"base-{self.settings.pretrain.encoder}-{key}.pt"
+        path, key = self.base_path()
         if path.exists():
             return path, key
+        source = self.load_source()
         p = self.settings.pretrain
         self.console.print(f"[bold]Pre-training the base model[/] on the source-domain phantom "
                            f"({len(source.index)} images, {p.steps} steps, {p.encoder}); "
@@ -183,6 +191,7 @@ class Study:
             model = train.pretrain(source.images, source.masks, p, on_step=lambda: progress.advance(task))
         train.save_model(model, path, {"fingerprint": key, "settings": p.to_dict(), "source": source.fingerprint})
         return path, key
+        return path, key
 
     def run(self) -> dict[str, Any]:
         """Run every unfinished run; returns counts of done, skipped and failed runs."""
@@ -191,7 +200,7 @@ class Study:
         target = self.load_target()
         split = split_subjects(target.subjects, s)
         check_budgets(s.ns, len(split["pool"]), len(split["test"]), len(split["validation"]))
-        base_path, base_key = self.base_model(self.load_source())
+        base_path, base_key = self.base_model()
         specs = plan(s, self.strategies, target, split, base_key)
         self.store.write_study({**s.to_dict(), "split": split, "base_model": base_key,
                                 "dataset": target.fingerprint, "runs": [sp.folder_name for sp in specs]})

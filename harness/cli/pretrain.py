@@ -19,6 +19,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def execute(args: argparse.Namespace, console: Console) -> int:
     study = Study(settings_from(args), store=None, console=console,  # type: ignore[arg-type]
                   cache=Path(args.cache_dir) if args.cache_dir else None)
-    path, key = study.base_model(study.load_source())
+    path, key = study.base_model()
     console.print(f"base model {key}: {path}")
     return 0

@@ -26,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--empty", choices=["both-one", "ignore"], default="both-one",
                    help="Dice when both masks are empty: 1 (both-one, as published) or left out (ignore)")
     p.add_argument("--target-subjects", type=int, default=24, help="phantom target subjects (default 24)")
+    p.add_argument("--source-subjects", type=int, default=16,
+                   help="phantom source-domain subjects for pre-training the base model (default 16)")
     p.add_argument("--test-subjects", type=int, default=8, help="held-out test subjects (default 8)")
     add_model_arguments(p)
 
@@ -36,7 +38,8 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     train = {} if args.steps is None else {"steps_frozen": args.steps, "steps_unfrozen": args.steps}
     settings = settings_from(args, strategies=parse_strategies(args.strategy), ns=parse_ns(args.n),
                              seeds=args.seeds, params=parse_params(args.strategy_param), empty=args.empty,
-                             target_subjects=args.target_subjects, test_subjects=args.test_subjects, train=train)
+                             target_subjects=args.target_subjects,
+                             source_subjects=args.source_subjects, test_subjects=args.test_subjects, train=train)
     store = RunStore(Path(args.out))
     store.prepare()
     study = Study(settings, store, console, Path(args.cache_dir) if args.cache_dir else None)

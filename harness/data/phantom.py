@@ -261,15 +261,19 @@ def generator_version() -> str:
     return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:8]
 
 
+def phantom_fingerprint(domain: str, n_subjects: int, seed: int, size: int) -> str:
+    """The prepared phantom's identity, known before (and without) generating it."""
+    if domain not in DOMAINS:
+        raise UsageError(f"unknown phantom domain '{domain}'; choose one of {', '.join(DOMAINS)}")
+    return fingerprint({"phantom": generator_version(), "domain": domain, "subjects": n_subjects,
+                        "seed": seed, "size": size})
+
+
 def phantom_dataset(domain: str, n_subjects: int, seed: int, size: int,
                     cache_dir: Path | None = None,
                     on_subject: Callable[[int, int], None] | None = None) -> CineDataset:
     """The phantom of one domain at the training size, cached on disk when ``cache_dir`` is given."""
-    if domain not in DOMAINS:
-        raise UsageError(f"unknown phantom domain '{domain}'; choose one of {', '.join(DOMAINS)}")
-    settings = {"phantom": generator_version(), "domain": domain, "subjects": n_subjects, "seed": seed,
-                "size": size}
-    key = fingerprint(settings)
+    key = phantom_fingerprint(domain, n_subjects, seed, size)
     path = cache_dir / f"phantom-{domain}-{key}.npz" if cache_dir else None
     if path is not None and path.exists() and path.with_suffix(".csv").exists():
         return load(path)

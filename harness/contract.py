@@ -1,0 +1,58 @@
+"""A reusable contract check for sampling strategies: run it on yours in your own tests.
+
+    from harness.contract import check_strategy
+    def test_my_strategy():
+        check_strategy(MyStrategy())
+
+Every strategy registered in an environment is run through it by the harness's own test suite.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from harness.api import FRAME_COLUMNS, Pool, SamplingStrategy, StrategyError
+
+
+def example_pool(subjects: int = 6, slices: int = 9, frames: int = 20, seed: int = 0) -> Pool:
+    """A frame index shaped like a real cine pool (ED/ES marked, varied stacks), without images."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(subjects):
+        n_slices = int(slices + rng.integers(-1, 2))
+        n_frames = int(frames + rng.integers(-2, 3))
+        ed, es = int(rng.integers(0, 4)), int(rng.integers(7, 11))
+        for sl in range(n_slices):
+            for fr in range(n_frames):
+                rows.append({"subject": f"sub-{s:02d}", "slice": sl, "frame": fr,
+                             "phase": "ED" if fr == ed else "ES" if fr == es else None,
+                             "slice_pos": sl / (n_slices - 1), "lv_area": 100, "spacing_mm": 1.5,
+                             "n_slices": n_slices, "n_frames": n_frames})
+    frames_df = pd.DataFrame(rows, columns=list(FRAME_COLUMNS))
+    frames_df.index = frames_df.index * 3 + 7  # index labels that are not positions, as in a real pool
+    order = tuple(rng.permutation(sorted(frames_df["subject"].unique())).tolist())
+    return Pool(frames=frames_df, subject_order=order)
+
+
+def check_strategy(strategy: SamplingStrategy, pool: Pool | None = None) -> None:
+    """Raise AssertionError naming the broken rule, if the strategy breaks the contract."""
+    pool = pool or example_pool()
+    assert isinstance(strategy, SamplingStrategy), "a strategy needs a description and select(pool, n, rng)"
+    assert isinstance(strategy.description, str) and strategy.description, "description must be a non-empty string"
+    total = len(pool.subject_order)
+    for n in range(1, total + 1):
+        first = strategy.select(pool, n, np.random.default_rng(42))
+        again = strategy.select(pool, n, np.random.default_rng(42))
+        chosen = pd.Index(first)
+        assert chosen.equals(pd.Index(again)), f"n={n}: two calls with the same rng state selected different rows"
+        assert len(chosen) > 0, f"n={n}: selected nothing"
+        assert chosen.is_unique, f"n={n}: selected a row twice"
+        assert chosen.isin(pool.frames.index).all(), f"n={n}: selected rows that are not in the pool"
+        used = set(pool.frames.loc[chosen, "subject"])
+        assert used <= set(pool.subject_order[:n]), f"n={n}: used subjects beyond the first n: {sorted(used)}"
+    try:
+        strategy.select(pool, total + 1, np.random.default_rng(0))
+    except StrategyError as exc:
+        assert str(total + 1) in str(exc), f"the error for n > pool must name the n asked for: {exc}"
+    else:
+        raise AssertionError(f"n={total + 1} > {total} subjects in the pool must raise StrategyError")

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# A study small enough to train in seconds on 2 CPU cores; the numbers mean nothing, the plumbing is real.
+TINY_RUN = ["--size", "64", "--steps", "3", "--pretrain-steps", "4", "--target-subjects", "6",
+            "--source-subjects", "3", "--test-subjects", "2", "--seeds", "2"]
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def cache(tmp_path_factory) -> Path:
+    """A per-session cache so tests never read or write the user's ~/.cache."""
+    return tmp_path_factory.getbasetemp() / "cache"

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from harness import registry
+from harness.cli import main
+from tests.conftest import TINY_RUN
+
+
+def test_unknown_strategy_is_one_line_with_a_suggestion(capsys):
+    assert main(["run", "--strategy", "ed_es,slice_stratifed"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown strategy 'slice_stratifed'; did you mean 'slice_stratified'?" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("value", ["2,x", "0,5", "", "2;5"])
+def test_malformed_n(capsys, value):
+    assert main(["run", "--n", value]) == 2
+    assert f"--n '{value}' is not a comma list of positive whole numbers" in capsys.readouterr().err
+
+
+def test_n_larger_than_pool_fails_before_any_work(capsys):
+    started = time.perf_counter()
+    assert main(["run", "--n", "2,15"]) == 2
+    assert "--n 15 is larger than the training pool of 14 subjects" in capsys.readouterr().err
+    assert time.perf_counter() - started < 5
+
+
+def test_unwritable_out(capsys, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["run", "--out", str(blocker / "study")]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write study folder '{blocker / 'study'}'" in err and "choose another --out" in err
+
+
+def test_debug_shows_the_traceback():
+    with pytest.raises(Exception, match="unknown strategy"):
+        main(["--debug", "run", "--strategy", "nope"])
+
+
+def test_offline_imagenet_weights_fail_fast(capsys, tmp_path):
+    started = time.perf_counter()
+    assert main(["pretrain", "--encoder-weights", "imagenet", "--cache-dir", str(tmp_path), "--size", "64"]) == 2
+    assert "HF_HUB_OFFLINE is set" in capsys.readouterr().err
+    assert time.perf_counter() - started < 5  # checked before any data is made; no download retries
+
+
+def test_subprocess_error_has_no_traceback_and_nonzero_exit():
+    result = subprocess.run([sys.executable, "-m", "harness", "run", "--strategy", "nope"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "unknown strategy 'nope'" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study") / "s"
+    cache = tmp_path_factory.getbasetemp() / "cache"
+    args = ["run", "--strategy", "ed_es,subject_random", "--n", "1,2", "--out", str(out),
+            "--cache-dir", str(cache), *TINY_RUN]
+    return out, args, main(args)
+
+
+@pytest.mark.slow
+def test_study_writes_every_run_and_the_reports(tiny_study):
+    out, _, code = tiny_study
+    assert code == 0
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert len(runs) == 1 + 2 * 2 * 2  # base + strategies x n x seeds
+    study = json.loads((out / "study.json").read_text())
+    specs = {name: json.loads((out / "runs" / name / "spec.json").read_text()) for name in runs}
+    for name, spec in specs.items():
+        assert set(spec["streams"]) == {"subset", "select", "init", "order", "augment"}
+        assert name.startswith(f"{spec['strategy']}__n{spec['n']}__s{spec['seed']}__f0__")
+        status = json.loads((out / "runs" / name / "status.json").read_text())
+        assert status["state"] == "done"
+        images = pd.read_csv(out / "runs" / name / "images.csv")
+        assert set(images["subject"]) == set(study["split"]["test"])
+        selection = pd.read_csv(out / "runs" / name / "selection.csv")
+        held_out = set(study["split"]["test"]) | set(study["split"]["validation"])
+        assert not set(selection["subject"]) & held_out
+    md = (out / "report.md").read_text()
+    assert "How much target data is enough" in md and "**ed_es**" in md and "source-only base model" in md
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "http" not in html.replace("http-equiv", "")
+
+
+@pytest.mark.slow
+def test_subjects_are_paired_across_strategies_and_nested_across_n(tiny_study):
+    out, _, _ = tiny_study
+    chosen = {}
+    for folder in (out / "runs").iterdir():
+        spec = json.loads((folder / "spec.json").read_text())
+        if spec["strategy"] != "base":
+            chosen[spec["strategy"], spec["n"], spec["seed"]] = set(pd.read_csv(folder / "selection.csv")["subject"])
+    for seed in (0, 1):
+        assert chosen["ed_es", 1, seed] == chosen["subject_random", 1, seed]
+        assert chosen["ed_es", 2, seed] == chosen["subject_random", 2, seed]
+        assert chosen["ed_es", 1, seed] < chosen["ed_es", 2, seed]
+    assert chosen["ed_es", 2, 0] != chosen["ed_es", 2, 1] or chosen["ed_es", 1, 0] != chosen["ed_es", 1, 1]
+
+
+@pytest.mark.slow
+def test_second_identical_command_resumes_and_redoes_only_missing_runs(tiny_study, capsys):
+    out, args, _ = tiny_study
+    capsys.readouterr()
+    started = time.perf_counter()
+    assert main(args) == 0
+    assert "0 runs done, 9 already finished, 0 failed" in capsys.readouterr().err
+    assert time.perf_counter() - started < 30
+    victim = next(p for p in (out / "runs").iterdir() if p.name.startswith("ed_es__n2__s1"))
+    (victim / "status.json").unlink()  # as if the process died while writing it
+    assert main(args) == 0
+    assert "1 runs done, 8 already finished" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_failing_run_is_recorded_and_the_grid_goes_on(monkeypatch, tmp_path, capsys, cache):
+    real = registry.discover()
+    fake = registry.StrategyEntry("fails_at_two", "tests", "tests.fake_strategies:FailsAtTwoStrategy")
+    monkeypatch.setattr(registry, "discover", lambda: {**real, "fails_at_two": fake})
+    out = tmp_path / "s"
+    code = main(["run", "--strategy", "fails_at_two", "--n", "1,2", "--out", str(out),
+                 "--cache-dir", str(cache), *TINY_RUN])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "3 runs done" in err and "2 failed" in err and "this strategy refuses n=2" in err
+    failed = [json.loads(p.read_text()) for p in (out / "runs").glob("*n2*/status.json")]
+    assert [f["state"] for f in failed] == ["failed", "failed"]
+    assert "this strategy refuses n=2" in (out / "report.md").read_text()

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.errors import UsageError
+from harness.evaluate import dice, image_metrics, subject_metrics
+
+
+def test_dice_known_values_and_empty_conventions():
+    assert dice(5, 10, 10)[()] == pytest.approx(0.5)
+    assert dice(0, 0, 0, "both-one")[()] == 1.0
+    assert np.isnan(dice(0, 0, 0, "ignore")[()])
+    assert dice(0, 4, 0, "both-one")[()] == 0.0 and dice(0, 0, 4, "ignore")[()] == 0.0
+    with pytest.raises(UsageError, match="empty-mask convention"):
+        dice(1, 1, 1, "zero")
+
+
+def test_image_and_subject_metrics():
+    ref = np.zeros((2, 4, 4), np.uint8)
+    pred = np.zeros((2, 4, 4), np.uint8)
+    ref[0, :2, :2] = 1          # 4 LV pixels
+    pred[0, :2, :1] = 1         # 2 of them predicted
+    ref[1, 0, 0] = 3            # RV is background for LV/MY Dice
+    rows = pd.DataFrame({"subject": ["a", "a"], "slice": [0, 0], "frame": [0, 1], "phase": ["ED", None]})
+    images = image_metrics(rows, pred, ref)
+    assert images["dice_lv"].tolist() == pytest.approx([2 * 2 / 6, 1.0])
+    assert images["dice_my"].tolist() == [1.0, 1.0]  # empty in both images
+    per_subject = subject_metrics(images)
+    assert per_subject.loc[0, "dice_lv"] == pytest.approx((4 / 6 + 1) / 2)
+    assert per_subject.loc[0, "dice3d_lv"] == pytest.approx(4 / 6)
+    assert per_subject.loc[0, "images"] == 2
