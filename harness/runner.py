@@ -233,8 +233,9 @@ class Study:
         from harness import train
 
         t0 = time.perf_counter()
-        settings = TrainSettings(**spec.train)
-        model = train.load_model(base_path, settings.encoder, init_seed=spec.streams["init"])
+        settings = TrainSettings(**{**spec.train, "decoder_channels": tuple(spec.train["decoder_channels"])})
+        model = train.load_model(base_path, settings.encoder, tuple(settings.decoder_channels),
+                                 init_seed=spec.streams["init"])
         status: dict[str, Any] = {}
         if spec.strategy == BASE:
             selection = dataset.index.iloc[:0]

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from harness.errors import UsageError
 
 N_CLASSES = 3  # background, LV, MY
+# Half the width of smp's default decoder (256, 128, 64, 32, 16): 1.5x faster on a CPU at 128 px.
+DECODER_CHANNELS = (128, 64, 32, 16, 16)
 
 
 @dataclass(frozen=True)
@@ -28,10 +30,11 @@ class TrainSettings:
     """Everything about training that changes its result; recorded in every run spec."""
 
     encoder: str = "resnet18"
+    decoder_channels: tuple[int, ...] = DECODER_CHANNELS
     size: int = 128
     batch_size: int = 8
-    steps_frozen: int = 50
-    steps_unfrozen: int = 50
+    steps_frozen: int = 100
+    steps_unfrozen: int = 100
     lr_frozen: float = 1e-3
     lr_unfrozen: float = 3e-4
     weight_decay: float = 1e-4
@@ -49,6 +52,7 @@ class TrainSettings:
 @dataclass(frozen=True)
 class PretrainSettings:
     encoder: str = "resnet18"
+    decoder_channels: tuple[int, ...] = DECODER_CHANNELS
     encoder_weights: str | None = None  # "imagenet" needs the network once
     size: int = 128
     batch_size: int = 8
@@ -98,12 +102,14 @@ def check_weights_reachable(encoder_weights: str | None) -> None:
         ) from None
 
 
-def build_model(encoder: str, encoder_weights: str | None = None) -> torch.nn.Module:
+def build_model(encoder: str, encoder_weights: str | None = None,
+                decoder_channels: tuple[int, ...] = DECODER_CHANNELS) -> torch.nn.Module:
     import segmentation_models_pytorch as smp
 
     check_weights_reachable(encoder_weights)
     try:
-        return smp.Unet(encoder, encoder_weights=encoder_weights, in_channels=1, classes=N_CLASSES)
+        return smp.Unet(encoder, encoder_weights=encoder_weights, in_channels=1, classes=N_CLASSES,
+                        decoder_channels=tuple(decoder_channels))
     except (KeyError, ValueError) as exc:
         raise UsageError(f"segmentation_models_pytorch cannot build encoder '{encoder}': {exc}") from None
 
@@ -218,8 +224,8 @@ def pretrain(images: np.ndarray, masks: np.ndarray, settings: PretrainSettings,
              on_step: Callable[[], None] | None = None) -> torch.nn.Module:
     """Train a base model from scratch (or ImageNet) on source-domain data, all layers at once."""
     torch.manual_seed(settings.seed)
-    model = build_model(settings.encoder, settings.encoder_weights)
-    train = TrainSettings(encoder=settings.encoder, size=settings.size, batch_size=settings.batch_size,
+    model = build_model(settings.encoder, settings.encoder_weights, settings.decoder_channels)
+    train = TrainSettings(encoder=settings.encoder, decoder_channels=settings.decoder_channels, size=settings.size, batch_size=settings.batch_size,
                           steps_frozen=0, steps_unfrozen=settings.steps, lr_unfrozen=settings.lr)
     seeds = np.random.SeedSequence(settings.seed).generate_state(2)
     fine_tune(model, images, masks, train, int(seeds[0]), int(seeds[1]), on_step)
@@ -234,12 +240,13 @@ def save_model(model: torch.nn.Module, path: Path, meta: dict) -> None:
     tmp.replace(path)
 
 
-def load_model(path: Path, encoder: str, init_seed: int | None = None) -> torch.nn.Module:
+def load_model(path: Path, encoder: str, decoder_channels: tuple[int, ...] = DECODER_CHANNELS,
+               init_seed: int | None = None) -> torch.nn.Module:
     """The base model from a checkpoint. ``init_seed`` seeds anything not in it (nothing for a U-Net)."""
     if init_seed is not None:
         torch.manual_seed(init_seed)
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_model(encoder)
+    model = build_model(encoder, decoder_channels=decoder_channels)
     model.load_state_dict(checkpoint["state_dict"])
     return model
 
@@ -262,10 +269,3 @@ def predict(model: torch.nn.Module, images: np.ndarray, precision: str = "auto",
             on_batch(len(x))
     return out
 
-
-def steps_total(settings: TrainSettings) -> int:
-    return settings.steps_frozen + settings.steps_unfrozen
-
-
-def epochs_for(settings: TrainSettings, n_images: int) -> float:
-    return math.inf if n_images == 0 else steps_total(settings) * settings.batch_size / n_images

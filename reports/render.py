@@ -216,7 +216,8 @@ def settings_lines(a: Analysis) -> list[str]:
         f"Strategies: {', '.join(s['strategies'])}; n = {', '.join(map(str, s['ns']))} subjects; "
         f"{s['seeds']} seeds per configuration (seeds {s['first_seed']}–{s['first_seed'] + s['seeds'] - 1}). "
         "At each seed the subjects drawn are the same for every strategy and nested across n.",
-        f"Base model: U-Net ({t['encoder']} encoder, segmentation-models-pytorch {smp_version}) pre-trained on "
+        f"Base model: U-Net ({t['encoder']} encoder, decoder widths "
+        f"{', '.join(map(str, t['decoder_channels']))}; segmentation-models-pytorch {smp_version}) pre-trained on "
         f"{s['source_subjects']} source-domain (1.5T bSSFP-like) phantom subjects, {p['steps']} steps, "
         f"encoder init {p['encoder_weights'] or 'random'}; fingerprint `{s['base_model']}`.",
         f"Fine-tuning: stage 1 encoder frozen (BatchNorm trainable), {t['steps_frozen']} steps, one-cycle, "

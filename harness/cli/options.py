@@ -46,6 +46,9 @@ def parse_params(items: list[str]) -> dict[str, dict[str, str]]:
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     d, pd_ = TrainSettings(), PretrainSettings()
     p.add_argument("--encoder", default=d.encoder, help=f"U-Net encoder (smp name; default {d.encoder})")
+    p.add_argument("--decoder-channels", default=",".join(map(str, d.decoder_channels)),
+                   help=f"U-Net decoder widths, 5 numbers (default {','.join(map(str, d.decoder_channels))}; "
+                        "smp's default is 256,128,64,32,16)")
     p.add_argument("--encoder-weights", default="none",
                    help="encoder init for pre-training: none (default) or imagenet (needs the network)")
     p.add_argument("--size", type=int, default=d.size, help=f"training image size in px (default {d.size})")
@@ -61,8 +64,16 @@ def settings_from(args: argparse.Namespace, **study: object) -> StudySettings:
     weights = None if args.encoder_weights.lower() == "none" else args.encoder_weights
     if args.size < 32 or args.size % 32:
         raise UsageError(f"--size {args.size}: the U-Net needs a multiple of 32 (e.g. 128 or 256)")
-    train = replace(TrainSettings(), encoder=args.encoder, size=args.size, precision=args.precision,
+    try:
+        decoder = tuple(int(c) for c in args.decoder_channels.split(","))
+    except ValueError:
+        decoder = ()
+    if len(decoder) != 5 or min(decoder) < 1:
+        raise UsageError(f"--decoder-channels '{args.decoder_channels}': give 5 positive widths, e.g. 256,128,64,32,16")
+    train = replace(TrainSettings(), encoder=args.encoder, decoder_channels=decoder, size=args.size,
+                    precision=args.precision,
                     **{k: v for k, v in study.pop("train", {}).items()})  # type: ignore[arg-type]
-    pretrain = replace(PretrainSettings(), encoder=args.encoder, encoder_weights=weights, size=args.size,
+    pretrain = replace(PretrainSettings(), encoder=args.encoder, decoder_channels=decoder,
+                       encoder_weights=weights, size=args.size,
                        steps=args.pretrain_steps)
     return StudySettings(train=train, pretrain=pretrain, **study)  # type: ignore[arg-type]

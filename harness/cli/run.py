@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy-param", action="append", default=[], metavar="STRATEGY.KEY=VALUE",
                    help="set a strategy parameter, e.g. subject_random.per_subject=20 (repeatable)")
     p.add_argument("--steps", type=int, default=None,
-                   help="optimiser steps per fine-tuning stage (default 50 + 50)")
+                   help="optimiser steps per fine-tuning stage (default 100 + 100)")
     p.add_argument("--empty", choices=["both-one", "ignore"], default="both-one",
                    help="Dice when both masks are empty: 1 (both-one, as published) or left out (ignore)")
     p.add_argument("--target-subjects", type=int, default=24, help="phantom target subjects (default 24)")

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from harness import train
+from harness.errors import UsageError
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    images = rng.random((6, 32, 32)).astype(np.float16)
+    masks = np.zeros((6, 32, 32), np.uint8)
+    masks[:, 8:24, 8:24] = 2
+    masks[:, 12:20, 12:20] = 1
+    masks[0, :4, :4] = 3  # RV: trained as background
+    return images, masks
+
+
+SMALL = train.TrainSettings(size=32, batch_size=4, steps_frozen=2, steps_unfrozen=2, precision="fp32")
+
+
+def _weights(model) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_stage_one_freezes_the_encoder_but_not_its_batchnorm():
+    model = train.build_model("resnet18")
+    trainable = train._set_stage(model, frozen_encoder=True)
+    assert not model.encoder.conv1.weight.requires_grad
+    assert model.encoder.bn1.weight.requires_grad and model.encoder.layer1[0].bn2.bias.requires_grad
+    assert all(p.requires_grad for p in model.decoder.parameters())
+    assert len(trainable) < len(list(model.parameters()))
+    assert len(train._set_stage(model, frozen_encoder=False)) == len(list(model.parameters()))
+
+
+def test_fine_tuning_is_reproducible_from_its_seeds(data):
+    images, masks = data
+    runs = []
+    for order_seed, augment_seed in [(1, 2), (1, 2), (1, 3)]:
+        torch.manual_seed(0)
+        model = train.build_model("resnet18")
+        train.fine_tune(model, images, masks, SMALL, order_seed, augment_seed)
+        runs.append(_weights(model))
+    assert torch.equal(runs[0], runs[1])
+    assert not torch.equal(runs[0], runs[2])
+
+
+def test_frozen_stage_leaves_encoder_convolutions_unchanged(data):
+    images, masks = data
+    torch.manual_seed(0)
+    model = train.build_model("resnet18")
+    before = model.encoder.conv1.weight.detach().clone()
+    head_before = model.segmentation_head[0].weight.detach().clone()
+    settings = train.TrainSettings(size=32, batch_size=4, steps_frozen=3, steps_unfrozen=0, precision="fp32")
+    train.fine_tune(model, images, masks, settings, 0, 0)
+    assert torch.equal(before, model.encoder.conv1.weight)
+    assert not torch.equal(head_before, model.segmentation_head[0].weight)
+
+
+def test_every_subset_gets_the_same_number_of_steps():
+    rng = np.random.default_rng(0)
+    for n_images in (3, 17, 200):
+        batches = list(train._batches(n_images, 8, 25, rng))
+        assert len(batches) == 25 and all(len(b) == min(8, n_images) for b in batches)
+
+
+def test_augmentation_keeps_image_and_mask_aligned():
+    x = torch.zeros(4, 1, 32, 32)
+    x[:, :, 10:20, 5:15] = 1.0
+    y = (x[:, 0] > 0.5).long()
+    settings = train.TrainSettings(brightness=0.0, contrast=0.0)
+    ax, ay = train.Augmenter(settings, 0)(x, y)
+    inside = ax[:, 0][ay == 1]
+    assert inside.mean() > 0.8 and ax[:, 0][ay == 0].mean() < 0.1
+
+
+def test_rv_becomes_background_for_training():
+    assert train.to_classes(np.array([0, 1, 2, 3], np.uint8)).tolist() == [0, 1, 2, 0]
+
+
+def test_precision_resolution():
+    assert train.resolve_precision("fp32") == "fp32"
+    assert train.resolve_precision("auto") in ("bf16", "fp32")
+    with pytest.raises(UsageError, match="precision must be"):
+        train.resolve_precision("fp8")
+
+
+def test_pretrained_weights_offline_fail_fast(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    started = time.perf_counter()
+    with pytest.raises(UsageError, match="HF_HUB_OFFLINE is set.*--encoder-weights none"):
+        train.build_model("resnet18", "imagenet")
+    assert time.perf_counter() - started < 1
+
+
+def test_unreachable_hub_fails_in_seconds(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+    def refuse(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(train.socket, "create_connection", refuse)
+    with pytest.raises(UsageError, match="not reachable"):
+        train.check_weights_reachable("imagenet")
+
+
+def test_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = train.build_model("resnet18")
+    train.save_model(model, tmp_path / "m.pt", {"k": 1})
+    assert torch.equal(_weights(model), _weights(train.load_model(tmp_path / "m.pt", "resnet18")))
