@@ -40,6 +40,12 @@ def p_text(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
+def p_cell(p: float) -> str:
+    if p != p:
+        return "n/a"
+    return "<0.0001" if p < 0.0001 else f"{p:.4f}"
+
+
 def ci_text(low: float, high: float) -> str:
     return "n/a" if low != low else f"{low:.3f} to {high:.3f}"
 
@@ -176,7 +182,7 @@ def _comparison_table(title: str, table: pd.DataFrame, label_columns: list[tuple
     for r in table.itertuples():
         rows.append([str(getattr(r, c)) for _, c in label_columns] + [
             METRIC_NAMES[r.metric], signed(r.difference), ci_text(r.ci_low, r.ci_high),
-            f"{r.better}/{r.units}", f"{r.p:.4f}", f"{r.p_holm:.4f}"])
+            f"{r.better}/{r.units}", p_cell(r.p), p_cell(r.p_holm)])
     return Table(title, [h for h, _ in label_columns] + ["metric", "difference", "95% CI", "better/pairs",
                                                           "p", "p (Holm)"], rows, note)
 
