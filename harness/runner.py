@@ -260,4 +260,5 @@ class Study:
             "train_seconds": round(t1 - t0, 2),
             "evaluate_seconds": round(time.perf_counter() - t1, 2),
         })
-        self.store.save_run(spec, selection[["subject", "slice", "frame", "phase"]], images, status)
+        self.store.save_run(spec, selection[["subject", "slice", "frame", "phase"]], images,
+                            evaluate.subject_metrics(images, self.settings.empty), status)

@@ -5,6 +5,7 @@
         spec.json       everything needed to re-run this run
         selection.csv   the training images it used
         images.csv      per-image pixel counts and Dice on the test subjects
+        subjects.csv    per test subject: mean image Dice and 3D Dice over all its images
         status.json     done or failed (with the reason), timings, training summary
 
 A run folder is first written under a temporary name and renamed when complete; ``status.json`` with
@@ -103,13 +104,15 @@ class RunStore:
         status = self.folder(spec) / "status.json"
         return status.exists() and json.loads(status.read_text()).get("state") == "done"
 
-    def save_run(self, spec: RunSpec, selection: pd.DataFrame, images: pd.DataFrame, status: dict[str, Any]) -> None:
+    def save_run(self, spec: RunSpec, selection: pd.DataFrame, images: pd.DataFrame, subjects: pd.DataFrame,
+                 status: dict[str, Any]) -> None:
         """Write a finished run: all files into a temporary folder, then one rename."""
         final = self.folder(spec)
         tmp = Path(tempfile.mkdtemp(dir=self.runs, prefix=f".{spec.folder_name}."))
         write_json(tmp / "spec.json", spec.to_dict())
         selection.to_csv(tmp / "selection.csv", index=False)
         images.to_csv(tmp / "images.csv", index=False)
+        subjects.to_csv(tmp / "subjects.csv", index=False)
         write_json(tmp / "status.json", {"state": "done", **status})
         if final.exists():
             shutil.rmtree(final)

@@ -84,6 +84,9 @@ def test_study_writes_every_run_and_the_reports(tiny_study):
         assert status["state"] == "done"
         images = pd.read_csv(out / "runs" / name / "images.csv")
         assert set(images["subject"]) == set(study["split"]["test"])
+        subjects = pd.read_csv(out / "runs" / name / "subjects.csv")
+        assert sorted(subjects["subject"]) == sorted(study["split"]["test"])
+        assert subjects["dice3d_lv"].between(0, 1).all() and (subjects["images"] > 0).all()
         selection = pd.read_csv(out / "runs" / name / "selection.csv")
         held_out = set(study["split"]["test"]) | set(study["split"]["validation"])
         assert not set(selection["subject"]) & held_out

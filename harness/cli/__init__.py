@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 from harness import __version__
 from harness.cli import pretrain, report, run, strategies
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as exc:
         if args.debug:
             raise
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         console.print("interrupted; finished runs are kept and a re-run resumes")

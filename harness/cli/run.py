@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from harness.cli.options import add_model_arguments, parse_ns, parse_params, parse_strategies, settings_from
 from harness.errors import UsageError
@@ -50,6 +51,6 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     console.print(f"{summary['done']} runs done, {summary['skipped']} already finished, "
                   f"{len(summary['failed'])} failed, in {summary['seconds']:.0f} s")
     for failure in summary["failed"]:
-        console.print(f"[red]failed:[/] {failure}", highlight=False)
+        console.print(f"[red]failed:[/] {escape(failure)}", highlight=False, soft_wrap=True)
     console.print(f"report: {md}\n        {html}")
     return 1 if summary["failed"] else 0
