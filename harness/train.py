@@ -65,7 +65,16 @@ class PretrainSettings:
 
 
 def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The GPU when there is one, set up for run-to-run reproducible kernels; else the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    # Deterministic cuBLAS/cuDNN choices, so a recorded seed reproduces a run. Ops without a
+    # deterministic CUDA kernel (e.g. nearest-upsampling backward) warn instead of failing.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return torch.device("cuda")
 
 
 def resolve_precision(precision: str, dev: torch.device | None = None) -> str:

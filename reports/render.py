@@ -162,7 +162,7 @@ def _summary_table(a: Analysis) -> Table:
     rows = []
     wide = pd.concat([a.base, a.summary]).pivot_table(
         index=["strategy", "n"], columns="metric",
-        values=["mean", "ci_low", "ci_high", "seed_sd", "labelled_images"], aggfunc="first")
+        values=["mean", "ci_low", "ci_high", "seed_sd", "labelled_images"], aggfunc="first", dropna=False)
     for (strategy, n), r in wide.iterrows():
         cells = [strategy, str(n), f"{r[('labelled_images', 'dice_lv')]:.0f}"]
         for m in stats.METRICS:
