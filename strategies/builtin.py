@@ -5,6 +5,7 @@ does (2 x the subject's slices), so the three compare at equal annotation cost.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -35,13 +36,15 @@ class EdEsStrategy:
         return chosen.index
 
 
-def _budget(per_subject: int | None, subject_rows: pd.DataFrame) -> int:
-    """Images to label for one subject: the ED/ES cost (2 x slices) unless set explicitly."""
-    if per_subject is not None:
-        if per_subject < 1:
-            raise StrategyError(f"per_subject must be at least 1, got {per_subject}")
-        return per_subject
-    return 2 * int(subject_rows["slice"].nunique())
+def _budgeted_subjects(pool: Pool, n: int, per_subject: int | None) -> Iterator[tuple[pd.DataFrame, int]]:
+    """Each of the n subjects' pool rows with its labelling budget: the ED/ES cost (2 x slices)
+    unless ``per_subject`` is set, capped at the images the subject has."""
+    if per_subject is not None and per_subject < 1:
+        raise StrategyError(f"per_subject must be at least 1, got {per_subject}")
+    for subject in pool.subjects(n):
+        rows = pool.frames[pool.frames["subject"] == subject]
+        budget = per_subject if per_subject is not None else 2 * int(rows["slice"].nunique())
+        yield rows, min(budget, len(rows))
 
 
 @dataclass(frozen=True)
@@ -51,9 +54,7 @@ class SubjectRandomStrategy:
 
     def select(self, pool: Pool, n: int, rng: np.random.Generator) -> pd.Index:
         chosen: list[pd.Index] = []
-        for subject in pool.subjects(n):
-            rows = pool.frames[pool.frames["subject"] == subject]
-            k = min(_budget(self.per_subject, rows), len(rows))
+        for rows, k in _budgeted_subjects(pool, n, self.per_subject):
             chosen.append(rows.index[np.sort(rng.choice(len(rows), size=k, replace=False))])
         return chosen[0].append(chosen[1:])
 
@@ -67,9 +68,7 @@ class SliceStratifiedStrategy:
 
     def select(self, pool: Pool, n: int, rng: np.random.Generator) -> pd.Index:
         chosen: list[pd.Index] = []
-        for subject in pool.subjects(n):
-            rows = pool.frames[pool.frames["subject"] == subject]
-            budget = min(_budget(self.per_subject, rows), len(rows))
+        for rows, budget in _budgeted_subjects(pool, n, self.per_subject):
             third = np.minimum((rows["slice_pos"].to_numpy() * 3).astype(int), 2)
             groups = [rows.index[third == t] for t in range(3)]
             for group, k in zip(groups, _equal_shares(budget, [len(g) for g in groups], rng)):

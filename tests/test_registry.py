@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from importlib import metadata
@@ -57,8 +58,10 @@ def test_parameters_are_converted_and_unknown_ones_rejected():
 def installed_plugin(tmp_path_factory) -> Path:
     """The tiny plug-in package, really built and installed (into its own folder) by pip."""
     target = tmp_path_factory.mktemp("site")
+    source = tmp_path_factory.mktemp("src") / "plugin"
+    shutil.copytree(PLUGIN, source)  # setuptools builds in the source folder; keep the repository clean
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(PLUGIN)], check=True, capture_output=True)
+                    "--target", str(target), str(source)], check=True, capture_output=True)
     return target
 
 
