@@ -136,7 +136,7 @@ def guideline(a: Analysis) -> list[str]:
                     f"{METRIC_NAMES[r.metric]} {r.n_small}→{r.n_large}: {signed(r.difference)}, 95% CI "
                     f"{ci_text(r.ci_low, r.ci_high)}, {p_text(r.p_holm)}" for r in steps.itertuples())
                 text += (f" Beyond {enough} subjects, more labelled subjects gave no statistically "
-                         f"distinguishable gain ({detail}).")
+                         f"distinguishable gain after Holm adjustment ({detail}).")
             else:
                 step = a.budgets[(a.budgets["strategy"] == strategy) & (a.budgets["n_large"] == last)]
                 detail = "; ".join(f"{METRIC_NAMES[r.metric]} {r.n_small}→{r.n_large}: {signed(r.difference)}, "
@@ -189,7 +189,8 @@ def _comparison_table(title: str, table: pd.DataFrame, label_columns: list[tuple
 
 def tables(a: Analysis) -> list[Table]:
     paired_note = ("Paired by (test subject, seed); Wilcoxon signed-rank, two-sided, zeros dropped; Holm "
-                   "correction within this table. Difference = mean over subjects; CI by bootstrap over subjects.")
+                   "correction within this table. Difference = mean over subjects; CI by bootstrap over subjects, "
+                   "not adjusted for multiplicity (so a CI can exclude 0 while the Holm-adjusted p exceeds 0.05).")
     out = [_summary_table(a)]
     if len(a.versus_base):
         out.append(_comparison_table("Fine-tuned vs source-only base model", a.versus_base,

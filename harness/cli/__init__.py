@@ -15,7 +15,9 @@ COMMANDS = {"run": run, "pretrain": pretrain, "strategies": strategies, "report"
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0])
+    top = argparse.ArgumentParser(
+        prog="harness", description="Data-efficiency studies of transfer learning in cardiac cine MRI segmentation: "
+        "how many subjects, and which frames, to label before fine-tuning is as good as it gets.")
     top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     top.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
