@@ -9,6 +9,7 @@ import dataclasses
 import os
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from harness import evaluate, registry
+from harness import evaluate, registry, train
 from harness.api import Pool, SamplingStrategy
 from harness.data.dataset import CineDataset, fingerprint
 from harness.data.phantom import phantom_dataset, phantom_fingerprint
@@ -134,7 +135,7 @@ def select(spec: RunSpec, strategy: SamplingStrategy, dataset: CineDataset) -> p
 class Study:
     """Loads the data and base model once, then runs (or skips) every run of the grid."""
 
-    def __init__(self, settings: StudySettings, store: RunStore, console: Console | None = None,
+    def __init__(self, settings: StudySettings, store: RunStore | None, console: Console | None = None,
                  cache: Path | None = None):
         self.settings = dataclasses.replace(settings, train=dataclasses.replace(
             settings.train, precision=resolve_precision(settings.train.precision)))
@@ -176,8 +177,6 @@ class Study:
 
     def base_model(self) -> tuple[Path, str]:
         """The pre-trained base model's checkpoint, trained now (and cached) if missing."""
-        from harness import train
-
         path, key = self.base_path()
         if path.exists():
             return path, key
@@ -191,10 +190,11 @@ class Study:
             model = train.pretrain(source.images, source.masks, p, on_step=lambda: progress.advance(task))
         train.save_model(model, path, {"fingerprint": key, "settings": p.to_dict(), "source": source.fingerprint})
         return path, key
-        return path, key
 
     def run(self) -> dict[str, Any]:
         """Run every unfinished run; returns counts of done, skipped and failed runs."""
+        if self.store is None:
+            raise ValueError("Study.run needs a RunStore")
         s = self.settings
         started = time.perf_counter()
         target = self.load_target()
@@ -229,9 +229,7 @@ class Study:
         summary["specs"] = specs
         return summary
 
-    def _execute(self, spec: RunSpec, dataset: CineDataset, base_path: Path, on_step) -> None:
-        from harness import train
-
+    def _execute(self, spec: RunSpec, dataset: CineDataset, base_path: Path, on_step: Callable[[], None]) -> None:
         t0 = time.perf_counter()
         settings = TrainSettings(**{**spec.train, "decoder_channels": tuple(spec.train["decoder_channels"])})
         model = train.load_model(base_path, settings.encoder, tuple(settings.decoder_channels),

@@ -14,6 +14,7 @@ import jinja2
 import pandas as pd
 
 from harness import stats
+from harness.errors import StoreError
 from harness.store import RunStore, finished_runs
 from reports.figures import learning_curves
 
@@ -95,8 +96,6 @@ def analyse(study_dir: Path) -> Analysis:
 
 
 def raise_no_runs(study_dir: Path, failed: list[tuple[str, str]]) -> None:
-    from harness.errors import StoreError
-
     reason = f"; first failure: {failed[0][0]}: {failed[0][1]}" if failed else ""
     raise StoreError(f"study '{study_dir}' has no finished runs to report{reason}")
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from typing import Any
 
 from harness import registry
 from harness.errors import UsageError
@@ -60,7 +61,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="where phantoms and base models are cached (default $CINE_HARNESS_CACHE or ~/.cache/cine-harness)")
 
 
-def settings_from(args: argparse.Namespace, **study: object) -> StudySettings:
+def settings_from(args: argparse.Namespace, study: dict[str, Any] | None = None,
+                  train_overrides: dict[str, Any] | None = None) -> StudySettings:
+    """Study settings from the model options in ``args``, study fields and training overrides."""
     weights = None if args.encoder_weights.lower() == "none" else args.encoder_weights
     if args.size < 32 or args.size % 32:
         raise UsageError(f"--size {args.size}: the U-Net needs a multiple of 32 (e.g. 128 or 256)")
@@ -71,9 +74,8 @@ def settings_from(args: argparse.Namespace, **study: object) -> StudySettings:
     if len(decoder) != 5 or min(decoder) < 1:
         raise UsageError(f"--decoder-channels '{args.decoder_channels}': give 5 positive widths, e.g. 256,128,64,32,16")
     train = replace(TrainSettings(), encoder=args.encoder, decoder_channels=decoder, size=args.size,
-                    precision=args.precision,
-                    **{k: v for k, v in study.pop("train", {}).items()})  # type: ignore[arg-type]
+                    precision=args.precision, **(train_overrides or {}))
     pretrain = replace(PretrainSettings(), encoder=args.encoder, decoder_channels=decoder,
                        encoder_weights=weights, size=args.size,
                        steps=args.pretrain_steps)
-    return StudySettings(train=train, pretrain=pretrain, **study)  # type: ignore[arg-type]
+    return StudySettings(train=train, pretrain=pretrain, **(study or {}))

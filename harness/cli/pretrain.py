@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace, console: Console) -> int:
-    study = Study(settings_from(args), store=None, console=console,  # type: ignore[arg-type]
+    study = Study(settings_from(args), store=None, console=console,
                   cache=Path(args.cache_dir) if args.cache_dir else None)
     path, key = study.base_model()
     console.print(f"base model {key}: {path}")

@@ -37,10 +37,11 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     if args.seeds < 1:
         raise UsageError(f"--seeds {args.seeds}: need at least 1 (3 or more to see seed-to-seed variation)")
     train = {} if args.steps is None else {"steps_frozen": args.steps, "steps_unfrozen": args.steps}
-    settings = settings_from(args, strategies=parse_strategies(args.strategy), ns=parse_ns(args.n),
-                             seeds=args.seeds, params=parse_params(args.strategy_param), empty=args.empty,
-                             target_subjects=args.target_subjects,
-                             source_subjects=args.source_subjects, test_subjects=args.test_subjects, train=train)
+    study = {"strategies": parse_strategies(args.strategy), "ns": parse_ns(args.n), "seeds": args.seeds,
+             "params": parse_params(args.strategy_param), "empty": args.empty,
+             "target_subjects": args.target_subjects, "source_subjects": args.source_subjects,
+             "test_subjects": args.test_subjects}
+    settings = settings_from(args, study, train)
     store = RunStore(Path(args.out))
     store.prepare()
     study = Study(settings, store, console, Path(args.cache_dir) if args.cache_dir else None)
