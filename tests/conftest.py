@@ -21,3 +21,11 @@ def _offline(monkeypatch):
 def cache(tmp_path_factory) -> Path:
     """A per-session cache so tests never read or write the user's ~/.cache."""
     return tmp_path_factory.getbasetemp() / "cache"
+
+
+def shared(*parts: str) -> Path:
+    """A path in ../shared/data, or a skip naming what is missing."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not present: {path} (see ../shared/data/README.md)")
+    return path

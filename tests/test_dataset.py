@@ -32,7 +32,7 @@ def test_ties_go_to_the_earliest_frame():
 
 
 def test_subject_without_lv_pixels_is_named_in_the_error():
-    with pytest.raises(DataError, match="subject 'empty': no LV pixels"):
+    with pytest.raises(DataError, match="subject .empty.: no LV pixels in any labelled frame"):
         assign_phases(_index({"ok": [[3, 1]], "empty": [[0, 0]]}))
 
 

@@ -29,6 +29,7 @@ class CineDataset:
     images: np.ndarray  # (N, size, size) float16 in [0, 1]
     masks: np.ndarray  # (N, size, size) uint8
     fingerprint: str  # identifies content and preparation; recorded in every run spec
+    subjects_info: pd.DataFrame | None = None  # per subject: slices, frames, spacing, ED/ES and their source
 
     @property
     def subjects(self) -> list[str]:
@@ -61,10 +62,17 @@ def to_training_size(images: np.ndarray, labels: np.ndarray, size: int) -> tuple
             ndimage.zoom(labels, zoom, order=0, grid_mode=True, mode="nearest"))
 
 
-def index_stack(subject: str, labels: np.ndarray, spacing_mm: float) -> pd.DataFrame:
-    """Frame index rows for one subject's (slices, frames, H, W) labels at their original size."""
-    n_slices, n_frames = labels.shape[:2]
-    slices, frames = np.meshgrid(np.arange(n_slices), np.arange(n_frames), indexing="ij")
+def index_stack(subject: str, labels: np.ndarray, spacing_mm: float,
+                frame_numbers: tuple[int, ...] | None = None, n_frames: int | None = None) -> pd.DataFrame:
+    """Frame index rows for one subject's (slices, frames, H, W) labels at their original size.
+
+    ``frame_numbers`` are the cine frame numbers of the labelled frames (default 0..F-1, every frame
+    labelled) and ``n_frames`` the frames of the whole cine.
+    """
+    n_slices, n_labelled = labels.shape[:2]
+    numbers = np.asarray(frame_numbers if frame_numbers is not None else range(n_labelled))
+    n_frames = n_frames if n_frames is not None else n_labelled
+    slices, frames = np.meshgrid(np.arange(n_slices), numbers, indexing="ij")
     lv_area = (labels == 1).sum(axis=(2, 3))
     return pd.DataFrame({
         "subject": subject,
@@ -79,22 +87,103 @@ def index_stack(subject: str, labels: np.ndarray, spacing_mm: float) -> pd.DataF
     })[list(FRAME_COLUMNS)]
 
 
-def assign_phases(index: pd.DataFrame) -> pd.DataFrame:
-    """Mark ED and ES per subject: the frames with the largest and smallest LV area summed over slices.
+MIN_FRAMES_FOR_AREA_RULE = 3  # with fewer labelled frames, a metadata hint (Info.cfg, file names) wins
 
-    This is the published study's rule. Ties go to the earliest frame; a subject without LV pixels is
-    an error naming it, not a silent pick.
+
+@dataclass(frozen=True)
+class PhaseResult:
+    """ED/ES per subject and where they came from; subjects without an answer carry a warning."""
+
+    index: pd.DataFrame
+    phases: pd.DataFrame  # subject, ed, es, source, warning
+
+    @property
+    def warnings(self) -> list[str]:
+        return [w for w in self.phases["warning"] if w]
+
+
+def find_phases(index: pd.DataFrame, hints: dict[str, dict[str, int]] | None = None,
+                hint_source: str = "metadata") -> PhaseResult:
+    """Mark ED and ES frames per subject, with the published study's rule where it can apply.
+
+    With at least ``MIN_FRAMES_FOR_AREA_RULE`` labelled frames: ED/ES = the frames with the largest /
+    smallest LV area summed over slices (ties: earliest frame). With fewer, a hint from the dataset's
+    metadata ({subject: {"ED": frame, "ES": frame}}) is used when there is one, otherwise the same area
+    rule over the labelled frames. A subject without LV pixels gets a warning and no phases.
     """
+    hints = hints or {}
     index = index.copy()
     index["phase"] = None
+    rows_out = []
     for subject, rows in index.groupby("subject", sort=False):
         area = rows.groupby("frame")["lv_area"].sum()
-        if area.max() == 0:
-            raise DataError(f"subject '{subject}': no LV pixels in any frame, so ED/ES cannot be found")
-        ed, es = int(area.idxmax()), int(area.idxmin())
-        index.loc[rows.index[rows["frame"] == ed], "phase"] = "ED"
-        index.loc[rows.index[rows["frame"] == es], "phase"] = "ES"
-    return index
+        hint = hints.get(subject)
+        if len(area) < MIN_FRAMES_FOR_AREA_RULE and hint and {"ED", "ES"} <= set(hint):
+            ed, es, source, warning = hint["ED"], hint["ES"], hint_source, ""
+        elif area.max() == 0:
+            ed = es = None
+            source = "none"
+            warning = (f"subject '{subject}': no LV pixels in any labelled frame, so ED/ES cannot be found "
+                       "from LV area; it has no ED/ES frames (strategies that need them will fail on it)")
+        else:
+            ed, es = int(area.idxmax()), int(area.idxmin())
+            source = "LV area" if len(area) >= MIN_FRAMES_FOR_AREA_RULE else "LV area of the labelled frames"
+            warning = ""
+        if ed is not None:
+            index.loc[rows.index[rows["frame"] == ed], "phase"] = "ED"
+            index.loc[rows.index[rows["frame"] == es], "phase"] = "ES"
+        rows_out.append({"subject": subject, "ed": ed, "es": es, "source": source, "warning": warning})
+    return PhaseResult(index, pd.DataFrame(rows_out, columns=["subject", "ed", "es", "source", "warning"]))
+
+
+def assign_phases(index: pd.DataFrame) -> pd.DataFrame:
+    """ED/ES by LV area for data where every subject has LV pixels (the phantom); else a DataError."""
+    result = find_phases(index)
+    if result.warnings:
+        raise DataError(result.warnings[0])
+    return result.index
+
+
+@dataclass(frozen=True)
+class RawStack:
+    """One subject as a loader reads it, before preparation: labelled frames of a short-axis stack.
+
+    Labels use the harness's values (1 LV, 2 MY, 3 RV); loaders map each dataset's own values.
+    """
+
+    subject: str
+    images: np.ndarray  # (slices, labelled frames, H, W), base -> apex
+    labels: np.ndarray  # same shape, uint8
+    spacing_mm: float
+    frame_numbers: tuple[int, ...]  # cine frame (0-based) of each labelled frame
+    n_frames: int  # frames in the whole cine
+    phase_hint: dict[str, int] | None = None  # {"ED": frame, "ES": frame} from metadata
+    field_strength_t: float | None = None
+
+
+def order_base_to_apex(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Put the base first when the file stores apex first: the basal half holds more LV blood pool."""
+    area = (labels == 1).sum(axis=(1, 2, 3)).astype(float)
+    half = len(area) // 2
+    flip = area[:half].sum() < area[len(area) - half:].sum()
+    return (images[::-1], labels[::-1], True) if flip else (images, labels, False)
+
+
+def prepare(name: str, stacks: list[RawStack], size: int, key: str, hint_source: str = "metadata") -> CineDataset:
+    """Stacks -> one CineDataset at the training size, with ED/ES found per subject."""
+    images, masks, frames, info = [], [], [], []
+    for stack in stacks:
+        img, lab = to_training_size(stack.images.astype(np.float32), stack.labels, size)
+        images.append(normalise(img).reshape(-1, size, size).astype(np.float16))
+        masks.append(lab.reshape(-1, size, size).astype(np.uint8))
+        frames.append(index_stack(stack.subject, stack.labels, stack.spacing_mm, stack.frame_numbers, stack.n_frames))
+        info.append({"subject": stack.subject, "slices": stack.images.shape[0], "frames": stack.n_frames,
+                     "labelled_frames": len(stack.frame_numbers), "spacing_mm": round(stack.spacing_mm, 3),
+                     "field_strength_t": stack.field_strength_t})
+    hints = {s.subject: s.phase_hint for s in stacks if s.phase_hint}
+    phases = find_phases(pd.concat(frames, ignore_index=True), hints, hint_source)
+    subjects = pd.DataFrame(info).merge(phases.phases, on="subject")
+    return CineDataset(name, phases.index, np.concatenate(images), np.concatenate(masks), key, subjects)
 
 
 def fingerprint(settings: dict) -> str:
@@ -108,6 +197,8 @@ def save(dataset: CineDataset, path: Path) -> None:
     np.savez(tmp, images=dataset.images, masks=dataset.masks,
              meta=np.array(json.dumps({"name": dataset.name, "fingerprint": dataset.fingerprint})))
     dataset.index.to_csv(path.with_suffix(".csv.tmp"), index=False)
+    if dataset.subjects_info is not None:
+        dataset.subjects_info.to_csv(path.with_suffix(".subjects.csv"), index=False)
     tmp.replace(path)
     path.with_suffix(".csv.tmp").replace(path.with_suffix(".csv"))
 
@@ -118,4 +209,6 @@ def load(path: Path) -> CineDataset:
         images, masks = arrays["images"], arrays["masks"]
     index = pd.read_csv(path.with_suffix(".csv"), dtype={"subject": str})
     index["phase"] = index["phase"].astype(object).where(index["phase"].notna(), None)
-    return CineDataset(meta["name"], index, images, masks, meta["fingerprint"])
+    info_path = path.with_suffix(".subjects.csv")
+    info = pd.read_csv(info_path, dtype={"subject": str}, keep_default_na=False) if info_path.exists() else None
+    return CineDataset(meta["name"], index, images, masks, meta["fingerprint"], info)

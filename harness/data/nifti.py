@@ -1,0 +1,142 @@
+"""NIfTI cine datasets (nibabel): the ACDC and M&Ms layouts.
+
+* ACDC: ``patientNNN/patientNNN_frameXX.nii.gz`` + ``_gt.nii.gz`` and ``Info.cfg`` (ED, ES, NbFrame;
+  frame numbers 1-based). Labels 1 RV, 2 MY, 3 LV.
+* M&Ms: ``NNN/NNN_SA_ED.nii.gz`` + ``_gt`` and the same for ES. Labels 1 LV, 2 MY, 3 RV.
+
+Volumes are (x, y, slice); each slice becomes a (rows = y, columns = x) image.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness.data.dataset import RawStack, order_base_to_apex
+from harness.errors import DataError, UsageError
+
+ACDC_FRAME = re.compile(r"^(?P<subject>.+)_frame(?P<frame>\d+)\.nii(\.gz)?$")
+MNMS_PHASE = re.compile(r"^(?P<subject>.+)_SA_(?P<phase>ED|ES)\.nii(\.gz)?$")
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """Which label value of a dataset means LV blood pool, LV myocardium and (optionally) RV."""
+
+    lv: int
+    my: int
+    rv: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> LabelMap:
+        values: dict[str, int] = {}
+        for part in text.split(","):
+            key, _, value = part.partition("=")
+            if key.strip() not in ("lv", "my", "rv") or not value.strip().isdigit():
+                raise UsageError(f"--labels '{text}' must look like lv=3,my=2[,rv=1] (whole numbers)")
+            values[key.strip()] = int(value)
+        if "lv" not in values or "my" not in values:
+            raise UsageError(f"--labels '{text}' must give both lv= and my=")
+        if len(set(values.values())) != len(values):
+            raise UsageError(f"--labels '{text}' maps two classes to the same value")
+        return cls(**values)
+
+    def apply(self, labels: np.ndarray, where: str) -> np.ndarray:
+        """Dataset values -> harness values (1 LV, 2 MY, 3 RV); other non-zero values are an error."""
+        known = {0, self.lv, self.my} | ({self.rv} if self.rv is not None else set())
+        unknown = sorted(set(np.unique(labels).astype(int).tolist()) - known)
+        if unknown:
+            raise DataError(f"{where}: label values {unknown} are not in the mapping "
+                            f"lv={self.lv},my={self.my}" + (f",rv={self.rv}" if self.rv is not None else "")
+                            + "; give the right one with --labels")
+        out = np.zeros(labels.shape, np.uint8)
+        out[labels == self.lv] = 1
+        out[labels == self.my] = 2
+        if self.rv is not None:
+            out[labels == self.rv] = 3
+        return out
+
+
+ACDC_LABELS = LabelMap(lv=3, my=2, rv=1)
+MNMS_LABELS = LabelMap(lv=1, my=2, rv=3)
+
+
+def _read(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+        data = np.asarray(image.dataobj)
+    except Exception as exc:  # nibabel raises many types for a broken file
+        raise DataError(f"{path}: not a readable NIfTI file ({exc.__class__.__name__}: {exc}); "
+                        "replace or remove it") from None
+    if data.ndim != 3:
+        raise DataError(f"{path}: expected a 3D volume (x, y, slices), got shape {data.shape}")
+    return np.moveaxis(data, 2, 0).transpose(0, 2, 1), tuple(float(z) for z in image.header.get_zooms())
+
+
+def _pair(image_path: Path, label_path: Path, labels: LabelMap) -> tuple[np.ndarray, np.ndarray, float]:
+    if not label_path.exists():
+        raise DataError(f"{image_path}: no label file {label_path.name} beside it")
+    image, zooms = _read(image_path)
+    label, _ = _read(label_path)
+    if image.shape != label.shape:
+        raise DataError(f"{label_path}: mask is {label.shape} but image is {image.shape} (slices, rows, columns)")
+    if abs(zooms[0] - zooms[1]) > 1e-3 * zooms[0]:
+        raise DataError(f"{image_path}: pixels are {zooms[0]:.3f} x {zooms[1]:.3f} mm; non-square pixels are "
+                        "not supported yet, resample first")
+    return image.astype(np.float32), labels.apply(np.rint(label).astype(int), str(label_path)), zooms[0]
+
+
+def read_info_cfg(path: Path) -> dict[str, str]:
+    entries = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            entries[key.strip()] = value.strip()
+    return entries
+
+
+def load_acdc_subject(folder: Path, labels: LabelMap = ACDC_LABELS) -> RawStack:
+    """One ACDC patient: its labelled frames (ED and ES), phase hints from Info.cfg (1-based there)."""
+    info = read_info_cfg(folder / "Info.cfg") if (folder / "Info.cfg").exists() else {}
+    frames = []
+    for path in sorted(folder.glob("*_frame[0-9]*.nii*")):
+        match = ACDC_FRAME.match(path.name)
+        if match and not path.name.endswith(("_gt.nii.gz", "_gt.nii")):
+            frames.append((int(match["frame"]) - 1, path))
+    if not frames:
+        raise DataError(f"{folder}: no <subject>_frameXX.nii.gz images found")
+    stacks = [_pair(path, path.with_name(path.name.replace(".nii", "_gt.nii")), labels) for _, path in frames]
+    spacing = {round(s[2], 4) for s in stacks}
+    if len(spacing) > 1 or len({s[0].shape for s in stacks}) > 1:
+        raise DataError(f"{folder}: its frames differ in shape or pixel spacing; one stack per subject expected")
+    images = np.stack([s[0] for s in stacks], axis=1)
+    masks = np.stack([s[1] for s in stacks], axis=1)
+    images, masks, _ = order_base_to_apex(images, masks)
+    hint = None
+    if "ED" in info and "ES" in info:
+        hint = {"ED": int(info["ED"]) - 1, "ES": int(info["ES"]) - 1}
+    n_frames = int(info.get("NbFrame", max(f for f, _ in frames) + 1))
+    return RawStack(folder.name, images, masks, stacks[0][2], tuple(f for f, _ in frames), n_frames, hint)
+
+
+def load_mnms_subject(folder: Path, labels: LabelMap = MNMS_LABELS) -> RawStack:
+    """One M&Ms subject: ED and ES volumes; the file names say which is which (frames 0 and 1 here)."""
+    found = {}
+    for path in folder.glob("*_SA_E[DS].nii*"):
+        match = MNMS_PHASE.match(path.name)
+        if match:
+            found[match["phase"]] = path
+    if set(found) != {"ED", "ES"}:
+        raise DataError(f"{folder}: expected <id>_SA_ED.nii.gz and <id>_SA_ES.nii.gz, found {sorted(found)}")
+    stacks = [_pair(found[p], found[p].with_name(found[p].name.replace(".nii", "_gt.nii")), labels)
+              for p in ("ED", "ES")]
+    if stacks[0][0].shape != stacks[1][0].shape:
+        raise DataError(f"{folder}: ED is {stacks[0][0].shape} but ES is {stacks[1][0].shape}")
+    images = np.stack([s[0] for s in stacks], axis=1)
+    masks = np.stack([s[1] for s in stacks], axis=1)
+    images, masks, _ = order_base_to_apex(images, masks)
+    return RawStack(folder.name, images, masks, stacks[0][2], (0, 1), 2, {"ED": 0, "ES": 1})

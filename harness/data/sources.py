@@ -1,0 +1,103 @@
+"""User data folders: detect the layout, load every subject, prepare once and cache on disk.
+
+The cache key is the content of every source file used plus the preparation settings and the loaders'
+code, so a changed file, setting or loader gives a new preparation and an unchanged one is read back.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.data import dataset as ds
+from harness.data import nifti
+from harness.errors import DataError, UsageError
+
+FORMATS = {
+    "acdc": "ACDC NIfTI (patientNNN/patientNNN_frameXX.nii.gz + _gt, Info.cfg)",
+    "mnms": "M&Ms NIfTI (NNN/NNN_SA_ED.nii.gz, _SA_ES + _gt)",
+}
+DEFAULT_LABELS = {"acdc": nifti.ACDC_LABELS, "mnms": nifti.MNMS_LABELS}
+HINT_SOURCE = {"acdc": "Info.cfg", "mnms": "file name"}
+
+
+@dataclass(frozen=True)
+class Located:
+    """What was found in a data folder: the layout and one folder (or file group) per subject."""
+
+    root: Path
+    format: str
+    subjects: tuple[Path, ...]
+
+    def files(self) -> list[Path]:
+        return sorted(p for folder in self.subjects for p in folder.rglob("*") if p.is_file())
+
+
+def locate(root: Path, fmt: str | None = None) -> Located:
+    """Find the subjects under ``root``; the layout is detected unless ``fmt`` names it."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder; --data needs a folder of subjects")
+    if fmt is not None and fmt not in FORMATS:
+        raise UsageError(f"--format '{fmt}' is not known; choose one of {', '.join(FORMATS)}")
+    try:
+        found = {
+            "acdc": sorted({p.parent for p in root.rglob("*_frame[0-9]*_gt.nii*")}),
+            "mnms": sorted({p.parent for p in root.rglob("*_SA_ED_gt.nii*")}),
+        }
+    except PermissionError as exc:
+        raise DataError(f"{exc.filename}: permission denied; make it readable (chmod +r) or remove it") from None
+    if fmt is None:
+        present = [name for name, subjects in found.items() if subjects]
+        if not present:
+            names = sorted(p.name for p in root.iterdir())[:5]
+            what = f"it holds {', '.join(names)}{', ...' if len(names) == 5 else ''}" if names else "it is empty"
+            raise DataError(f"{root}: no known cine layout found ({what}); known: "
+                            + "; ".join(FORMATS.values()))
+        if len(present) > 1:
+            raise DataError(f"{root}: holds more than one layout ({', '.join(present)}); choose with --format")
+        fmt = present[0]
+    if not found[fmt]:
+        raise DataError(f"{root}: no subjects in the {FORMATS[fmt]} layout")
+    return Located(root, fmt, tuple(found[fmt]))
+
+
+def _code_version() -> str:
+    digest = hashlib.sha256()
+    for module in (ds, nifti):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:8]
+
+
+def content_key(located: Located, labels: nifti.LabelMap, size: int) -> str:
+    """Hash of every source file's bytes and relative path, the label map, size and loader code."""
+    digest = hashlib.sha256(f"{located.format}|{labels}|{size}|{_code_version()}".encode())
+    for path in located.files():
+        digest.update(str(path.relative_to(located.root)).encode())
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()[:12]
+
+
+def load_dataset(root: Path, fmt: str | None = None, labels: nifti.LabelMap | None = None, size: int = 128,
+                 cache_dir: Path | None = None,
+                 on_subject: Callable[[int, int], None] | None = None) -> ds.CineDataset:
+    """Every subject of a data folder at the training size; read back from the cache when unchanged."""
+    located = locate(root, fmt)
+    labels = labels or DEFAULT_LABELS[located.format]
+    key = content_key(located, labels, size)
+    path = cache_dir / "prepared" / f"{located.format}-{key}.npz" if cache_dir else None
+    if path is not None and path.exists() and path.with_suffix(".csv").exists():
+        return ds.load(path)
+    loader = {"acdc": nifti.load_acdc_subject, "mnms": nifti.load_mnms_subject}[located.format]
+    stacks = []
+    for number, folder in enumerate(located.subjects, start=1):
+        stacks.append(loader(folder, labels))
+        if on_subject:
+            on_subject(number, len(located.subjects))
+    dataset = ds.prepare(f"{located.format}:{located.root.name}", stacks, size, key, HINT_SOURCE[located.format])
+    if path is not None:
+        ds.save(dataset, path)
+    return dataset

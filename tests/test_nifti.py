@@ -1,0 +1,101 @@
+"""NIfTI loaders on the real ACDC and M&Ms-2 files in ../shared/data."""
+from __future__ import annotations
+
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from harness.data.dataset import find_phases
+from harness.data.nifti import ACDC_LABELS, LabelMap, load_acdc_subject, read_info_cfg
+from harness.data.sources import load_dataset, locate
+from harness.errors import DataError, UsageError
+from tests.conftest import shared
+
+
+@pytest.fixture(scope="module")
+def acdc(tmp_path_factory):
+    return load_dataset(shared("acdc"), cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+def test_acdc_is_detected_with_all_100_subjects():
+    located = locate(shared("acdc"))
+    assert located.format == "acdc" and len(located.subjects) == 100
+
+
+def test_lv_area_rule_agrees_with_info_cfg_for_all_100_subjects(acdc):
+    by_area = find_phases(acdc.index).phases.set_index("subject")  # no hints: the area rule alone
+    info = acdc.subjects_info.set_index("subject")
+    assert len(info) == 100 and (info["source"] == "Info.cfg").all()
+    for subject, row in info.iterrows():
+        cfg = read_info_cfg(shared("acdc", "training", subject, "Info.cfg"))
+        assert (row["ed"], row["es"]) == (int(cfg["ED"]) - 1, int(cfg["ES"]) - 1)
+        assert (by_area.loc[subject, "ed"], by_area.loc[subject, "es"]) == (row["ed"], row["es"]), subject
+
+
+def test_acdc_labels_map_to_lv_and_myocardium(acdc):
+    rows = acdc.index[acdc.index["subject"] == "patient001"]
+    assert rows["n_frames"].iloc[0] == 30 and rows["slice"].nunique() == 10
+    assert rows["spacing_mm"].iloc[0] == pytest.approx(1.5625)
+    masks = acdc.masks[rows.index]
+    assert set(np.unique(masks)) == {0, 1, 2, 3}
+    # the basal slice comes first: its LV is larger than the apical slice's at ED
+    ed = rows[rows["phase"] == "ED"].sort_values("slice")
+    assert ed["lv_area"].iloc[1] > ed["lv_area"].iloc[-1]
+
+
+def test_mnms_layout_and_its_own_label_values():
+    data = load_dataset(shared("mnms2"))
+    info = data.subjects_info.iloc[0]
+    assert (info["subject"], info["ed"], info["es"], info["source"]) == ("001", 0, 1, "file name")
+    lv_ed = data.index[(data.index["phase"] == "ED")]["lv_area"].sum()
+    lv_es = data.index[(data.index["phase"] == "ES")]["lv_area"].sum()
+    assert lv_ed > lv_es > 0  # label 1 read as LV: the blood pool empties in systole
+
+
+def test_label_map_parsing_and_values_outside_it(tmp_path):
+    assert LabelMap.parse("lv=3,my=2,rv=1") == ACDC_LABELS
+    with pytest.raises(UsageError, match="must look like lv=3,my=2"):
+        LabelMap.parse("lv=three,my=2")
+    folder = tmp_path / "patient001"
+    shutil.copytree(shared("acdc", "training", "patient001"), folder)
+    with pytest.raises(DataError, match=r"patient001_frame01_gt.nii.gz: label values \[1\] are not in the mapping"):
+        load_acdc_subject(folder, LabelMap(lv=3, my=2))
+
+
+def test_mask_of_another_shape_names_the_file(tmp_path):
+    folder = tmp_path / "patient001"
+    shutil.copytree(shared("acdc", "training", "patient001"), folder)
+    gt = folder / "patient001_frame12_gt.nii.gz"
+    image = nib.load(str(gt))
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj)[:, :-8], image.affine), str(gt))
+    with pytest.raises(DataError, match=r"patient001_frame12_gt.nii.gz: mask is \(10, 248, 216\) but image is \(10, 256, 216\)"):
+        load_acdc_subject(folder)
+
+
+def test_truncated_file_names_the_file(tmp_path):
+    folder = tmp_path / "patient001"
+    shutil.copytree(shared("acdc", "training", "patient001"), folder)
+    image = folder / "patient001_frame01.nii.gz"
+    image.write_bytes(image.read_bytes()[:2000])
+    with pytest.raises(DataError, match="patient001_frame01.nii.gz: not a readable NIfTI file"):
+        load_acdc_subject(folder)
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="no known cine layout found \\(it is empty\\)"):
+        locate(tmp_path)
+
+
+def test_second_load_comes_from_the_cache_and_is_identical(tmp_path):
+    source = tmp_path / "data"
+    for name in ("patient001", "patient002"):
+        shutil.copytree(shared("acdc", "training", name), source / name)
+    first = load_dataset(source, cache_dir=tmp_path / "cache")
+    second = load_dataset(source, cache_dir=tmp_path / "cache")
+    assert np.array_equal(first.images, second.images) and first.index.equals(second.index)
+    assert len(list((tmp_path / "cache" / "prepared").glob("*.npz"))) == 1
+    (source / "patient002" / "Info.cfg").write_text((source / "patient002" / "Info.cfg").read_text() + "\n")
+    load_dataset(source, cache_dir=tmp_path / "cache")  # changed content: prepared again
+    assert len(list((tmp_path / "cache" / "prepared").glob("*.npz"))) == 2
