@@ -17,12 +17,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from harness import evaluate, registry, train
 from harness.api import Pool, SamplingStrategy
 from harness.data.dataset import CineDataset, fingerprint
+from harness.data.nifti import LabelMap
 from harness.data.phantom import phantom_dataset, phantom_fingerprint
+from harness.data.sources import FORMATS, load_dataset, locate
 from harness.errors import HarnessError, StrategyError, UsageError
 from harness.store import RunSpec, RunStore
 from harness.train import PretrainSettings, TrainSettings, check_weights_reachable, resolve_precision
@@ -33,6 +36,9 @@ STREAMS = ("subset", "select", "init", "order", "augment")
 
 @dataclass(frozen=True)
 class StudySettings:
+    data: str | None = None  # a folder of real cine data; None = the built-in phantom
+    data_format: str | None = None  # layout of `data` (None = detected)
+    labels: str | None = None  # label map of `data`, e.g. "lv=3,my=2,rv=1" (None = the layout's)
     strategies: tuple[str, ...] = ("ed_es",)
     params: dict[str, dict[str, str]] = field(default_factory=dict)  # strategy -> parameter -> text
     ns: tuple[int, ...] = (2, 5, 10)
@@ -145,9 +151,10 @@ class Study:
         self.cache = cache or cache_dir()
         self.strategies = load_strategies(settings)
         evaluate.dice(0, 0, 0, settings.empty)  # validates the convention before any work
-        held_out = settings.test_subjects + settings.val_subjects
-        check_budgets(settings.ns, settings.target_subjects - held_out, settings.test_subjects,
-                      settings.val_subjects)
+        if settings.data is None:  # the phantom's size is known before it is made
+            held_out = settings.test_subjects + settings.val_subjects
+            check_budgets(settings.ns, settings.target_subjects - held_out, settings.test_subjects,
+                          settings.val_subjects)
         if not self.base_path()[0].exists():  # pre-training will need the weights: fail now, not later
             check_weights_reachable(settings.pretrain.encoder_weights)
 
@@ -169,7 +176,23 @@ class Study:
         return self._phantom("source", self.settings.source_subjects)
 
     def load_target(self) -> CineDataset:
-        return self._phantom("target", self.settings.target_subjects)
+        """The data fine-tuning and evaluation use: the user's folder, or the phantom's target domain."""
+        s = self.settings
+        if s.data is None:
+            return self._phantom("target", s.target_subjects)
+        located = locate(Path(s.data), s.data_format)
+        self.console.print(f"data: detected {FORMATS[located.format]} in {located.root}, "
+                           f"{len(located.subjects)} subjects", highlight=False)
+        with self._progress() as progress:
+            task = progress.add_task("reading subjects", total=len(located.subjects))
+            dataset = load_dataset(located.root, located.format, LabelMap.parse(s.labels) if s.labels else None,
+                                   s.train.size, self.cache,
+                                   on_subject=lambda done, total: progress.update(task, completed=done))
+            progress.update(task, completed=len(located.subjects))
+        for warning in dataset.subjects_info["warning"] if dataset.subjects_info is not None else []:
+            if warning:
+                self.console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+        return dataset
 
     def base_path(self) -> tuple[Path, str]:
         key = base_fingerprint(self.settings)
@@ -203,7 +226,9 @@ class Study:
         base_path, base_key = self.base_model()
         specs = plan(s, self.strategies, target, split, base_key)
         self.store.write_study({**s.to_dict(), "split": split, "base_model": base_key,
-                                "dataset": target.fingerprint, "runs": [sp.folder_name for sp in specs]})
+                                "dataset": target.fingerprint, "dataset_name": target.name,
+                                "subjects_total": len(target.subjects),
+                                "runs": [sp.folder_name for sp in specs]})
         todo = [sp for sp in specs if not self.store.is_done(sp)]
         summary = {"planned": len(specs), "skipped": len(specs) - len(todo), "done": 0, "failed": []}
         if todo:

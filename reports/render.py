@@ -213,9 +213,15 @@ def settings_lines(a: Analysis) -> list[str]:
         torch_version = metadata.version("torch")
     except metadata.PackageNotFoundError:
         smp_version = torch_version = "unknown"
+    if s.get("data"):
+        data = (f"Data: {s.get('dataset_name', s['data'])}, {s.get('subjects_total', '?')} subjects, labelled "
+                f"frames only; label map {s.get('labels') or 'the layout default'}; prepared-data fingerprint "
+                f"`{s['dataset']}`.")
+    else:
+        data = (f"Data: built-in cine phantom, target domain (7T GRE-like), {s['target_subjects']} subjects "
+                f"(data seed {s['data_seed']}); dataset fingerprint `{s['dataset']}`.")
     return [
-        f"Data: built-in cine phantom, target domain (7T GRE-like), {s['target_subjects']} subjects "
-        f"(data seed {s['data_seed']}); dataset fingerprint `{s['dataset']}`.",
+        data,
         f"Split by subject (split seed {s['split_seed']}): {len(split['pool'])} in the training pool, "
         f"{len(split['validation'])} validation, {len(split['test'])} test "
         f"({', '.join(split['test'])}); test and validation subjects never enter a training subset.",
@@ -246,9 +252,9 @@ def caveats(a: Analysis) -> list[str]:
         "seed) units, so they say whether a difference exceeds training-seed noise on these test subjects, "
         "not whether it would hold on new subjects. Percentile-bootstrap intervals over so few subjects "
         "are narrower than nominal; read them as descriptive.",
+    ] + ([] if a.settings.get("data") else [
         "The data are a synthetic phantom: absolute Dice values say nothing about real scanners; the "
-        "shape of the learning curve and the ranking of strategies are what the phantom is for.",
-    ]
+        "shape of the learning curve and the ranking of strategies are what the phantom is for."])
 
 
 def render(study_dir: Path) -> tuple[Path, Path]:

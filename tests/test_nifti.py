@@ -99,3 +99,24 @@ def test_second_load_comes_from_the_cache_and_is_identical(tmp_path):
     (source / "patient002" / "Info.cfg").write_text((source / "patient002" / "Info.cfg").read_text() + "\n")
     load_dataset(source, cache_dir=tmp_path / "cache")  # changed content: prepared again
     assert len(list((tmp_path / "cache" / "prepared").glob("*.npz"))) == 2
+
+
+def test_data_inspect_prints_every_subject_with_phases(capsys):
+    from harness.cli import main
+
+    assert main(["data", "inspect", str(shared("acdc"))]) == 0
+    captured = capsys.readouterr()
+    assert "detected ACDC NIfTI" in captured.err and "100 subjects" in captured.err
+    table = captured.out
+    assert table.count("patient") == 100 and "Info.cfg" in table
+    row = next(line for line in table.splitlines() if "patient001" in line)
+    cells = [c.strip() for c in row.strip("│ ").split("│")]
+    assert cells[:4] == ["patient001", "10", "30", "2"] and cells[7:10] == ["0", "11", "Info.cfg"]
+
+
+def test_data_inspect_on_a_folder_without_cine_data(capsys, tmp_path):
+    from harness.cli import main
+
+    (tmp_path / "notes.txt").write_text("x")
+    assert main(["data", "inspect", str(tmp_path)]) == 2
+    assert "no known cine layout found (it holds notes.txt)" in capsys.readouterr().err

@@ -8,10 +8,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from harness import __version__
-from harness.cli import pretrain, report, run, strategies
+from harness.cli import data, pretrain, report, run, strategies
 from harness.errors import HarnessError
 
-COMMANDS = {"run": run, "pretrain": pretrain, "strategies": strategies, "report": report}
+COMMANDS = {"run": run, "data": data, "pretrain": pretrain, "strategies": strategies, "report": report}
 
 
 def parser() -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from harness.cli.data import add_data_arguments
 from harness.cli.options import add_model_arguments, parse_ns, parse_params, parse_strategies, settings_from
 from harness.errors import UsageError
 from harness.runner import Study
@@ -16,6 +17,9 @@ HELP = "run a data-efficiency study (strategies x n x seeds) and write report.md
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="folder of real cine data (default: the built-in phantom); see `harness data inspect`")
+    add_data_arguments(p)
     p.add_argument("--strategy", default="ed_es", help="strategy name(s), comma list, or 'all' (default ed_es)")
     p.add_argument("--n", default="2,5,10", help="labelled-subject budgets, comma list (default 2,5,10)")
     p.add_argument("--seeds", type=int, default=3, help="repeats per configuration (default 3)")
@@ -37,7 +41,8 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     if args.seeds < 1:
         raise UsageError(f"--seeds {args.seeds}: need at least 1 (3 or more to see seed-to-seed variation)")
     train = {} if args.steps is None else {"steps_frozen": args.steps, "steps_unfrozen": args.steps}
-    study = {"strategies": parse_strategies(args.strategy), "ns": parse_ns(args.n), "seeds": args.seeds,
+    study = {"data": args.data, "data_format": args.format, "labels": args.labels,
+             "strategies": parse_strategies(args.strategy), "ns": parse_ns(args.n), "seeds": args.seeds,
              "params": parse_params(args.strategy_param), "empty": args.empty,
              "target_subjects": args.target_subjects, "source_subjects": args.source_subjects,
              "test_subjects": args.test_subjects}
