@@ -40,10 +40,11 @@ def dice(inter: np.ndarray, pred: np.ndarray, ref: np.ndarray, empty: str = "bot
 
 def image_metrics(rows: pd.DataFrame, pred: np.ndarray, ref: np.ndarray, empty: str = "both-one") -> pd.DataFrame:
     """One row per image: its identity columns, pixel counts and Dice for LV and MY."""
+    unknown = (ref == 255).any(axis=(1, 2))  # non-LV pixels not contoured: MY cannot be scored
     ref = np.where(ref <= 2, ref, 0)  # RV is not a learned class
     out = rows[["subject", "slice", "frame", "phase"]].reset_index(drop=True).copy()
     for key, value in pixel_counts(pred, ref).items():
-        out[key] = value
+        out[key] = np.where(unknown, np.nan, value) if key.startswith("my_") else value
     for name in CLASSES:
         out[f"dice_{name}"] = dice(out[f"{name}_inter"], out[f"{name}_pred"], out[f"{name}_ref"], empty)
     return out

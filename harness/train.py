@@ -123,9 +123,14 @@ def build_model(encoder: str, encoder_weights: str | None = None,
         raise UsageError(f"segmentation_models_pytorch cannot build encoder '{encoder}': {exc}") from None
 
 
+IGNORE = -100  # cross-entropy's ignore_index: pixels whose class was never contoured
+
+
 def to_classes(masks: np.ndarray) -> np.ndarray:
-    """Source labels -> training classes: RV (3) and anything else unknown become background."""
-    return np.where(masks <= 2, masks, 0).astype(np.int64)
+    """Source labels -> training classes: RV (3) is background; 255 (not contoured) is ignored."""
+    classes = np.where(masks <= 2, masks, 0).astype(np.int64)
+    classes[masks == 255] = IGNORE
+    return classes
 
 
 class Augmenter:

@@ -31,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--empty", choices=["both-one", "ignore"], default="both-one",
                    help="Dice when both masks are empty: 1 (both-one, as published) or left out (ignore)")
     p.add_argument("--target-subjects", type=int, default=24, help="phantom target subjects (default 24)")
+    p.add_argument("--val-subjects", type=int, default=2, help="held-out validation subjects (default 2)")
     p.add_argument("--source-subjects", type=int, default=16,
                    help="phantom source-domain subjects for pre-training the base model (default 16)")
     p.add_argument("--test-subjects", type=int, default=8, help="held-out test subjects (default 8)")
@@ -45,7 +46,7 @@ def execute(args: argparse.Namespace, console: Console) -> int:
              "strategies": parse_strategies(args.strategy), "ns": parse_ns(args.n), "seeds": args.seeds,
              "params": parse_params(args.strategy_param), "empty": args.empty,
              "target_subjects": args.target_subjects, "source_subjects": args.source_subjects,
-             "test_subjects": args.test_subjects}
+             "test_subjects": args.test_subjects, "val_subjects": args.val_subjects}
     settings = settings_from(args, study, train)
     store = RunStore(Path(args.out))
     store.prepare()

@@ -11,15 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.data import dataset as ds
-from harness.data import nifti
+from harness.data import dicom, nifti
 from harness.errors import DataError, UsageError
 
 FORMATS = {
     "acdc": "ACDC NIfTI (patientNNN/patientNNN_frameXX.nii.gz + _gt, Info.cfg)",
     "mnms": "M&Ms NIfTI (NNN/NNN_SA_ED.nii.gz, _SA_ES + _gt)",
+    "sunnybrook": "DICOM cine + Sunnybrook contours (dicoms/<id>/N.dcm, contourfiles/<id>/{i,o}-contours, link.csv)",
 }
-DEFAULT_LABELS = {"acdc": nifti.ACDC_LABELS, "mnms": nifti.MNMS_LABELS}
-HINT_SOURCE = {"acdc": "Info.cfg", "mnms": "file name"}
+DEFAULT_LABELS = {"acdc": nifti.ACDC_LABELS, "mnms": nifti.MNMS_LABELS, "sunnybrook": nifti.MNMS_LABELS}
+HINT_SOURCE = {"acdc": "Info.cfg", "mnms": "file name", "sunnybrook": "contoured frames"}
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,11 @@ class Located:
     subjects: tuple[Path, ...]
 
     def files(self) -> list[Path]:
-        return sorted(p for folder in self.subjects for p in folder.rglob("*") if p.is_file())
+        folders = list(self.subjects)
+        if self.format == "sunnybrook":
+            folders += [self.root / "contourfiles"]
+        extra = [self.root / "link.csv"] if self.format == "sunnybrook" else []
+        return sorted(extra + [p for folder in folders for p in folder.rglob("*") if p.is_file()])
 
 
 def locate(root: Path, fmt: str | None = None) -> Located:
@@ -45,6 +50,8 @@ def locate(root: Path, fmt: str | None = None) -> Located:
         found = {
             "acdc": sorted({p.parent for p in root.rglob("*_frame[0-9]*_gt.nii*")}),
             "mnms": sorted({p.parent for p in root.rglob("*_SA_ED_gt.nii*")}),
+            "sunnybrook": sorted(p.parent for p in (root / "dicoms").glob("*/*.dcm") if p.name == "1.dcm")
+            if (root / "link.csv").exists() and (root / "contourfiles").is_dir() else [],
         }
     except PermissionError as exc:
         raise DataError(f"{exc.filename}: permission denied; make it readable (chmod +r) or remove it") from None
@@ -65,7 +72,7 @@ def locate(root: Path, fmt: str | None = None) -> Located:
 
 def _code_version() -> str:
     digest = hashlib.sha256()
-    for module in (ds, nifti):
+    for module in (ds, nifti, dicom):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:8]
 
@@ -81,6 +88,15 @@ def content_key(located: Located, labels: nifti.LabelMap, size: int) -> str:
     return digest.hexdigest()[:12]
 
 
+def _sunnybrook_links(root: Path) -> dict[str, str]:
+    """link.csv: DICOM folder name -> contour folder name."""
+    import csv
+
+    with (root / "link.csv").open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    return {r[0].strip(): r[1].strip() for r in rows[1:] if len(r) >= 2}
+
+
 def load_dataset(root: Path, fmt: str | None = None, labels: nifti.LabelMap | None = None, size: int = 128,
                  cache_dir: Path | None = None,
                  on_subject: Callable[[int, int], None] | None = None) -> ds.CineDataset:
@@ -91,10 +107,17 @@ def load_dataset(root: Path, fmt: str | None = None, labels: nifti.LabelMap | No
     path = cache_dir / "prepared" / f"{located.format}-{key}.npz" if cache_dir else None
     if path is not None and path.exists() and path.with_suffix(".csv").exists():
         return ds.load(path)
-    loader = {"acdc": nifti.load_acdc_subject, "mnms": nifti.load_mnms_subject}[located.format]
     stacks = []
+    links = _sunnybrook_links(located.root) if located.format == "sunnybrook" else {}
+    salt = dicom.local_salt(cache_dir)
     for number, folder in enumerate(located.subjects, start=1):
-        stacks.append(loader(folder, labels))
+        if located.format == "sunnybrook":
+            if folder.name not in links:
+                raise DataError(f"{located.root / 'link.csv'}: no row for DICOM folder {number} of {len(located.subjects)}")
+            stacks.append(dicom.load_sunnybrook_subject(folder, located.root / "contourfiles" / links[folder.name], salt))
+        else:
+            loader = nifti.load_acdc_subject if located.format == "acdc" else nifti.load_mnms_subject
+            stacks.append(loader(folder, labels))
         if on_subject:
             on_subject(number, len(located.subjects))
     dataset = ds.prepare(f"{located.format}:{located.root.name}", stacks, size, key, HINT_SOURCE[located.format])

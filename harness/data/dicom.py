@@ -1,0 +1,194 @@
+"""DICOM cine series (pydicom) with Sunnybrook-style contour files.
+
+Images are grouped by geometry, never by file name: slice = position along the slice normal
+(ImagePositionPatient . (row x column direction)), frame = order of TriggerTime within the slice.
+No patient field is ever read into anything the harness keeps: subject ids are folder names, or a
+salted hash of them when a folder name equals a patient field of its files.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness.data.dataset import RawStack, order_base_to_apex
+from harness.errors import DataError
+
+# DICOM PS3.15 basic profile attributes that identify the patient (those a cine header commonly holds)
+PATIENT_FIELDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientBirthTime", "PatientSex", "PatientAge",
+                  "PatientAddress", "OtherPatientIDs", "OtherPatientNames", "PatientMotherBirthName",
+                  "PatientTelephoneNumbers", "AccessionNumber", "InstitutionName", "InstitutionAddress",
+                  "ReferringPhysicianName", "PerformingPhysicianName", "OperatorsName", "StudyID",
+                  "StudyDate", "StudyTime", "SeriesDate", "AcquisitionDate", "ContentDate", "DeviceSerialNumber",
+                  "StationName", "PatientWeight", "PatientSize")
+UNKNOWN = 255  # label value for pixels whose class was not contoured (e.g. myocardium without epicardium)
+CONTOUR = re.compile(r"^IM-\d+-(?P<number>\d+)-(?P<kind>[io])contour-manual\.txt$")
+
+
+@dataclass(frozen=True)
+class SeriesGrid:
+    """A cine series sorted into (slice, frame) by geometry and trigger time."""
+
+    files: np.ndarray  # (slices, frames) of Path, slice order along the normal
+    spacing_mm: float
+    field_strength_t: float | None
+    patient_values: frozenset[str]  # only to keep them out of ids; never stored
+
+
+def _quiet_pydicom() -> None:
+    """pydicom warns about header values that break the standard (e.g. UIDs); the data stay readable."""
+    import pydicom
+
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+
+
+def _header(path: Path):
+    import pydicom
+
+    _quiet_pydicom()
+    try:
+        return pydicom.dcmread(str(path), stop_before_pixels=True)
+    except PermissionError:
+        raise DataError(f"{path}: permission denied; make it readable (chmod +r) or remove it") from None
+    except Exception as exc:  # pydicom raises several types for non-DICOM or truncated files
+        raise DataError(f"{path}: not a DICOM file or truncated ({exc.__class__.__name__}); "
+                        "remove it or use --skip-bad") from None
+
+
+def read_series(folder: Path) -> SeriesGrid:
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".dcm", ""))
+    if not files:
+        raise DataError(f"{folder}: no DICOM files")
+    headers = [(p, _header(p)) for p in files]
+    series = {str(h.get("SeriesInstanceUID", "")) for _, h in headers}
+    if len(series) > 1:
+        raise DataError(f"{folder}: {len(series)} series are mixed in one folder; put each series in its own folder")
+    first = headers[0][1]
+    orientation = np.asarray(first.ImageOrientationPatient, float)
+    spacing = np.asarray(first.PixelSpacing, float)
+    normal = np.cross(orientation[:3], orientation[3:])
+    by_slice: dict[float, list[tuple[float, Path]]] = {}
+    for path, h in headers:
+        if not np.allclose(np.asarray(h.ImageOrientationPatient, float), orientation, atol=1e-3):
+            raise DataError(f"{path}: its orientation differs from {files[0].name} in the same stack; "
+                            "one short-axis stack per folder")
+        if not np.allclose(np.asarray(h.PixelSpacing, float), spacing, rtol=1e-3):
+            raise DataError(f"{path}: pixel spacing {list(h.PixelSpacing)} differs from {list(spacing)} in the same stack")
+        position = round(float(np.dot(np.asarray(h.ImagePositionPatient, float), normal)), 2)
+        trigger = float(h.get("TriggerTime", h.get("InstanceNumber", 0)) or 0)
+        by_slice.setdefault(position, []).append((trigger, path))
+    counts = {pos: len(v) for pos, v in by_slice.items()}
+    if len(set(counts.values())) > 1:
+        most = max(set(counts.values()), key=list(counts.values()).count)
+        odd = next(pos for pos, c in counts.items() if c != most)
+        raise DataError(f"{folder}: the slice at {odd} mm has {counts[odd]} frames, the others {most}: "
+                        "missing frames or duplicate positions")
+    grid = []
+    for position in sorted(by_slice):
+        frames = sorted(by_slice[position], key=lambda t: t[0])
+        triggers = [t for t, _ in frames]
+        if len(set(triggers)) != len(triggers):
+            raise DataError(f"{frames[0][1]}: two images share position {position} mm and trigger time; "
+                            "duplicate images in the series")
+        grid.append([p for _, p in frames])
+    patient = frozenset(str(first.get(k, "")) for k in PATIENT_FIELDS if str(first.get(k, "")).strip())
+    field = first.get("MagneticFieldStrength")
+    if abs(spacing[0] - spacing[1]) > 1e-3 * spacing[0]:
+        raise DataError(f"{files[0]}: non-square pixels {list(spacing)} are not supported yet; resample first")
+    return SeriesGrid(np.array(grid, dtype=object), float(spacing[0]),
+                      float(field) if field not in (None, "") else None, patient)
+
+
+def pixels(path: Path) -> np.ndarray:
+    import pydicom
+
+    try:
+        return pydicom.dcmread(str(path)).pixel_array.astype(np.float32)
+    except Exception as exc:
+        raise DataError(f"{path}: pixel data cannot be read ({exc.__class__.__name__}); remove it or use --skip-bad") from None
+
+
+def read_contour(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """Inside of a closed contour (x y pixel coordinates, one point a line) as a boolean mask."""
+    from matplotlib.path import Path as Polygon
+
+    try:
+        points = np.loadtxt(path, ndmin=2)
+    except ValueError as exc:
+        raise DataError(f"{path}: not a list of 'x y' points ({exc})") from None
+    if points.shape[1] != 2 or len(points) < 3:
+        raise DataError(f"{path}: a contour needs at least 3 'x y' points, got shape {points.shape}")
+    rows, cols = shape
+    outside = (points[:, 0] < -0.5) | (points[:, 0] > cols - 0.5) | (points[:, 1] < -0.5) | (points[:, 1] > rows - 0.5)
+    if outside.any():
+        x, y = points[outside][0]
+        raise DataError(f"{path}: point ({x:g}, {y:g}) lies outside the {cols}x{rows} image; wrong image or scaling")
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    inside = Polygon(points).contains_points(np.column_stack([xx.ravel(), yy.ravel()]))
+    return inside.reshape(shape)
+
+
+def subject_id(folder_name: str, patient_values: frozenset[str], salt: str) -> str:
+    """The folder name, unless it holds a patient field's value: then a salted hash of it."""
+    if any(v and (v in folder_name or folder_name in v) for v in patient_values):
+        return "sub-" + hashlib.sha256((salt + folder_name).encode()).hexdigest()[:10]
+    return folder_name
+
+
+def local_salt(cache_dir: Path | None) -> str:
+    """A random salt kept beside the cache (never in a study), so hashed ids are stable on this machine."""
+    if cache_dir is None:
+        return "cine-harness"
+    path = cache_dir / "id-salt"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(16))
+    return path.read_text().strip()
+
+
+def load_sunnybrook_subject(dicom_folder: Path, contour_folder: Path, salt: str) -> RawStack:
+    """One Sunnybrook subject: frames with an endocardial contour are labelled (ED and ES).
+
+    i-contour = LV endocardium, o-contour = epicardium; myocardium = inside o minus inside i. Where a
+    labelled image has no o-contour (ES in Sunnybrook), its non-LV pixels are UNKNOWN, not background.
+    Contour NNNN belongs to DICOM file NNNN (as ``N.dcm``).
+    """
+    grid = read_series(dicom_folder)
+    where = {int(p.stem): (s, f) for (s, f), p in np.ndenumerate(grid.files) if p.stem.isdigit()}
+    contours: dict[tuple[int, int], dict[str, Path]] = {}
+    for path in sorted(contour_folder.rglob("*contour-manual.txt")):
+        match = CONTOUR.match(path.name)
+        if not match:
+            continue
+        number = int(match["number"])
+        if number not in where:
+            raise DataError(f"{path}: no DICOM file {number}.dcm in {dicom_folder.name} for this contour")
+        contours.setdefault(where[number], {})[match["kind"]] = path
+    labelled_frames = sorted({f for (s, f), kinds in contours.items() if "i" in kinds})
+    slices = [s for s in range(grid.files.shape[0]) if all("i" in contours.get((s, f), {}) for f in labelled_frames)]
+    if not labelled_frames or not slices:
+        raise DataError(f"{contour_folder}: no slice has an endocardial contour in every labelled frame")
+    first = pixels(grid.files[slices[0], labelled_frames[0]])
+    images = np.zeros((len(slices), len(labelled_frames)) + first.shape, np.float32)
+    labels = np.zeros(images.shape, np.uint8)
+    for i, s in enumerate(slices):
+        for j, f in enumerate(labelled_frames):
+            image = pixels(grid.files[s, f])
+            if image.shape != first.shape:
+                raise DataError(f"{grid.files[s, f]}: image is {image.shape} but the series is {first.shape}")
+            images[i, j] = image
+            kinds = contours[(s, f)]
+            endo = read_contour(kinds["i"], image.shape)
+            if "o" in kinds:
+                labels[i, j][read_contour(kinds["o"], image.shape)] = 2
+            else:
+                labels[i, j][:] = UNKNOWN
+            labels[i, j][endo] = 1
+    images, labels, _ = order_base_to_apex(images, labels)
+    name = subject_id(dicom_folder.name, grid.patient_values, salt)
+    return RawStack(name, images, labels, grid.spacing_mm, tuple(labelled_frames), grid.files.shape[1],
+                    None, grid.field_strength_t)

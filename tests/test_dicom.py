@@ -1,0 +1,117 @@
+"""DICOM series with Sunnybrook contours, on the real files in ../shared/data/sunnybrook."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from harness.cli import main
+from harness.data.dicom import PATIENT_FIELDS, UNKNOWN, load_sunnybrook_subject, read_contour, read_series
+from harness.data.sources import load_dataset, locate
+from harness.errors import DataError
+from tests.conftest import TINY_RUN, shared
+
+
+@pytest.fixture
+def sunnybrook_copy(tmp_path) -> Path:
+    target = tmp_path / "sunnybrook"
+    shutil.copytree(shared("sunnybrook"), target)
+    return target
+
+
+def test_series_is_sorted_by_geometry_and_trigger_time_not_file_names(sunnybrook_copy):
+    folder = sunnybrook_copy / "dicoms" / "SCD0000101"
+    (folder / "5.dcm").rename(folder / "zz-renamed.dcm")  # a file name that sorts elsewhere
+    grid = read_series(folder)
+    assert grid.files.shape == (12, 20)
+    triggers = [float(pydicom.dcmread(p, stop_before_pixels=True).TriggerTime) for p in grid.files[0]]
+    assert triggers == sorted(triggers)
+    assert any(p.name == "zz-renamed.dcm" for p in grid.files.ravel())
+    assert grid.spacing_mm == pytest.approx(1.367188) and grid.field_strength_t == 1.5
+
+
+def test_sunnybrook_ed_is_late_in_the_cycle_and_myocardium_only_where_contoured():
+    data = load_dataset(shared("sunnybrook"))
+    info = data.subjects_info
+    assert len(info) == 3 and set(info["ed"]) <= {18, 19} and set(info["es"]) <= {6, 7}
+    es = data.index[data.index["phase"] == "ES"].index
+    ed = data.index[data.index["phase"] == "ED"].index
+    assert (data.masks[es] == UNKNOWN).any() and not (data.masks[ed] == UNKNOWN).any()
+    assert ((data.masks[ed] == 2).sum(axis=(1, 2)) > 0).mean() > 0.8  # epicardium contoured at ED
+
+
+def test_contour_rasterisation_is_inside_the_polygon(tmp_path):
+    path = tmp_path / "IM-0001-0001-icontour-manual.txt"
+    path.write_text("10 10\n30 10\n30 20\n10 20\n")
+    mask = read_contour(path, (40, 40))
+    assert mask[15, 20] and not mask[5, 5] and abs(int(mask.sum()) - 20 * 10) <= 40
+
+
+def test_contour_point_outside_the_image(tmp_path):
+    path = tmp_path / "IM-0001-0001-ocontour-manual.txt"
+    path.write_text("10 10\n300 10\n30 20\n")
+    with pytest.raises(DataError, match=r"point \(300, 10\) lies outside the 256x256 image"):
+        read_contour(path, (256, 256))
+
+
+def test_truncated_and_non_dicom_files_are_named(sunnybrook_copy):
+    folder = sunnybrook_copy / "dicoms" / "SCD0000201"
+    (folder / "3.dcm").write_bytes((folder / "3.dcm").read_bytes()[:100])
+    with pytest.raises(DataError, match=r"3\.dcm: not a DICOM file or truncated"):
+        read_series(folder)
+
+
+def test_two_series_in_one_folder(sunnybrook_copy):
+    folder = sunnybrook_copy / "dicoms" / "SCD0000201"
+    other = pydicom.dcmread(folder / "7.dcm")
+    other.SeriesInstanceUID = "1.2.3.4"
+    other.save_as(folder / "7.dcm")
+    with pytest.raises(DataError, match="2 series are mixed in one folder"):
+        read_series(folder)
+
+
+def test_missing_frame_is_reported(sunnybrook_copy):
+    folder = sunnybrook_copy / "dicoms" / "SCD0000201"
+    (folder / "25.dcm").unlink()
+    with pytest.raises(DataError, match="has 19 frames, the others 20: missing frames"):
+        read_series(folder)
+
+
+def test_slice_with_another_orientation(sunnybrook_copy):
+    folder = sunnybrook_copy / "dicoms" / "SCD0000201"
+    odd = pydicom.dcmread(folder / "30.dcm")
+    odd.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    odd.save_as(folder / "30.dcm")
+    with pytest.raises(DataError, match=r"30\.dcm: its orientation differs"):
+        read_series(folder)
+
+
+def _patient_values(root: Path) -> set[str]:
+    values = set()
+    for path in root.rglob("*.dcm"):
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        values |= {str(header.get(k)) for k in PATIENT_FIELDS if str(header.get(k, "")).strip()}
+    return {v for v in values if len(v) >= 4}  # short values (e.g. 'M', '1.5') would match anything
+
+
+@pytest.mark.slow
+def test_no_patient_field_reaches_any_output(sunnybrook_copy, tmp_path, capsys, cache):
+    values = _patient_values(sunnybrook_copy / "dicoms")
+    assert any(v.startswith("SCD") for v in values)  # the test files do carry patient fields
+    out, study_cache = tmp_path / "study", tmp_path / "cache"
+    shutil.copytree(cache / "models", study_cache / "models", dirs_exist_ok=True) if (cache / "models").exists() else None
+    assert main(["data", "inspect", str(sunnybrook_copy)]) == 0
+    code = main(["run", "--data", str(sunnybrook_copy), "--n", "1", "--out", str(out), "--cache-dir", str(study_cache),
+                 *TINY_RUN, "--test-subjects", "1", "--val-subjects", "1"])
+    assert code == 0
+    printed = capsys.readouterr()
+    texts = {"stdout": printed.out, "stderr": printed.err}
+    for path in list(out.rglob("*")) + list(study_cache.rglob("*")):
+        if path.is_file():
+            texts[str(path)] = path.read_bytes().decode("latin-1")
+    leaks = [(where, v) for where, text in texts.items() for v in values if v in text]
+    assert not leaks, leaks[:5]
+    assert (out / "report.md").exists()
