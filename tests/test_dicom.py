@@ -115,3 +115,43 @@ def test_no_patient_field_reaches_any_output(sunnybrook_copy, tmp_path, capsys, 
     leaks = [(where, v) for where, text in texts.items() for v in values if v in text]
     assert not leaks, leaks[:5]
     assert (out / "report.md").exists()
+
+
+def _con_from_sunnybrook(folder: Path, contour_folder: Path) -> str:
+    """A QMass-style .con text holding the real Sunnybrook contours of one subject."""
+    grid = read_series(folder)
+    where = {int(p.stem): (s, f) for (s, f), p in np.ndenumerate(grid.files)}
+    blocks = ["[XYCONTOUR_HEADER]", "Study_id=anonymous"]
+    for path in sorted(contour_folder.rglob("*contour-manual.txt")):
+        number = int(path.name.split("-")[2])
+        slice_, frame = where[number]
+        points = np.loadtxt(path, ndmin=2)
+        kind = 0 if "icontour" in path.name else 1
+        blocks += ["[XYCONTOUR]", f"{slice_} {frame} {kind} 1.0", str(len(points))]
+        blocks += [f"{x:.2f} {y:.2f}" for x, y in points]
+    blocks += ["[POINT]", "0 0 0 1.0"]
+    return "\n".join(blocks) + "\n"
+
+
+def test_qmass_con_export_gives_the_same_labels_as_the_contour_files(sunnybrook_copy):
+    from harness.data.dicom import load_con_subject
+
+    folder = sunnybrook_copy / "dicoms" / "SCD0000101"
+    contours = sunnybrook_copy / "contourfiles" / "SC-HF-I-1"
+    (folder / "SC-HF-I-1.con").write_text(_con_from_sunnybrook(folder, contours))
+    via_con = load_con_subject(folder, "salt")
+    via_txt = load_sunnybrook_subject(folder, contours, "salt")
+    assert via_con.frame_numbers == via_txt.frame_numbers == (7, 18)
+    assert np.array_equal(via_con.labels, via_txt.labels) and np.array_equal(via_con.images, via_txt.images)
+    assert via_con.subject == via_txt.subject != "SCD0000101"  # folder name is the PatientID: hashed
+    located = locate(sunnybrook_copy / "dicoms")
+    assert located.format == "dicom-con" and [p.name for p in located.subjects] == ["SCD0000101"]
+
+
+def test_malformed_con_block_names_the_line(tmp_path):
+    from harness.data.dicom import read_con
+
+    path = tmp_path / "x.con"
+    path.write_text("[XYCONTOUR]\n0 5 0 1.0\n3\n1 2\n3 4\n")
+    with pytest.raises(DataError, match=r"x\.con: line 1: an XYCONTOUR block must be followed by"):
+        read_con(path)

@@ -113,23 +113,59 @@ def pixels(path: Path) -> np.ndarray:
 
 
 def read_contour(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    """Inside of a closed contour (x y pixel coordinates, one point a line) as a boolean mask."""
-    from matplotlib.path import Path as Polygon
-
+    """Inside of a Sunnybrook contour file (x y pixel coordinates, one point a line) as a boolean mask."""
     try:
         points = np.loadtxt(path, ndmin=2)
     except ValueError as exc:
         raise DataError(f"{path}: not a list of 'x y' points ({exc})") from None
-    if points.shape[1] != 2 or len(points) < 3:
-        raise DataError(f"{path}: a contour needs at least 3 'x y' points, got shape {points.shape}")
+    return polygon_mask(points, shape, str(path))
+
+
+def polygon_mask(points: np.ndarray, shape: tuple[int, int], where: str) -> np.ndarray:
+    """Pixels whose centres lie inside a closed polygon of (x = column, y = row) points."""
+    from matplotlib.path import Path as Polygon
+
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) < 3:
+        raise DataError(f"{where}: a contour needs at least 3 'x y' points, got shape {points.shape}")
     rows, cols = shape
     outside = (points[:, 0] < -0.5) | (points[:, 0] > cols - 0.5) | (points[:, 1] < -0.5) | (points[:, 1] > rows - 0.5)
     if outside.any():
         x, y = points[outside][0]
-        raise DataError(f"{path}: point ({x:g}, {y:g}) lies outside the {cols}x{rows} image; wrong image or scaling")
+        raise DataError(f"{where}: point ({x:g}, {y:g}) lies outside the {cols}x{rows} image; wrong image or scaling")
     yy, xx = np.mgrid[0:rows, 0:cols]
     inside = Polygon(points).contains_points(np.column_stack([xx.ravel(), yy.ravel()]))
     return inside.reshape(shape)
+
+
+CON_TYPES = {0: "i", 1: "o"}  # QMass contour types: 0 endocardium, 1 epicardium (others are not used)
+
+
+def read_con(path: Path) -> dict[tuple[int, int], dict[str, np.ndarray]]:
+    """Contours of a Medis QMass ``.con`` export: {(slice, frame): {"i" | "o": (k, 2) x y points}}.
+
+    Each block starts with a line ``XYCONTOUR`` (or ``[XYCONTOUR]``), then a line ``slice frame type ...``, a line with
+    the point count, and that many ``x y`` lines.
+    """
+    lines = path.read_text(errors="replace").splitlines()
+    contours: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+    i = 0
+    while i < len(lines):
+        if lines[i].strip().strip("[]") != "XYCONTOUR":
+            i += 1
+            continue
+        try:
+            slice_, frame, kind = (int(float(v)) for v in lines[i + 1].split()[:3])
+            count = int(lines[i + 2].split()[0])
+            points = np.array([[float(v) for v in lines[i + 3 + k].split()[:2]] for k in range(count)])
+        except (IndexError, ValueError):
+            raise DataError(f"{path}: line {i + 1}: an XYCONTOUR block must be followed by 'slice frame type', "
+                            "a point count and that many 'x y' lines") from None
+        if kind in CON_TYPES:
+            contours.setdefault((slice_, frame), {})[CON_TYPES[kind]] = points
+        i += 3 + count
+    if not contours:
+        raise DataError(f"{path}: no XYCONTOUR block with an endocardial (0) or epicardial (1) contour")
+    return contours
 
 
 def subject_id(folder_name: str, patient_values: frozenset[str], salt: str) -> str:
@@ -151,27 +187,37 @@ def local_salt(cache_dir: Path | None) -> str:
 
 
 def load_sunnybrook_subject(dicom_folder: Path, contour_folder: Path, salt: str) -> RawStack:
-    """One Sunnybrook subject: frames with an endocardial contour are labelled (ED and ES).
-
-    i-contour = LV endocardium, o-contour = epicardium; myocardium = inside o minus inside i. Where a
-    labelled image has no o-contour (ES in Sunnybrook), its non-LV pixels are UNKNOWN, not background.
-    Contour NNNN belongs to DICOM file NNNN (as ``N.dcm``).
-    """
+    """One Sunnybrook subject; contour file IM-0001-NNNN belongs to DICOM file NNNN (as ``N.dcm``)."""
     grid = read_series(dicom_folder)
     where = {int(p.stem): (s, f) for (s, f), p in np.ndenumerate(grid.files) if p.stem.isdigit()}
-    contours: dict[tuple[int, int], dict[str, Path]] = {}
+    contours: dict[tuple[int, int], dict[str, np.ndarray | Path]] = {}
     for path in sorted(contour_folder.rglob("*contour-manual.txt")):
         match = CONTOUR.match(path.name)
         if not match:
             continue
         number = int(match["number"])
         if number not in where:
-            raise DataError(f"{path}: no DICOM file {number}.dcm in {dicom_folder.name} for this contour")
+            raise DataError(f"{path}: no DICOM file {number}.dcm in the series for this contour")
         contours.setdefault(where[number], {})[match["kind"]] = path
+    return stack_from_contours(grid, contours, subject_id(dicom_folder.name, grid.patient_values, salt), contour_folder)
+
+
+def stack_from_contours(grid: SeriesGrid, contours: dict[tuple[int, int], dict[str, np.ndarray | Path]],
+                        subject: str, where: Path) -> RawStack:
+    """Labelled stack from endocardial ("i") and epicardial ("o") contours per (slice, frame).
+
+    Frames with an endocardial contour are labelled; only slices contoured in every labelled frame are
+    kept. Myocardium = inside o minus inside i; where a labelled image has no o-contour (ES in
+    Sunnybrook), its non-LV pixels are UNKNOWN, not background.
+    """
     labelled_frames = sorted({f for (s, f), kinds in contours.items() if "i" in kinds})
     slices = [s for s in range(grid.files.shape[0]) if all("i" in contours.get((s, f), {}) for f in labelled_frames)]
     if not labelled_frames or not slices:
-        raise DataError(f"{contour_folder}: no slice has an endocardial contour in every labelled frame")
+        raise DataError(f"{where}: no slice has an endocardial contour in every labelled frame")
+    outside = [k for k in contours if not (0 <= k[0] < grid.files.shape[0] and 0 <= k[1] < grid.files.shape[1])]
+    if outside:
+        raise DataError(f"{where}: contour for slice {outside[0][0]}, frame {outside[0][1]} but the series has "
+                        f"{grid.files.shape[0]} slices x {grid.files.shape[1]} frames")
     first = pixels(grid.files[slices[0], labelled_frames[0]])
     images = np.zeros((len(slices), len(labelled_frames)) + first.shape, np.float32)
     labels = np.zeros(images.shape, np.uint8)
@@ -182,13 +228,24 @@ def load_sunnybrook_subject(dicom_folder: Path, contour_folder: Path, salt: str)
                 raise DataError(f"{grid.files[s, f]}: image is {image.shape} but the series is {first.shape}")
             images[i, j] = image
             kinds = contours[(s, f)]
-            endo = read_contour(kinds["i"], image.shape)
             if "o" in kinds:
-                labels[i, j][read_contour(kinds["o"], image.shape)] = 2
+                labels[i, j][_mask(kinds["o"], image.shape, where)] = 2
             else:
                 labels[i, j][:] = UNKNOWN
-            labels[i, j][endo] = 1
+            labels[i, j][_mask(kinds["i"], image.shape, where)] = 1
     images, labels, _ = order_base_to_apex(images, labels)
-    name = subject_id(dicom_folder.name, grid.patient_values, salt)
-    return RawStack(name, images, labels, grid.spacing_mm, tuple(labelled_frames), grid.files.shape[1],
+    return RawStack(subject, images, labels, grid.spacing_mm, tuple(labelled_frames), grid.files.shape[1],
                     None, grid.field_strength_t)
+
+
+def _mask(contour: np.ndarray | Path, shape: tuple[int, int], where: Path) -> np.ndarray:
+    return read_contour(contour, shape) if isinstance(contour, Path) else polygon_mask(contour, shape, str(where))
+
+
+def load_con_subject(folder: Path, salt: str) -> RawStack:
+    """A DICOM series with its QMass ``.con`` export in the same folder (slices in stack order)."""
+    cons = sorted(folder.glob("*.con"))
+    if len(cons) != 1:
+        raise DataError(f"{folder}: expected one .con contour export beside the DICOM files, found {len(cons)}")
+    grid = read_series(folder)
+    return stack_from_contours(grid, read_con(cons[0]), subject_id(folder.name, grid.patient_values, salt), cons[0])

@@ -17,10 +17,12 @@ from harness.errors import DataError, UsageError
 FORMATS = {
     "acdc": "ACDC NIfTI (patientNNN/patientNNN_frameXX.nii.gz + _gt, Info.cfg)",
     "mnms": "M&Ms NIfTI (NNN/NNN_SA_ED.nii.gz, _SA_ES + _gt)",
+    "dicom-con": "DICOM cine series with a Medis QMass .con contour export per subject folder",
     "sunnybrook": "DICOM cine + Sunnybrook contours (dicoms/<id>/N.dcm, contourfiles/<id>/{i,o}-contours, link.csv)",
 }
-DEFAULT_LABELS = {"acdc": nifti.ACDC_LABELS, "mnms": nifti.MNMS_LABELS, "sunnybrook": nifti.MNMS_LABELS}
-HINT_SOURCE = {"acdc": "Info.cfg", "mnms": "file name", "sunnybrook": "contoured frames"}
+DEFAULT_LABELS = {"acdc": nifti.ACDC_LABELS, "mnms": nifti.MNMS_LABELS,
+                  "sunnybrook": nifti.MNMS_LABELS, "dicom-con": nifti.MNMS_LABELS}  # contours: 1 LV, 2 MY
+HINT_SOURCE = {"acdc": "Info.cfg", "mnms": "file name", "sunnybrook": "-", "dicom-con": "-"}
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ def locate(root: Path, fmt: str | None = None) -> Located:
         found = {
             "acdc": sorted({p.parent for p in root.rglob("*_frame[0-9]*_gt.nii*")}),
             "mnms": sorted({p.parent for p in root.rglob("*_SA_ED_gt.nii*")}),
+            "dicom-con": sorted({p.parent for p in root.rglob("*.con")}),
             "sunnybrook": sorted(p.parent for p in (root / "dicoms").glob("*/*.dcm") if p.name == "1.dcm")
             if (root / "link.csv").exists() and (root / "contourfiles").is_dir() else [],
         }
@@ -111,7 +114,9 @@ def load_dataset(root: Path, fmt: str | None = None, labels: nifti.LabelMap | No
     links = _sunnybrook_links(located.root) if located.format == "sunnybrook" else {}
     salt = dicom.local_salt(cache_dir)
     for number, folder in enumerate(located.subjects, start=1):
-        if located.format == "sunnybrook":
+        if located.format == "dicom-con":
+            stacks.append(dicom.load_con_subject(folder, salt))
+        elif located.format == "sunnybrook":
             if folder.name not in links:
                 raise DataError(f"{located.root / 'link.csv'}: no row for DICOM folder {number} of {len(located.subjects)}")
             stacks.append(dicom.load_sunnybrook_subject(folder, located.root / "contourfiles" / links[folder.name], salt))
