@@ -11,18 +11,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.data import dataset as ds
-from harness.data import dicom, nifti
+from harness.data import dicom, nifti, png
 from harness.errors import DataError, UsageError
 
 FORMATS = {
     "acdc": "ACDC NIfTI (patientNNN/patientNNN_frameXX.nii.gz + _gt, Info.cfg)",
     "mnms": "M&Ms NIfTI (NNN/NNN_SA_ED.nii.gz, _SA_ES + _gt)",
+    "png": "PNG pairs <subject>_slice<SSS>_frame<FFF>-image.png / -mask.png",
     "dicom-con": "DICOM cine series with a Medis QMass .con contour export per subject folder",
     "sunnybrook": "DICOM cine + Sunnybrook contours (dicoms/<id>/N.dcm, contourfiles/<id>/{i,o}-contours, link.csv)",
 }
 DEFAULT_LABELS = {"acdc": nifti.ACDC_LABELS, "mnms": nifti.MNMS_LABELS,
-                  "sunnybrook": nifti.MNMS_LABELS, "dicom-con": nifti.MNMS_LABELS}  # contours: 1 LV, 2 MY
-HINT_SOURCE = {"acdc": "Info.cfg", "mnms": "file name", "sunnybrook": "-", "dicom-con": "-"}
+                  "sunnybrook": nifti.MNMS_LABELS, "dicom-con": nifti.MNMS_LABELS,  # contours: 1 LV, 2 MY
+                  "png": nifti.LabelMap(lv=1, my=2)}
+HINT_SOURCE = {"acdc": "Info.cfg", "mnms": "file name", "sunnybrook": "-", "dicom-con": "-", "png": "-"}
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class Located:
     subjects: tuple[Path, ...]
 
     def files(self) -> list[Path]:
+        if self.format == "png":
+            return sorted(self.root.rglob("*.png"))
         folders = list(self.subjects)
         if self.format == "sunnybrook":
             folders += [self.root / "contourfiles"]
@@ -53,6 +57,7 @@ def locate(root: Path, fmt: str | None = None) -> Located:
             "acdc": sorted({p.parent for p in root.rglob("*_frame[0-9]*_gt.nii*")}),
             "mnms": sorted({p.parent for p in root.rglob("*_SA_ED_gt.nii*")}),
             "dicom-con": sorted({p.parent for p in root.rglob("*.con")}),
+            "png": [root / subject for subject in png.group(root)],  # one group of files per subject
             "sunnybrook": sorted(p.parent for p in (root / "dicoms").glob("*/*.dcm") if p.name == "1.dcm")
             if (root / "link.csv").exists() and (root / "contourfiles").is_dir() else [],
         }
@@ -75,7 +80,7 @@ def locate(root: Path, fmt: str | None = None) -> Located:
 
 def _code_version() -> str:
     digest = hashlib.sha256()
-    for module in (ds, nifti, dicom):
+    for module in (ds, nifti, dicom, png):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:8]
 
@@ -100,6 +105,32 @@ def _sunnybrook_links(root: Path) -> dict[str, str]:
     return {r[0].strip(): r[1].strip() for r in rows[1:] if len(r) >= 2}
 
 
+def _read_stacks(located: Located, labels: nifti.LabelMap, salt: str,
+                 on_subject: Callable[[int, int], None] | None) -> list[ds.RawStack]:
+    """One RawStack per subject, in the layout's own way."""
+    if located.format == "png":
+        groups = png.group(located.root)
+        readers = [lambda s=s, p=p: png.load_png_subject(s, p, labels) for s, p in groups.items()]
+    elif located.format == "sunnybrook":
+        links = _sunnybrook_links(located.root)
+        missing = [f.name for f in located.subjects if f.name not in links]
+        if missing:
+            raise DataError(f"{located.root / 'link.csv'}: no row for {len(missing)} DICOM folder(s); add them")
+        readers = [lambda f=f: dicom.load_sunnybrook_subject(f, located.root / "contourfiles" / links[f.name], salt)
+                   for f in located.subjects]
+    elif located.format == "dicom-con":
+        readers = [lambda f=f: dicom.load_con_subject(f, salt) for f in located.subjects]
+    else:
+        loader = nifti.load_acdc_subject if located.format == "acdc" else nifti.load_mnms_subject
+        readers = [lambda f=f: loader(f, labels) for f in located.subjects]
+    stacks = []
+    for number, read in enumerate(readers, start=1):
+        stacks.append(read())
+        if on_subject:
+            on_subject(number, len(readers))
+    return stacks
+
+
 def load_dataset(root: Path, fmt: str | None = None, labels: nifti.LabelMap | None = None, size: int = 128,
                  cache_dir: Path | None = None,
                  on_subject: Callable[[int, int], None] | None = None) -> ds.CineDataset:
@@ -110,21 +141,7 @@ def load_dataset(root: Path, fmt: str | None = None, labels: nifti.LabelMap | No
     path = cache_dir / "prepared" / f"{located.format}-{key}.npz" if cache_dir else None
     if path is not None and path.exists() and path.with_suffix(".csv").exists():
         return ds.load(path)
-    stacks = []
-    links = _sunnybrook_links(located.root) if located.format == "sunnybrook" else {}
-    salt = dicom.local_salt(cache_dir)
-    for number, folder in enumerate(located.subjects, start=1):
-        if located.format == "dicom-con":
-            stacks.append(dicom.load_con_subject(folder, salt))
-        elif located.format == "sunnybrook":
-            if folder.name not in links:
-                raise DataError(f"{located.root / 'link.csv'}: no row for DICOM folder {number} of {len(located.subjects)}")
-            stacks.append(dicom.load_sunnybrook_subject(folder, located.root / "contourfiles" / links[folder.name], salt))
-        else:
-            loader = nifti.load_acdc_subject if located.format == "acdc" else nifti.load_mnms_subject
-            stacks.append(loader(folder, labels))
-        if on_subject:
-            on_subject(number, len(located.subjects))
+    stacks = _read_stacks(located, labels, dicom.local_salt(cache_dir), on_subject)
     dataset = ds.prepare(f"{located.format}:{located.root.name}", stacks, size, key, HINT_SOURCE[located.format])
     if path is not None:
         ds.save(dataset, path)

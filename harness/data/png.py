@@ -1,0 +1,66 @@
+"""PNG image/mask pairs in the published 7T study's naming:
+``<subject>_slice<SSS>_frame<FFF>-image.png`` and ``...-mask.png`` (mask values 1 LV, 2 MY by default).
+PNGs carry no pixel spacing; it is recorded as unknown."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from harness.data.dataset import RawStack, order_base_to_apex
+from harness.data.nifti import LabelMap
+from harness.errors import DataError
+
+PNG_NAME = re.compile(r"^(?P<subject>.+)_slice(?P<slice>\d+)_frame(?P<frame>\d+)-(?P<kind>image|mask)\.png$")
+
+
+def _read(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{path}: not a readable PNG ({exc.__class__.__name__}); replace or remove it") from None
+    return array if array.ndim == 2 else array[..., 0]  # grey stored as RGB(A): one channel
+
+
+def group(root: Path) -> dict[str, dict[tuple[int, int], dict[str, Path]]]:
+    """{subject: {(slice, frame): {"image": path, "mask": path}}} for every matching file under root."""
+    found: dict[str, dict[tuple[int, int], dict[str, Path]]] = {}
+    for path in sorted(root.rglob("*.png")):
+        match = PNG_NAME.match(path.name)
+        if match:
+            key = (int(match["slice"]), int(match["frame"]))
+            found.setdefault(match["subject"], {}).setdefault(key, {})[match["kind"]] = path
+    return found
+
+
+def load_png_subject(subject: str, pairs: dict[tuple[int, int], dict[str, Path]], labels: LabelMap) -> RawStack:
+    """One subject's labelled images; every labelled frame must cover every slice."""
+    unpaired = [p for kinds in pairs.values() for k, p in kinds.items() if len(kinds) == 1]
+    if unpaired:
+        other = "mask" if "-image" in unpaired[0].name else "image"
+        raise DataError(f"{unpaired[0]}: has no {other} file beside it")
+    slices = sorted({s for s, _ in pairs})
+    frames = sorted({f for _, f in pairs})
+    missing = [(s, f) for s in slices for f in frames if (s, f) not in pairs]
+    if missing:
+        s, f = missing[0]
+        raise DataError(f"subject '{subject}': no image for slice {s}, frame {f} although other slices of that "
+                        f"frame are labelled ({len(missing)} missing); add it or remove the frame")
+    first = _read(pairs[(slices[0], frames[0])]["image"])
+    images = np.zeros((len(slices), len(frames)) + first.shape, np.float32)
+    masks = np.zeros(images.shape, np.uint8)
+    for i, s in enumerate(slices):
+        for j, f in enumerate(frames):
+            image, mask = _read(pairs[(s, f)]["image"]), _read(pairs[(s, f)]["mask"])
+            if image.shape != first.shape:
+                raise DataError(f"{pairs[(s, f)]['image']}: image is {image.shape} but the subject's images are {first.shape}")
+            if mask.shape != image.shape:
+                raise DataError(f"{pairs[(s, f)]['mask']}: mask is {mask.shape} but image is {image.shape}")
+            images[i, j] = image
+            masks[i, j] = labels.apply(mask.astype(int), str(pairs[(s, f)]["mask"]))
+    images, masks, _ = order_base_to_apex(images, masks)
+    return RawStack(subject, images, masks, float("nan"), tuple(frames), max(frames) + 1)
