@@ -39,6 +39,7 @@ class StudySettings:
     data: str | None = None  # a folder of real cine data; None = the built-in phantom
     data_format: str | None = None  # layout of `data` (None = detected)
     labels: str | None = None  # label map of `data`, e.g. "lv=3,my=2,rv=1" (None = the layout's)
+    skip_bad: bool = False  # leave out subjects with broken files (listed in the report) instead of stopping
     strategies: tuple[str, ...] = ("ed_es",)
     params: dict[str, dict[str, str]] = field(default_factory=dict)  # strategy -> parameter -> text
     ns: tuple[int, ...] = (2, 5, 10)
@@ -138,6 +139,12 @@ def select(spec: RunSpec, strategy: SamplingStrategy, dataset: CineDataset) -> p
     return rows
 
 
+def data_warnings(dataset: CineDataset) -> list[str]:
+    """Subjects left out (--skip-bad) and subjects without ED/ES: said on screen and in the report."""
+    phases = [] if dataset.subjects_info is None else [w for w in dataset.subjects_info["warning"] if w]
+    return list(dataset.problems) + phases
+
+
 class Study:
     """Loads the data and base model once, then runs (or skips) every run of the grid."""
 
@@ -187,11 +194,11 @@ class Study:
             task = progress.add_task("reading subjects", total=len(located.subjects))
             dataset = load_dataset(located.root, located.format, LabelMap.parse(s.labels) if s.labels else None,
                                    s.train.size, self.cache,
-                                   on_subject=lambda done, total: progress.update(task, completed=done))
+                                   on_subject=lambda done, total: progress.update(task, completed=done),
+                                   skip_bad=s.skip_bad)
             progress.update(task, completed=len(located.subjects))
-        for warning in dataset.subjects_info["warning"] if dataset.subjects_info is not None else []:
-            if warning:
-                self.console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+        for warning in data_warnings(dataset):
+            self.console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
         return dataset
 
     def base_path(self) -> tuple[Path, str]:
@@ -227,6 +234,7 @@ class Study:
         specs = plan(s, self.strategies, target, split, base_key)
         self.store.write_study({**s.to_dict(), "split": split, "base_model": base_key,
                                 "dataset": target.fingerprint, "dataset_name": target.name,
+                                "data_warnings": data_warnings(target),
                                 "subjects_total": len(target.subjects),
                                 "runs": [sp.folder_name for sp in specs]})
         todo = [sp for sp in specs if not self.store.is_done(sp)]

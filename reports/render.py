@@ -267,6 +267,7 @@ def render(study_dir: Path) -> tuple[Path, Path]:
                              trim_blocks=True, lstrip_blocks=True)
     context = {"guideline": guideline(a), "tables": tables(a), "settings": settings_lines(a),
                "caveats": caveats(a), "failed": a.failed, "title": "Data-efficiency study",
+               "data_warnings": a.settings.get("data_warnings", []),
                "figure_b64": base64.b64encode(png).decode()}
     md = study_dir / "report.md"
     html = study_dir / "report.html"

@@ -155,3 +155,36 @@ def test_malformed_con_block_names_the_line(tmp_path):
     path.write_text("[XYCONTOUR]\n0 5 0 1.0\n3\n1 2\n3 4\n")
     with pytest.raises(DataError, match=r"x\.con: line 1: an XYCONTOUR block must be followed by"):
         read_con(path)
+
+
+def test_skip_bad_leaves_out_the_broken_subject_and_never_prints_its_folder(sunnybrook_copy, tmp_path):
+    folder = sunnybrook_copy / "dicoms" / "SCD0000201"
+    (folder / "3.dcm").write_bytes(b"not a dicom file at all")
+    with pytest.raises(DataError) as raised:
+        load_dataset(sunnybrook_copy, cache_dir=tmp_path / "c")
+    assert "3.dcm: not a DICOM file or truncated" in str(raised.value) and "SCD0000201" not in str(raised.value)
+    data = load_dataset(sunnybrook_copy, cache_dir=tmp_path / "c", skip_bad=True)
+    assert len(data.subjects) == 2 and len(data.problems) == 1
+    assert "subject 2 of 3 left out" in data.problems[0] and "SCD0000201" not in data.problems[0]
+    again = load_dataset(sunnybrook_copy, cache_dir=tmp_path / "c", skip_bad=True)  # from the cache
+    assert again.problems == data.problems
+
+
+def test_unreadable_file_is_named(sunnybrook_copy, monkeypatch):
+    import pydicom as real
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(real, "dcmread", refuse)
+    with pytest.raises(DataError, match=r"1\.dcm: permission denied; make it readable"):
+        read_series(sunnybrook_copy / "dicoms" / "SCD0000301")
+
+
+def test_slices_with_different_pixel_spacing(sunnybrook_copy):
+    folder = sunnybrook_copy / "dicoms" / "SCD0000201"
+    odd = pydicom.dcmread(folder / "41.dcm")
+    odd.PixelSpacing = [2.0, 2.0]
+    odd.save_as(folder / "41.dcm")
+    with pytest.raises(DataError, match=r"41\.dcm: pixel spacing \[2, 2\] mm differs from \[1.36719, 1.36719\] mm"):
+        read_series(folder)

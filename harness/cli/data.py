@@ -10,6 +10,7 @@ from rich.table import Table
 
 from harness.data.nifti import LabelMap
 from harness.data.sources import FORMATS, load_dataset, locate
+from harness.runner import data_warnings
 
 HELP = "inspect a folder of cine data: layout, subjects, slices, frames, labelled frames, spacing, ED/ES"
 
@@ -25,6 +26,8 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=sorted(FORMATS), default=None, help="layout (default: detected)")
     p.add_argument("--labels", default=None, metavar="lv=N,my=N[,rv=N]",
                    help="label values of LV, myocardium and RV (default: the layout's convention)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="leave out subjects with broken files (each listed as a warning) instead of stopping")
 
 
 def execute(args: argparse.Namespace, console: Console) -> int:
@@ -32,7 +35,7 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     console.print(f"detected {FORMATS[located.format]} in {located.root}: {len(located.subjects)} subjects",
                   highlight=False)
     labels = LabelMap.parse(args.labels) if args.labels else None
-    data = load_dataset(located.root, located.format, labels)
+    data = load_dataset(located.root, located.format, labels, skip_bad=args.skip_bad)
     table = Table("subject", "slices", "frames", "labelled frames", "images", "spacing (mm)", "field (T)",
                   "ED", "ES", "ED/ES from")
     images = data.index.groupby("subject").size()
@@ -45,7 +48,6 @@ def execute(args: argparse.Namespace, console: Console) -> int:
                       row.source)
     out = Console()
     (out if out.is_terminal else Console(width=200)).print(table)
-    for warning in data.subjects_info["warning"]:
-        if warning:
-            console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    for warning in data_warnings(data):
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     return 0

@@ -42,7 +42,7 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     if args.seeds < 1:
         raise UsageError(f"--seeds {args.seeds}: need at least 1 (3 or more to see seed-to-seed variation)")
     train = {} if args.steps is None else {"steps_frozen": args.steps, "steps_unfrozen": args.steps}
-    study = {"data": args.data, "data_format": args.format, "labels": args.labels,
+    study = {"data": args.data, "data_format": args.format, "labels": args.labels, "skip_bad": args.skip_bad,
              "strategies": parse_strategies(args.strategy), "ns": parse_ns(args.n), "seeds": args.seeds,
              "params": parse_params(args.strategy_param), "empty": args.empty,
              "target_subjects": args.target_subjects, "source_subjects": args.source_subjects,

@@ -30,6 +30,7 @@ class CineDataset:
     masks: np.ndarray  # (N, size, size) uint8
     fingerprint: str  # identifies content and preparation; recorded in every run spec
     subjects_info: pd.DataFrame | None = None  # per subject: slices, frames, spacing, ED/ES and their source
+    problems: tuple[str, ...] = ()  # subjects left out under --skip-bad, each with the reason
 
     @property
     def subjects(self) -> list[str]:
@@ -169,7 +170,8 @@ def order_base_to_apex(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarr
     return (images[::-1], labels[::-1], True) if flip else (images, labels, False)
 
 
-def prepare(name: str, stacks: list[RawStack], size: int, key: str, hint_source: str = "metadata") -> CineDataset:
+def prepare(name: str, stacks: list[RawStack], size: int, key: str, hint_source: str = "metadata",
+            problems: tuple[str, ...] = ()) -> CineDataset:
     """Stacks -> one CineDataset at the training size, with ED/ES found per subject."""
     images, masks, frames, info = [], [], [], []
     for stack in stacks:
@@ -183,7 +185,7 @@ def prepare(name: str, stacks: list[RawStack], size: int, key: str, hint_source:
     hints = {s.subject: s.phase_hint for s in stacks if s.phase_hint}
     phases = find_phases(pd.concat(frames, ignore_index=True), hints, hint_source)
     subjects = pd.DataFrame(info).merge(phases.phases, on="subject")
-    return CineDataset(name, phases.index, np.concatenate(images), np.concatenate(masks), key, subjects)
+    return CineDataset(name, phases.index, np.concatenate(images), np.concatenate(masks), key, subjects, problems)
 
 
 def fingerprint(settings: dict) -> str:
@@ -195,7 +197,8 @@ def save(dataset: CineDataset, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, images=dataset.images, masks=dataset.masks,
-             meta=np.array(json.dumps({"name": dataset.name, "fingerprint": dataset.fingerprint})))
+             meta=np.array(json.dumps({"name": dataset.name, "fingerprint": dataset.fingerprint,
+                                       "problems": list(dataset.problems)})))
     dataset.index.to_csv(path.with_suffix(".csv.tmp"), index=False)
     if dataset.subjects_info is not None:
         dataset.subjects_info.to_csv(path.with_suffix(".subjects.csv"), index=False)
@@ -211,4 +214,5 @@ def load(path: Path) -> CineDataset:
     index["phase"] = index["phase"].astype(object).where(index["phase"].notna(), None)
     info_path = path.with_suffix(".subjects.csv")
     info = pd.read_csv(info_path, dtype={"subject": str}, keep_default_na=False) if info_path.exists() else None
-    return CineDataset(meta["name"], index, images, masks, meta["fingerprint"], info)
+    return CineDataset(meta["name"], index, images, masks, meta["fingerprint"], info,
+                       tuple(meta.get("problems", ())))

@@ -77,7 +77,9 @@ def read_series(folder: Path) -> SeriesGrid:
             raise DataError(f"{path}: its orientation differs from {files[0].name} in the same stack; "
                             "one short-axis stack per folder")
         if not np.allclose(np.asarray(h.PixelSpacing, float), spacing, rtol=1e-3):
-            raise DataError(f"{path}: pixel spacing {list(h.PixelSpacing)} differs from {list(spacing)} in the same stack")
+            other = ", ".join(f"{float(v):g}" for v in h.PixelSpacing)
+            raise DataError(f"{path}: pixel spacing [{other}] mm differs from "
+                            f"[{spacing[0]:g}, {spacing[1]:g}] mm in the same stack; one stack per folder")
         position = round(float(np.dot(np.asarray(h.ImagePositionPatient, float), normal)), 2)
         trigger = float(h.get("TriggerTime", h.get("InstanceNumber", 0)) or 0)
         by_slice.setdefault(position, []).append((trigger, path))
@@ -98,7 +100,8 @@ def read_series(folder: Path) -> SeriesGrid:
     patient = frozenset(str(first.get(k, "")) for k in PATIENT_FIELDS if str(first.get(k, "")).strip())
     field = first.get("MagneticFieldStrength")
     if abs(spacing[0] - spacing[1]) > 1e-3 * spacing[0]:
-        raise DataError(f"{files[0]}: non-square pixels {list(spacing)} are not supported yet; resample first")
+        raise DataError(f"{files[0]}: non-square pixels [{spacing[0]:g}, {spacing[1]:g}] mm are not supported yet; "
+                        "resample first")
     return SeriesGrid(np.array(grid, dtype=object), float(spacing[0]),
                       float(field) if field not in (None, "") else None, patient)
 
@@ -171,8 +174,12 @@ def read_con(path: Path) -> dict[tuple[int, int], dict[str, np.ndarray]]:
 def subject_id(folder_name: str, patient_values: frozenset[str], salt: str) -> str:
     """The folder name, unless it holds a patient field's value: then a salted hash of it."""
     if any(v and (v in folder_name or folder_name in v) for v in patient_values):
-        return "sub-" + hashlib.sha256((salt + folder_name).encode()).hexdigest()[:10]
+        return hashed_id(folder_name, salt)
     return folder_name
+
+
+def hashed_id(folder_name: str, salt: str) -> str:
+    return "sub-" + hashlib.sha256((salt + folder_name).encode()).hexdigest()[:10]
 
 
 def local_salt(cache_dir: Path | None) -> str:

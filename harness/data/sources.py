@@ -24,6 +24,7 @@ FORMATS = {
 DEFAULT_LABELS = {"acdc": nifti.ACDC_LABELS, "mnms": nifti.MNMS_LABELS,
                   "sunnybrook": nifti.MNMS_LABELS, "dicom-con": nifti.MNMS_LABELS,  # contours: 1 LV, 2 MY
                   "png": nifti.LabelMap(lv=1, my=2)}
+DICOM_FORMATS = ("sunnybrook", "dicom-con")
 HINT_SOURCE = {"acdc": "Info.cfg", "mnms": "file name", "sunnybrook": "-", "dicom-con": "-", "png": "-"}
 
 
@@ -85,9 +86,10 @@ def _code_version() -> str:
     return digest.hexdigest()[:8]
 
 
-def content_key(located: Located, labels: nifti.LabelMap, size: int) -> str:
-    """Hash of every source file's bytes and relative path, the label map, size and loader code."""
-    digest = hashlib.sha256(f"{located.format}|{labels}|{size}|{_code_version()}".encode())
+def content_key(located: Located, labels: nifti.LabelMap, size: int, skip_bad: bool = False) -> str:
+    """Hash of every source file's bytes and relative path, the label map, size, loader code and
+    whether broken subjects are skipped."""
+    digest = hashlib.sha256(f"{located.format}|{labels}|{size}|{skip_bad}|{_code_version()}".encode())
     for path in located.files():
         digest.update(str(path.relative_to(located.root)).encode())
         with path.open("rb") as handle:
@@ -105,9 +107,10 @@ def _sunnybrook_links(root: Path) -> dict[str, str]:
     return {r[0].strip(): r[1].strip() for r in rows[1:] if len(r) >= 2}
 
 
-def _read_stacks(located: Located, labels: nifti.LabelMap, salt: str,
-                 on_subject: Callable[[int, int], None] | None) -> list[ds.RawStack]:
-    """One RawStack per subject, in the layout's own way."""
+def _read_stacks(located: Located, labels: nifti.LabelMap, salt: str, skip_bad: bool,
+                 on_subject: Callable[[int, int], None] | None) -> tuple[list[ds.RawStack], tuple[str, ...]]:
+    """One RawStack per subject, in the layout's own way; with ``skip_bad``, a subject whose files are
+    broken is left out and its problem returned instead of raised."""
     if located.format == "png":
         groups = png.group(located.root)
         readers = [lambda s=s, p=p: png.load_png_subject(s, p, labels) for s, p in groups.items()]
@@ -123,26 +126,41 @@ def _read_stacks(located: Located, labels: nifti.LabelMap, salt: str,
     else:
         loader = nifti.load_acdc_subject if located.format == "acdc" else nifti.load_mnms_subject
         readers = [lambda f=f: loader(f, labels) for f in located.subjects]
-    stacks = []
+    stacks, problems = [], []
     for number, read in enumerate(readers, start=1):
-        stacks.append(read())
+        try:
+            stacks.append(read())
+        except DataError as exc:
+            message = str(exc)
+            if located.format in DICOM_FORMATS:  # a DICOM folder name may be a patient field: never print it
+                folder = located.subjects[number - 1].name
+                message = message.replace(folder, f"<subject {number}: {dicom.hashed_id(folder, salt)}>")
+            if not skip_bad:
+                raise DataError(message) from None
+            problems.append(f"subject {number} of {len(readers)} left out: {message}")
         if on_subject:
             on_subject(number, len(readers))
-    return stacks
+    if not stacks:
+        raise DataError(f"{located.root}: every subject has a problem; the first: {problems[0]}")
+    return stacks, tuple(problems)
 
 
 def load_dataset(root: Path, fmt: str | None = None, labels: nifti.LabelMap | None = None, size: int = 128,
-                 cache_dir: Path | None = None,
-                 on_subject: Callable[[int, int], None] | None = None) -> ds.CineDataset:
-    """Every subject of a data folder at the training size; read back from the cache when unchanged."""
+                 cache_dir: Path | None = None, on_subject: Callable[[int, int], None] | None = None,
+                 skip_bad: bool = False) -> ds.CineDataset:
+    """Every subject of a data folder at the training size; read back from the cache when unchanged.
+
+    ``skip_bad`` leaves out subjects with broken files and lists why in ``dataset.problems``.
+    """
     located = locate(root, fmt)
     labels = labels or DEFAULT_LABELS[located.format]
-    key = content_key(located, labels, size)
+    key = content_key(located, labels, size, skip_bad)
     path = cache_dir / "prepared" / f"{located.format}-{key}.npz" if cache_dir else None
     if path is not None and path.exists() and path.with_suffix(".csv").exists():
         return ds.load(path)
-    stacks = _read_stacks(located, labels, dicom.local_salt(cache_dir), on_subject)
-    dataset = ds.prepare(f"{located.format}:{located.root.name}", stacks, size, key, HINT_SOURCE[located.format])
+    stacks, problems = _read_stacks(located, labels, dicom.local_salt(cache_dir), skip_bad, on_subject)
+    dataset = ds.prepare(f"{located.format}:{located.root.name}", stacks, size, key, HINT_SOURCE[located.format],
+                         problems)
     if path is not None:
         ds.save(dataset, path)
     return dataset
