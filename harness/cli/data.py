@@ -9,10 +9,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.data.nifti import LabelMap
+from harness.errors import UsageError
 from harness.data.sources import FORMATS, load_dataset, locate
 from harness.runner import data_warnings
 
-HELP = "inspect a folder of cine data: layout, subjects, slices, frames, labelled frames, spacing, ED/ES"
+HELP = "inspect a folder of cine data, or write the built-in phantom to disk as DICOM + NIfTI"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,6 +21,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     inspect = sub.add_parser("inspect", help="show what was found, per subject (no patient fields)")
     inspect.add_argument("path", help="folder of cine data")
     add_data_arguments(inspect)
+    phantom = sub.add_parser("phantom", help="write the built-in phantom as DICOM series + NIfTI label maps")
+    phantom.add_argument("--out", required=True, help="folder to write (one sub-folder per subject)")
+    phantom.add_argument("--domain", choices=["target", "source"], default="target",
+                         help="7T-like target (default) or 1.5T-like source domain")
+    phantom.add_argument("--subjects", type=int, default=24, help="number of subjects (default 24)")
+    phantom.add_argument("--seed", type=int, default=0, help="phantom seed (default 0, as `run` uses)")
 
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,6 +38,8 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace, console: Console) -> int:
+    if args.data_command == "phantom":
+        return write(args, console)
     located = locate(Path(args.path), args.format)
     console.print(f"detected {FORMATS[located.format]} in {located.root}: {len(located.subjects)} subjects",
                   highlight=False)
@@ -50,4 +59,23 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     (out if out.is_terminal else Console(width=200)).print(table)
     for warning in data_warnings(data):
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    return 0
+
+
+def write(args: argparse.Namespace, console: Console) -> int:
+    from rich.progress import Progress
+
+    from harness.data.export import write_phantom
+
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot write '{out}': {exc.strerror or exc}; choose another --out") from None
+    with Progress(console=console) as progress:
+        task = progress.add_task(f"writing {args.domain} phantom", total=args.subjects)
+        folders = write_phantom(out, args.domain, args.subjects, args.seed,
+                                on_subject=lambda done, total: progress.update(task, completed=done))
+    console.print(f"{len(folders)} subjects written to {out}; study them with "
+                  f"`python -m harness run --data {out}`", highlight=False)
     return 0

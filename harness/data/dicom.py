@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.data.dataset import RawStack, order_base_to_apex
+from harness.data.nifti import LabelMap
 from harness.errors import DataError
 
 # DICOM PS3.15 basic profile attributes that identify the patient (those a cine header commonly holds)
@@ -256,3 +257,35 @@ def load_con_subject(folder: Path, salt: str) -> RawStack:
         raise DataError(f"{folder}: expected one .con contour export beside the DICOM files, found {len(cons)}")
     grid = read_series(folder)
     return stack_from_contours(grid, read_con(cons[0]), subject_id(folder.name, grid.patient_values, salt), cons[0])
+
+
+LABEL_MAP_NAME = "labels.nii.gz"
+
+
+def load_label_map_subject(folder: Path, labels: LabelMap, salt: str) -> RawStack:
+    """A DICOM series with a 4D NIfTI label map ``labels.nii.gz`` (columns, rows, slices, frames) beside it,
+    slices and frames in the series' geometric and trigger-time order; every frame labelled."""
+    import nibabel as nib
+
+    grid = read_series(folder)
+    path = folder / LABEL_MAP_NAME
+    try:
+        volume = np.asarray(nib.load(str(path)).dataobj)
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable NIfTI label map ({exc.__class__.__name__})") from None
+    if volume.ndim == 3:
+        volume = volume[..., None]
+    label_grid = np.rint(volume).astype(int).transpose(2, 3, 1, 0)  # -> (slices, frames, rows, columns)
+    first = pixels(grid.files[0, 0])
+    expected = grid.files.shape + first.shape
+    if label_grid.shape != expected:
+        raise DataError(f"{path}: label map is {label_grid.shape} (slices, frames, rows, columns) but the "
+                        f"series is {expected}")
+    images = np.zeros(expected, np.float32)
+    for (s, f), file in np.ndenumerate(grid.files):
+        images[s, f] = first if (s, f) == (0, 0) else pixels(file)
+    masks = labels.apply(label_grid, str(path))
+    images, masks, _ = order_base_to_apex(images, masks)
+    n_frames = grid.files.shape[1]
+    return RawStack(subject_id(folder.name, grid.patient_values, salt), images, masks, grid.spacing_mm,
+                    tuple(range(n_frames)), n_frames, None, grid.field_strength_t)

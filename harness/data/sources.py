@@ -18,14 +18,15 @@ FORMATS = {
     "acdc": "ACDC NIfTI (patientNNN/patientNNN_frameXX.nii.gz + _gt, Info.cfg)",
     "mnms": "M&Ms NIfTI (NNN/NNN_SA_ED.nii.gz, _SA_ES + _gt)",
     "png": "PNG pairs <subject>_slice<SSS>_frame<FFF>-image.png / -mask.png",
+    "dicom-nifti": "DICOM cine series with a 4D NIfTI label map (labels.nii.gz) per subject folder",
     "dicom-con": "DICOM cine series with a Medis QMass .con contour export per subject folder",
     "sunnybrook": "DICOM cine + Sunnybrook contours (dicoms/<id>/N.dcm, contourfiles/<id>/{i,o}-contours, link.csv)",
 }
 DEFAULT_LABELS = {"acdc": nifti.ACDC_LABELS, "mnms": nifti.MNMS_LABELS,
                   "sunnybrook": nifti.MNMS_LABELS, "dicom-con": nifti.MNMS_LABELS,  # contours: 1 LV, 2 MY
-                  "png": nifti.LabelMap(lv=1, my=2)}
-DICOM_FORMATS = ("sunnybrook", "dicom-con")
-HINT_SOURCE = {"acdc": "Info.cfg", "mnms": "file name", "sunnybrook": "-", "dicom-con": "-", "png": "-"}
+                  "png": nifti.LabelMap(lv=1, my=2), "dicom-nifti": nifti.MNMS_LABELS}
+DICOM_FORMATS = ("sunnybrook", "dicom-con", "dicom-nifti")
+HINT_SOURCE = {"acdc": "Info.cfg", "mnms": "file name", "sunnybrook": "-", "dicom-con": "-", "png": "-", "dicom-nifti": "-"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ def locate(root: Path, fmt: str | None = None) -> Located:
             "acdc": sorted({p.parent for p in root.rglob("*_frame[0-9]*_gt.nii*")}),
             "mnms": sorted({p.parent for p in root.rglob("*_SA_ED_gt.nii*")}),
             "dicom-con": sorted({p.parent for p in root.rglob("*.con")}),
+            "dicom-nifti": sorted({p.parent for p in root.rglob(dicom.LABEL_MAP_NAME)}),
             "png": [root / subject for subject in png.group(root)],  # one group of files per subject
             "sunnybrook": sorted(p.parent for p in (root / "dicoms").glob("*/*.dcm") if p.name == "1.dcm")
             if (root / "link.csv").exists() and (root / "contourfiles").is_dir() else [],
@@ -121,6 +123,8 @@ def _read_stacks(located: Located, labels: nifti.LabelMap, salt: str, skip_bad: 
             raise DataError(f"{located.root / 'link.csv'}: no row for {len(missing)} DICOM folder(s); add them")
         readers = [lambda f=f: dicom.load_sunnybrook_subject(f, located.root / "contourfiles" / links[f.name], salt)
                    for f in located.subjects]
+    elif located.format == "dicom-nifti":
+        readers = [lambda f=f: dicom.load_label_map_subject(f, labels, salt) for f in located.subjects]
     elif located.format == "dicom-con":
         readers = [lambda f=f: dicom.load_con_subject(f, salt) for f in located.subjects]
     else:
