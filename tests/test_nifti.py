@@ -120,3 +120,33 @@ def test_data_inspect_on_a_folder_without_cine_data(capsys, tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     assert main(["data", "inspect", str(tmp_path)]) == 2
     assert "no known cine layout found (it holds notes.txt)" in capsys.readouterr().err
+
+
+def test_4d_cine_with_a_4d_label_map_is_the_phantom(tmp_path):
+    from harness.data.phantom import generate_subject, phantom_dataset
+
+    for number in range(2):
+        subject = generate_subject(0, "target", number)
+        folder = tmp_path / subject.name
+        folder.mkdir()
+        affine = np.diag([subject.spacing_mm, subject.spacing_mm, 8.0, 1.0])
+        nib.save(nib.Nifti1Image(subject.images.transpose(3, 2, 0, 1), affine), str(folder / f"{subject.name}_4d.nii.gz"))
+        nib.save(nib.Nifti1Image(subject.labels.transpose(3, 2, 0, 1), affine), str(folder / f"{subject.name}_4d_gt.nii.gz"))
+    data = load_dataset(tmp_path, size=64)
+    assert locate(tmp_path).format == "nifti-4d"
+    memory = phantom_dataset("target", 2, 0, 64)
+    assert data.index.equals(memory.index) and np.array_equal(data.masks, memory.masks)
+
+
+def test_4d_cine_with_acdc_style_frame_label_maps(tmp_path):
+    source = shared("acdc", "training", "patient001")
+    folder = tmp_path / "patient001"
+    folder.mkdir()
+    ed, es = (nib.load(str(source / f"patient001_frame{f:02d}.nii.gz")) for f in (1, 12))
+    frames = [np.asarray(ed.dataobj)] * 6 + [np.asarray(es.dataobj)] * 24  # a 30-frame cine
+    nib.save(nib.Nifti1Image(np.stack(frames, axis=3), ed.affine), str(folder / "patient001_4d.nii.gz"))
+    for f in (1, 12):
+        shutil.copy(source / f"patient001_frame{f:02d}_gt.nii.gz", folder)
+    data = load_dataset(tmp_path, fmt="nifti-4d", labels=ACDC_LABELS)
+    info = data.subjects_info.iloc[0]
+    assert (info["frames"], info["labelled_frames"], info["ed"], info["es"]) == (30, 2, 0, 11)

@@ -82,7 +82,7 @@ def index_stack(subject: str, labels: np.ndarray, spacing_mm: float,
         "phase": None,
         "slice_pos": (slices.ravel() / max(n_slices - 1, 1)).astype(float),
         "lv_area": lv_area.ravel().astype(int),
-        "spacing_mm": float(spacing_mm),
+        "spacing_mm": round(float(spacing_mm), 6),  # float32 headers: 1.2000000476 -> 1.2
         "n_slices": n_slices,
         "n_frames": n_frames,
     })[list(FRAME_COLUMNS)]

@@ -140,3 +140,52 @@ def load_mnms_subject(folder: Path, labels: LabelMap = MNMS_LABELS) -> RawStack:
     masks = np.stack([s[1] for s in stacks], axis=1)
     images, masks, _ = order_base_to_apex(images, masks)
     return RawStack(folder.name, images, masks, stacks[0][2], (0, 1), 2, {"ED": 0, "ES": 1})
+
+
+def _read4d(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    """A 4D NIfTI (x, y, slices, frames) as (slices, frames, rows, columns)."""
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+        data = np.asarray(image.dataobj)
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable NIfTI file ({exc.__class__.__name__}: {exc}); "
+                        "replace or remove it") from None
+    if data.ndim != 4:
+        raise DataError(f"{path}: expected a 4D cine (x, y, slices, frames), got shape {data.shape}")
+    return data.transpose(2, 3, 1, 0), tuple(float(z) for z in image.header.get_zooms())
+
+
+def load_4d_subject(folder: Path, labels: LabelMap) -> RawStack:
+    """A 4D cine ``<id>_4d.nii.gz`` with a 4D label map ``<id>_4d_gt.nii.gz`` (every frame labelled)
+    or 3D label maps of some frames ``<id>_frameXX_gt.nii.gz`` (XX 1-based, as ACDC)."""
+    cines = sorted(p for p in folder.glob("*_4d.nii*"))
+    if len(cines) != 1:
+        raise DataError(f"{folder}: expected one <id>_4d.nii.gz cine, found {len(cines)}")
+    images, zooms = _read4d(cines[0])
+    gt4d = cines[0].with_name(cines[0].name.replace("_4d.nii", "_4d_gt.nii"))
+    if gt4d.exists():
+        label_grid, _ = _read4d(gt4d)
+        frames = list(range(images.shape[1]))
+        sources = [str(gt4d)] * len(frames)
+    else:
+        maps = sorted((int(m["frame"]) - 1, p) for p in folder.glob("*_frame[0-9]*_gt.nii*")
+                      if (m := re.match(r"^.+_frame(?P<frame>\d+)_gt\.nii(\.gz)?$", p.name)))
+        if not maps:
+            raise DataError(f"{folder}: no label map beside {cines[0].name} (<id>_4d_gt.nii.gz or <id>_frameXX_gt.nii.gz)")
+        frames = [f for f, _ in maps]
+        bad = [p for f, p in maps if not 0 <= f < images.shape[1]]
+        if bad:
+            raise DataError(f"{bad[0]}: frame beyond the {images.shape[1]} frames of {cines[0].name}")
+        label_grid = np.stack([_read(p)[0] for _, p in maps], axis=1)
+        sources = [str(p) for _, p in maps]
+    selected = images[:, frames]
+    if label_grid.shape != selected.shape:
+        raise DataError(f"{sources[0]}: mask is {label_grid.shape} but the cine's labelled frames are {selected.shape}")
+    masks = np.stack([labels.apply(np.rint(label_grid[:, j]).astype(int), sources[j]) for j in range(len(frames))], axis=1)
+    if abs(zooms[0] - zooms[1]) > 1e-3 * zooms[0]:
+        raise DataError(f"{cines[0]}: non-square pixels are not supported yet; resample first")
+    n_frames = images.shape[1]
+    images, masks, _ = order_base_to_apex(selected.astype(np.float32), masks)
+    return RawStack(folder.name, images, masks, zooms[0], tuple(frames), n_frames)

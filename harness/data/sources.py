@@ -17,16 +17,17 @@ from harness.errors import DataError, UsageError
 FORMATS = {
     "acdc": "ACDC NIfTI (patientNNN/patientNNN_frameXX.nii.gz + _gt, Info.cfg)",
     "mnms": "M&Ms NIfTI (NNN/NNN_SA_ED.nii.gz, _SA_ES + _gt)",
+    "nifti-4d": "4D NIfTI cines (<id>/<id>_4d.nii.gz) with a 4D label map (_4d_gt) or 3D frame maps (_frameXX_gt)",
     "png": "PNG pairs <subject>_slice<SSS>_frame<FFF>-image.png / -mask.png",
     "dicom-nifti": "DICOM cine series with a 4D NIfTI label map (labels.nii.gz) per subject folder",
     "dicom-con": "DICOM cine series with a Medis QMass .con contour export per subject folder",
     "sunnybrook": "DICOM cine + Sunnybrook contours (dicoms/<id>/N.dcm, contourfiles/<id>/{i,o}-contours, link.csv)",
 }
-DEFAULT_LABELS = {"acdc": nifti.ACDC_LABELS, "mnms": nifti.MNMS_LABELS,
+DEFAULT_LABELS = {"acdc": nifti.ACDC_LABELS, "mnms": nifti.MNMS_LABELS, "nifti-4d": nifti.MNMS_LABELS,
                   "sunnybrook": nifti.MNMS_LABELS, "dicom-con": nifti.MNMS_LABELS,  # contours: 1 LV, 2 MY
                   "png": nifti.LabelMap(lv=1, my=2), "dicom-nifti": nifti.MNMS_LABELS}
 DICOM_FORMATS = ("sunnybrook", "dicom-con", "dicom-nifti")
-HINT_SOURCE = {"acdc": "Info.cfg", "mnms": "file name", "sunnybrook": "-", "dicom-con": "-", "png": "-", "dicom-nifti": "-"}
+HINT_SOURCE = {"nifti-4d": "-", "acdc": "Info.cfg", "mnms": "file name", "sunnybrook": "-", "dicom-con": "-", "png": "-", "dicom-nifti": "-"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ def locate(root: Path, fmt: str | None = None) -> Located:
         found = {
             "acdc": sorted({p.parent for p in root.rglob("*_frame[0-9]*_gt.nii*")}),
             "mnms": sorted({p.parent for p in root.rglob("*_SA_ED_gt.nii*")}),
+            "nifti-4d": sorted({p.parent for p in root.rglob("*_4d.nii*")}),
             "dicom-con": sorted({p.parent for p in root.rglob("*.con")}),
             "dicom-nifti": sorted({p.parent for p in root.rglob(dicom.LABEL_MAP_NAME)}),
             "png": [root / subject for subject in png.group(root)],  # one group of files per subject
@@ -67,7 +69,10 @@ def locate(root: Path, fmt: str | None = None) -> Located:
     except PermissionError as exc:
         raise DataError(f"{exc.filename}: permission denied; make it readable (chmod +r) or remove it") from None
     if fmt is None:
-        present = [name for name, subjects in found.items() if subjects]
+        # an ACDC folder may also hold the 4D cine: it is ACDC unless --format says otherwise
+        claimed = set(found["acdc"]) | set(found["mnms"])
+        present = [name for name, subjects in found.items()
+                   if subjects and (name != "nifti-4d" or set(subjects) - claimed)]
         if not present:
             names = sorted(p.name for p in root.iterdir())[:5]
             what = f"it holds {', '.join(names)}{', ...' if len(names) == 5 else ''}" if names else "it is empty"
@@ -128,7 +133,8 @@ def _read_stacks(located: Located, labels: nifti.LabelMap, salt: str, skip_bad: 
     elif located.format == "dicom-con":
         readers = [lambda f=f: dicom.load_con_subject(f, salt) for f in located.subjects]
     else:
-        loader = nifti.load_acdc_subject if located.format == "acdc" else nifti.load_mnms_subject
+        loader = {"acdc": nifti.load_acdc_subject, "mnms": nifti.load_mnms_subject,
+                  "nifti-4d": nifti.load_4d_subject}[located.format]
         readers = [lambda f=f: loader(f, labels) for f in located.subjects]
     stacks, problems = [], []
     for number, read in enumerate(readers, start=1):
