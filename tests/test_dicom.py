@@ -27,9 +27,9 @@ def test_series_is_sorted_by_geometry_and_trigger_time_not_file_names(sunnybrook
     (folder / "5.dcm").rename(folder / "zz-renamed.dcm")  # a file name that sorts elsewhere
     grid = read_series(folder)
     assert grid.files.shape == (12, 20)
-    triggers = [float(pydicom.dcmread(p, stop_before_pixels=True).TriggerTime) for p in grid.files[0]]
-    assert triggers == sorted(triggers)
-    assert any(p.name == "zz-renamed.dcm" for p in grid.files.ravel())
+    triggers = [float(pydicom.dcmread(image.path, stop_before_pixels=True).TriggerTime) for image in grid.files[0]]
+    assert triggers == sorted(triggers) and triggers == [image.trigger for image in grid.files[0]]
+    assert any(image.path.name == "zz-renamed.dcm" for image in grid.files.ravel())
     assert grid.spacing_mm == pytest.approx(1.367188) and grid.field_strength_t == 1.5
 
 
@@ -188,3 +188,44 @@ def test_slices_with_different_pixel_spacing(sunnybrook_copy):
     odd.save_as(folder / "41.dcm")
     with pytest.raises(DataError, match=r"41\.dcm: pixel spacing \[2, 2\] mm differs from \[1.36719, 1.36719\] mm"):
         read_series(folder)
+
+
+def test_enhanced_multiframe_file_gives_the_same_stack(sunnybrook_copy, tmp_path):
+    """One enhanced MR file holding every image of the series, built from the real single-image files."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from harness.data.dicom import pixels
+
+    source = sunnybrook_copy / "dicoms" / "SCD0000301"
+    classic = read_series(source)
+    files = sorted(source.glob("*.dcm"), key=lambda p: int(p.stem))[::-1]  # stored in reverse: order must not matter
+    first = pydicom.dcmread(files[0])
+    frames = []
+    for path in files:
+        one = pydicom.dcmread(path)
+        group = Dataset()
+        position, orientation, timing = Dataset(), Dataset(), Dataset()
+        position.ImagePositionPatient = one.ImagePositionPatient
+        orientation.ImageOrientationPatient = one.ImageOrientationPatient
+        timing.NominalCardiacTriggerDelayTime = one.TriggerTime
+        group.PlanePositionSequence = Sequence([position])
+        group.PlaneOrientationSequence = Sequence([orientation])
+        group.CardiacSynchronizationSequence = Sequence([timing])
+        frames.append((group, one.pixel_array))
+    measures, shared = Dataset(), Dataset()
+    measures.PixelSpacing = first.PixelSpacing
+    shared.PixelMeasuresSequence = Sequence([measures])
+    first.SharedFunctionalGroupsSequence = Sequence([shared])
+    first.PerFrameFunctionalGroupsSequence = Sequence([g for g, _ in frames])
+    first.NumberOfFrames = len(frames)
+    first.PixelData = np.stack([a for _, a in frames]).astype(frames[0][1].dtype).tobytes()
+    for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "TriggerTime"):
+        delattr(first, tag)
+    target = tmp_path / "enhanced"
+    target.mkdir()
+    first.save_as(target / "cine.dcm")
+    enhanced = read_series(target)
+    assert enhanced.files.shape == classic.files.shape == (10, 20)
+    for (s, f), image in np.ndenumerate(classic.files):
+        assert np.array_equal(pixels(image), pixels(enhanced.files[s, f]))

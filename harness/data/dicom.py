@@ -7,6 +7,7 @@ salted hash of them when a folder name equals a patient field of its files.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import secrets
@@ -34,7 +35,7 @@ CONTOUR = re.compile(r"^IM-\d+-(?P<number>\d+)-(?P<kind>[io])contour-manual\.txt
 class SeriesGrid:
     """A cine series sorted into (slice, frame) by geometry and trigger time."""
 
-    files: np.ndarray  # (slices, frames) of Path, slice order along the normal
+    files: np.ndarray  # (slices, frames) of DicomImage, slice order along the normal
     spacing_mm: float
     field_strength_t: float | None
     patient_values: frozenset[str]  # only to keep them out of ids; never stored
@@ -60,6 +61,54 @@ def _header(path: Path):
                         "remove it or use --skip-bad") from None
 
 
+@dataclass(frozen=True)
+class DicomImage:
+    """One 2D image: a classic single-image file, or frame ``frame`` of an enhanced multi-frame file."""
+
+    path: Path
+    frame: int | None
+    orientation: tuple[float, ...]
+    spacing: tuple[float, float]
+    position: tuple[float, float, float]
+    trigger: float
+
+    @property
+    def stem(self) -> str:
+        return self.path.stem
+
+    @property
+    def name(self) -> str:
+        return self.path.name if self.frame is None else f"{self.path.name}[frame {self.frame + 1}]"
+
+    def __str__(self) -> str:
+        return str(self.path) if self.frame is None else f"{self.path} (frame {self.frame + 1})"
+
+
+def _images_of(path: Path, h) -> list[DicomImage]:
+    """The 2D images a file holds, with their geometry and trigger time."""
+    try:
+        n = int(h.get("NumberOfFrames", 1) or 1)
+        if n == 1:
+            return [DicomImage(path, None, tuple(map(float, h.ImageOrientationPatient)),
+                               tuple(map(float, h.PixelSpacing)), tuple(map(float, h.ImagePositionPatient)),
+                               float(h.get("TriggerTime", h.get("InstanceNumber", 0)) or 0))]
+        shared = h.SharedFunctionalGroupsSequence[0]
+        images = []
+        for index, group in enumerate(h.PerFrameFunctionalGroupsSequence):
+            def item(name: str, group=group):
+                return (group.get(name) or shared.get(name))[0]
+            timing = group.get("CardiacSynchronizationSequence")
+            trigger = float(timing[0].NominalCardiacTriggerDelayTime) if timing else float(
+                item("FrameContentSequence").get("TemporalPositionIndex", index))
+            images.append(DicomImage(path, index, tuple(map(float, item("PlaneOrientationSequence").ImageOrientationPatient)),
+                                     tuple(map(float, item("PixelMeasuresSequence").PixelSpacing)),
+                                     tuple(map(float, item("PlanePositionSequence").ImagePositionPatient)), trigger))
+        return images
+    except (AttributeError, TypeError, IndexError, KeyError, ValueError) as exc:
+        raise DataError(f"{path}: lacks the geometry of a cine image (position, orientation, pixel spacing: "
+                        f"{exc.__class__.__name__}); is it a localiser or a report?") from None
+
+
 def read_series(folder: Path) -> SeriesGrid:
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".dcm", ""))
     if not files:
@@ -68,22 +117,22 @@ def read_series(folder: Path) -> SeriesGrid:
     series = {str(h.get("SeriesInstanceUID", "")) for _, h in headers}
     if len(series) > 1:
         raise DataError(f"{folder}: {len(series)} series are mixed in one folder; put each series in its own folder")
-    first = headers[0][1]
-    orientation = np.asarray(first.ImageOrientationPatient, float)
-    spacing = np.asarray(first.PixelSpacing, float)
+    images = [image for path, h in headers for image in _images_of(path, h)]
+    reference = images[0]
+    orientation = np.asarray(reference.orientation)
+    spacing = np.asarray(reference.spacing)
     normal = np.cross(orientation[:3], orientation[3:])
-    by_slice: dict[float, list[tuple[float, Path]]] = {}
-    for path, h in headers:
-        if not np.allclose(np.asarray(h.ImageOrientationPatient, float), orientation, atol=1e-3):
-            raise DataError(f"{path}: its orientation differs from {files[0].name} in the same stack; "
+    by_slice: dict[float, list[DicomImage]] = {}
+    for image in images:
+        if not np.allclose(image.orientation, orientation, atol=1e-3):
+            raise DataError(f"{image}: its orientation differs from {reference.name} in the same stack; "
                             "one short-axis stack per folder")
-        if not np.allclose(np.asarray(h.PixelSpacing, float), spacing, rtol=1e-3):
-            other = ", ".join(f"{float(v):g}" for v in h.PixelSpacing)
-            raise DataError(f"{path}: pixel spacing [{other}] mm differs from "
+        if not np.allclose(image.spacing, spacing, rtol=1e-3):
+            other = ", ".join(f"{v:g}" for v in image.spacing)
+            raise DataError(f"{image}: pixel spacing [{other}] mm differs from "
                             f"[{spacing[0]:g}, {spacing[1]:g}] mm in the same stack; one stack per folder")
-        position = round(float(np.dot(np.asarray(h.ImagePositionPatient, float), normal)), 2)
-        trigger = float(h.get("TriggerTime", h.get("InstanceNumber", 0)) or 0)
-        by_slice.setdefault(position, []).append((trigger, path))
+        position = round(float(np.dot(image.position, normal)), 2)
+        by_slice.setdefault(position, []).append(image)
     counts = {pos: len(v) for pos, v in by_slice.items()}
     if len(set(counts.values())) > 1:
         most = max(set(counts.values()), key=list(counts.values()).count)
@@ -92,28 +141,39 @@ def read_series(folder: Path) -> SeriesGrid:
                         "missing frames or duplicate positions")
     grid = []
     for position in sorted(by_slice):
-        frames = sorted(by_slice[position], key=lambda t: t[0])
-        triggers = [t for t, _ in frames]
+        frames = sorted(by_slice[position], key=lambda image: image.trigger)
+        triggers = [image.trigger for image in frames]
         if len(set(triggers)) != len(triggers):
-            raise DataError(f"{frames[0][1]}: two images share position {position} mm and trigger time; "
+            raise DataError(f"{frames[0]}: two images share position {position} mm and trigger time; "
                             "duplicate images in the series")
-        grid.append([p for _, p in frames])
+        grid.append(frames)
+    first = headers[0][1]
     patient = frozenset(str(first.get(k, "")) for k in PATIENT_FIELDS if str(first.get(k, "")).strip())
     field = first.get("MagneticFieldStrength")
     if abs(spacing[0] - spacing[1]) > 1e-3 * spacing[0]:
-        raise DataError(f"{files[0]}: non-square pixels [{spacing[0]:g}, {spacing[1]:g}] mm are not supported yet; "
+        raise DataError(f"{reference}: non-square pixels [{spacing[0]:g}, {spacing[1]:g}] mm are not supported yet; "
                         "resample first")
-    return SeriesGrid(np.array(grid, dtype=object), float(spacing[0]),
-                      float(field) if field not in (None, "") else None, patient)
+    files_grid = np.empty((len(grid), len(grid[0])), dtype=object)
+    for s, row in enumerate(grid):
+        for f, image in enumerate(row):
+            files_grid[s, f] = image
+    return SeriesGrid(files_grid, float(spacing[0]), float(field) if field not in (None, "") else None, patient)
 
 
-def pixels(path: Path) -> np.ndarray:
+@functools.lru_cache(maxsize=2)
+def _all_pixels(path: Path) -> np.ndarray:
     import pydicom
 
     try:
-        return pydicom.dcmread(str(path)).pixel_array.astype(np.float32)
+        return pydicom.dcmread(str(path)).pixel_array
     except Exception as exc:
         raise DataError(f"{path}: pixel data cannot be read ({exc.__class__.__name__}); remove it or use --skip-bad") from None
+
+
+def pixels(image: DicomImage) -> np.ndarray:
+    """The image's pixels as float32 (a multi-frame file is decoded once for all its frames)."""
+    data = _all_pixels(image.path)
+    return (data if image.frame is None else data[image.frame]).astype(np.float32)
 
 
 def read_contour(path: Path, shape: tuple[int, int]) -> np.ndarray:
@@ -241,6 +301,7 @@ def stack_from_contours(grid: SeriesGrid, contours: dict[tuple[int, int], dict[s
             else:
                 labels[i, j][:] = UNKNOWN
             labels[i, j][_mask(kinds["i"], image.shape, where)] = 1
+    _all_pixels.cache_clear()
     images, labels, _ = order_base_to_apex(images, labels)
     return RawStack(subject, images, labels, grid.spacing_mm, tuple(labelled_frames), grid.files.shape[1],
                     None, grid.field_strength_t)
@@ -284,6 +345,7 @@ def load_label_map_subject(folder: Path, labels: LabelMap, salt: str) -> RawStac
     images = np.zeros(expected, np.float32)
     for (s, f), file in np.ndenumerate(grid.files):
         images[s, f] = first if (s, f) == (0, 0) else pixels(file)
+    _all_pixels.cache_clear()
     masks = labels.apply(label_grid, str(path))
     images, masks, _ = order_base_to_apex(images, masks)
     n_frames = grid.files.shape[1]
