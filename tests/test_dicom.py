@@ -229,3 +229,40 @@ def test_enhanced_multiframe_file_gives_the_same_stack(sunnybrook_copy, tmp_path
     assert enhanced.files.shape == classic.files.shape == (10, 20)
     for (s, f), image in np.ndenumerate(classic.files):
         assert np.array_equal(pixels(image), pixels(enhanced.files[s, f]))
+
+
+def test_png_masks_beside_dicom_files_give_the_contoured_labels(sunnybrook_copy):
+    from PIL import Image
+
+    folder = sunnybrook_copy / "dicoms" / "SCD0000101"
+    contours = sunnybrook_copy / "contourfiles" / "SC-HF-I-1"
+    reference = load_sunnybrook_subject(folder, contours, "salt")  # frames (7, 18): ES, ED
+    grid = read_series(folder)
+    kept = [s for s in range(grid.files.shape[0])
+            if (contours / "i-contours" / f"IM-0001-{grid.files[s, 18].stem.zfill(4)}-icontour-manual.txt").exists()]
+    for i, s in enumerate(kept):  # ED masks only, written as PNGs in slice order of the series
+        Image.fromarray(reference.labels[i, 1]).save(folder / f"{grid.files[s, 18].stem}-mask.png")
+    shutil.rmtree(folder.parent / "SCD0000201")
+    shutil.rmtree(folder.parent / "SCD0000301")
+    for s in set(range(grid.files.shape[0])) - set(kept):  # uncontoured slices leave the stack
+        for image in grid.files[s]:
+            image.path.unlink()
+    data = load_dataset(folder.parent)
+    assert locate(folder.parent).format == "dicom-png"
+    assert data.subjects_info.iloc[0]["labelled_frames"] == 1
+    assert np.array_equal(data.masks, load_dataset_masks(reference, data.images.shape[-1]))
+
+
+def load_dataset_masks(stack, size):
+    from harness.data.dataset import to_training_size
+
+    _, labels = to_training_size(stack.images[:, 1:], stack.labels[:, 1:], size)
+    return labels.reshape(-1, size, size)
+
+
+def test_duplicate_image_in_a_series(sunnybrook_copy):
+    folder = sunnybrook_copy / "dicoms" / "SCD0000201"
+    shutil.copy(folder / "30.dcm", folder / "999.dcm")
+    (folder / "31.dcm").unlink()  # same count per slice, but two images share a position and trigger time
+    with pytest.raises(DataError, match="two images share position .* and trigger time; duplicate images"):
+        read_series(folder)

@@ -351,3 +351,31 @@ def load_label_map_subject(folder: Path, labels: LabelMap, salt: str) -> RawStac
     n_frames = grid.files.shape[1]
     return RawStack(subject_id(folder.name, grid.patient_values, salt), images, masks, grid.spacing_mm,
                     tuple(range(n_frames)), n_frames, None, grid.field_strength_t)
+
+
+def load_png_masked_subject(folder: Path, labels: LabelMap, salt: str) -> RawStack:
+    """A DICOM series with PNG masks beside its files (``<file stem>-mask.png``): the frames whose every
+    slice has a mask are labelled."""
+    from harness.data.png import read_png
+
+    grid = read_series(folder)
+    masks_of = {(s, f): folder / f"{image.stem}-mask.png" for (s, f), image in np.ndenumerate(grid.files)
+                if image.frame is None}
+    frames = [f for f in range(grid.files.shape[1])
+              if all(masks_of.get((s, f), Path("-")).exists() for s in range(grid.files.shape[0]))]
+    if not frames:
+        raise DataError(f"{folder}: no frame has a <file>-mask.png beside the DICOM file of every slice")
+    first = pixels(grid.files[0, frames[0]])
+    images = np.zeros((grid.files.shape[0], len(frames)) + first.shape, np.float32)
+    masks = np.zeros(images.shape, np.uint8)
+    for s in range(grid.files.shape[0]):
+        for j, f in enumerate(frames):
+            image, mask = pixels(grid.files[s, f]), read_png(masks_of[(s, f)])
+            if mask.shape != image.shape:
+                raise DataError(f"{masks_of[(s, f)]}: mask is {mask.shape} but image is {image.shape}")
+            images[s, j] = image
+            masks[s, j] = labels.apply(mask.astype(int), str(masks_of[(s, f)]))
+    _all_pixels.cache_clear()
+    images, masks, _ = order_base_to_apex(images, masks)
+    return RawStack(subject_id(folder.name, grid.patient_values, salt), images, masks, grid.spacing_mm,
+                    tuple(frames), grid.files.shape[1], None, grid.field_strength_t)

@@ -15,7 +15,7 @@ from harness.errors import DataError
 PNG_NAME = re.compile(r"^(?P<subject>.+)_slice(?P<slice>\d+)_frame(?P<frame>\d+)-(?P<kind>image|mask)\.png$")
 
 
-def _read(path: Path) -> np.ndarray:
+def read_png(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -50,12 +50,12 @@ def load_png_subject(subject: str, pairs: dict[tuple[int, int], dict[str, Path]]
         s, f = missing[0]
         raise DataError(f"subject '{subject}': no image for slice {s}, frame {f} although other slices of that "
                         f"frame are labelled ({len(missing)} missing); add it or remove the frame")
-    first = _read(pairs[(slices[0], frames[0])]["image"])
+    first = read_png(pairs[(slices[0], frames[0])]["image"])
     images = np.zeros((len(slices), len(frames)) + first.shape, np.float32)
     masks = np.zeros(images.shape, np.uint8)
     for i, s in enumerate(slices):
         for j, f in enumerate(frames):
-            image, mask = _read(pairs[(s, f)]["image"]), _read(pairs[(s, f)]["mask"])
+            image, mask = read_png(pairs[(s, f)]["image"]), read_png(pairs[(s, f)]["mask"])
             if image.shape != first.shape:
                 raise DataError(f"{pairs[(s, f)]['image']}: image is {image.shape} but the subject's images are {first.shape}")
             if mask.shape != image.shape:

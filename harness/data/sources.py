@@ -20,14 +20,16 @@ FORMATS = {
     "nifti-4d": "4D NIfTI cines (<id>/<id>_4d.nii.gz) with a 4D label map (_4d_gt) or 3D frame maps (_frameXX_gt)",
     "png": "PNG pairs <subject>_slice<SSS>_frame<FFF>-image.png / -mask.png",
     "dicom-nifti": "DICOM cine series with a 4D NIfTI label map (labels.nii.gz) per subject folder",
+    "dicom-png": "DICOM cine series with a PNG mask <file stem>-mask.png beside each labelled image's file",
     "dicom-con": "DICOM cine series with a Medis QMass .con contour export per subject folder",
     "sunnybrook": "DICOM cine + Sunnybrook contours (dicoms/<id>/N.dcm, contourfiles/<id>/{i,o}-contours, link.csv)",
 }
 DEFAULT_LABELS = {"acdc": nifti.ACDC_LABELS, "mnms": nifti.MNMS_LABELS, "nifti-4d": nifti.MNMS_LABELS,
                   "sunnybrook": nifti.MNMS_LABELS, "dicom-con": nifti.MNMS_LABELS,  # contours: 1 LV, 2 MY
-                  "png": nifti.LabelMap(lv=1, my=2), "dicom-nifti": nifti.MNMS_LABELS}
-DICOM_FORMATS = ("sunnybrook", "dicom-con", "dicom-nifti")
-HINT_SOURCE = {"nifti-4d": "-", "acdc": "Info.cfg", "mnms": "file name", "sunnybrook": "-", "dicom-con": "-", "png": "-", "dicom-nifti": "-"}
+                  "png": nifti.LabelMap(lv=1, my=2), "dicom-nifti": nifti.MNMS_LABELS,
+                  "dicom-png": nifti.LabelMap(lv=1, my=2)}
+DICOM_FORMATS = ("sunnybrook", "dicom-con", "dicom-nifti", "dicom-png")
+HINT_SOURCE = {"nifti-4d": "-", "acdc": "Info.cfg", "mnms": "file name", "sunnybrook": "-", "dicom-con": "-", "png": "-", "dicom-nifti": "-", "dicom-png": "-"}
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ def locate(root: Path, fmt: str | None = None) -> Located:
             "nifti-4d": sorted({p.parent for p in root.rglob("*_4d.nii*")}),
             "dicom-con": sorted({p.parent for p in root.rglob("*.con")}),
             "dicom-nifti": sorted({p.parent for p in root.rglob(dicom.LABEL_MAP_NAME)}),
+            "dicom-png": sorted({p.parent for p in root.rglob("*-mask.png") if p.with_name(
+                p.name.replace("-mask.png", ".dcm")).exists()}),
             "png": [root / subject for subject in png.group(root)],  # one group of files per subject
             "sunnybrook": sorted(p.parent for p in (root / "dicoms").glob("*/*.dcm") if p.name == "1.dcm")
             if (root / "link.csv").exists() and (root / "contourfiles").is_dir() else [],
@@ -130,6 +134,8 @@ def _read_stacks(located: Located, labels: nifti.LabelMap, salt: str, skip_bad: 
                    for f in located.subjects]
     elif located.format == "dicom-nifti":
         readers = [lambda f=f: dicom.load_label_map_subject(f, labels, salt) for f in located.subjects]
+    elif located.format == "dicom-png":
+        readers = [lambda f=f: dicom.load_png_masked_subject(f, labels, salt) for f in located.subjects]
     elif located.format == "dicom-con":
         readers = [lambda f=f: dicom.load_con_subject(f, salt) for f in located.subjects]
     else:
