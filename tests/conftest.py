@@ -13,8 +13,10 @@ TINY_RUN = ["--size", "64", "--steps", "3", "--pretrain-steps", "4", "--target-s
 
 
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch):
+def _offline(monkeypatch, tmp_path_factory):
+    """No network, and never the user's ~/.cache: commands without --cache-dir use a temporary one."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("CINE_HARNESS_CACHE", str(tmp_path_factory.getbasetemp() / "default-cache"))
 
 
 @pytest.fixture

@@ -98,10 +98,11 @@ def _patient_values(root: Path) -> set[str]:
 
 
 @pytest.mark.slow
-def test_no_patient_field_reaches_any_output(sunnybrook_copy, tmp_path, capsys, cache):
+def test_no_patient_field_reaches_any_output(sunnybrook_copy, tmp_path, capsys, cache, monkeypatch):
     values = _patient_values(sunnybrook_copy / "dicoms")
     assert any(v.startswith("SCD") for v in values)  # the test files do carry patient fields
     out, study_cache = tmp_path / "study", tmp_path / "cache"
+    monkeypatch.setenv("CINE_HARNESS_CACHE", str(study_cache))  # `data inspect` caches there too: scanned below
     shutil.copytree(cache / "models", study_cache / "models", dirs_exist_ok=True) if (cache / "models").exists() else None
     assert main(["data", "inspect", str(sunnybrook_copy)]) == 0
     code = main(["run", "--data", str(sunnybrook_copy), "--n", "1", "--out", str(out), "--cache-dir", str(study_cache),
@@ -164,8 +165,11 @@ def test_skip_bad_leaves_out_the_broken_subject_and_never_prints_its_folder(sunn
         load_dataset(sunnybrook_copy, cache_dir=tmp_path / "c")
     assert "3.dcm: not a DICOM file or truncated" in str(raised.value) and "SCD0000201" not in str(raised.value)
     data = load_dataset(sunnybrook_copy, cache_dir=tmp_path / "c", skip_bad=True)
-    assert len(data.subjects) == 2 and len(data.problems) == 1
-    assert "subject 2 of 3 left out" in data.problems[0] and "SCD0000201" not in data.problems[0]
+    # the broken file is left out first; without it a frame is missing, so the subject goes too
+    assert len(data.subjects) == 2 and len(data.problems) == 2
+    assert any("3.dcm: not a DICOM file or truncated" in p and "(file left out)" in p for p in data.problems)
+    assert any("subject 2 of 3 left out" in p and "missing frames" in p for p in data.problems)
+    assert not any("SCD0000201" in p for p in data.problems)
     again = load_dataset(sunnybrook_copy, cache_dir=tmp_path / "c", skip_bad=True)  # from the cache
     assert again.problems == data.problems
 
@@ -266,3 +270,15 @@ def test_duplicate_image_in_a_series(sunnybrook_copy):
     (folder / "31.dcm").unlink()  # same count per slice, but two images share a position and trigger time
     with pytest.raises(DataError, match="two images share position .* and trigger time; duplicate images"):
         read_series(folder)
+
+
+def test_skip_bad_leaves_out_a_stray_localiser_but_keeps_the_subject(sunnybrook_copy):
+    folder = sunnybrook_copy / "dicoms" / "SCD0000301"
+    localiser = pydicom.dcmread(folder / "1.dcm")
+    localiser.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+    localiser.save_as(folder / "localiser.dcm")
+    with pytest.raises(DataError, match=r"localiser\.dcm: its orientation differs from 1\.dcm"):
+        load_dataset(sunnybrook_copy)
+    data = load_dataset(sunnybrook_copy, skip_bad=True)
+    assert len(data.subjects) == 3
+    assert len(data.problems) == 1 and "localiser.dcm" in data.problems[0] and "(file left out)" in data.problems[0]

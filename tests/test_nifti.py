@@ -111,7 +111,8 @@ def test_data_inspect_prints_every_subject_with_phases(capsys):
     assert table.count("patient") == 100 and "Info.cfg" in table
     row = next(line for line in table.splitlines() if "patient001" in line)
     cells = [c.strip() for c in row.strip("│ ").split("│")]
-    assert cells[:4] == ["patient001", "10", "30", "2"] and cells[7:10] == ["0", "11", "Info.cfg"]
+    assert cells[:4] == ["patient001", "10", "30", "2"] and cells[6] == "10"  # 10 mm slices
+    assert cells[8:11] == ["0", "11", "Info.cfg"]
 
 
 def test_data_inspect_on_a_folder_without_cine_data(capsys, tmp_path):

@@ -11,7 +11,7 @@ from rich.table import Table
 from harness.data.nifti import LabelMap
 from harness.errors import UsageError
 from harness.data.sources import FORMATS, load_dataset, locate
-from harness.runner import data_warnings
+from harness.runner import cache_dir, data_warnings
 
 HELP = "inspect a folder of cine data, or write the built-in phantom to disk as DICOM + NIfTI"
 
@@ -44,15 +44,18 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     console.print(f"detected {FORMATS[located.format]} in {located.root}: {len(located.subjects)} subjects",
                   highlight=False)
     labels = LabelMap.parse(args.labels) if args.labels else None
-    data = load_dataset(located.root, located.format, labels, skip_bad=args.skip_bad)
-    table = Table("subject", "slices", "frames", "labelled frames", "images", "spacing (mm)", "field (T)",
-                  "ED", "ES", "ED/ES from")
+    # the same cache (and id salt) as `run`: ids agree, and the preparation is reused
+    data = load_dataset(located.root, located.format, labels, cache_dir=cache_dir(), skip_bad=args.skip_bad)
+    table = Table("subject", "slices", "frames", "labelled frames", "images", "spacing (mm)", "thickness (mm)",
+                  "field (T)", "ED", "ES", "ED/ES from")
     images = data.index.groupby("subject").size()
     for row in data.subjects_info.itertuples():
         field = "n/a" if row.field_strength_t in (None, "") or row.field_strength_t != row.field_strength_t \
             else f"{float(row.field_strength_t):g}"
+        thickness = row.slice_thickness_mm
         table.add_row(row.subject, str(row.slices), str(row.frames), str(row.labelled_frames),
-                      str(images[row.subject]), f"{row.spacing_mm:g}", field,
+                      str(images[row.subject]), f"{row.spacing_mm:g}",
+                      "n/a" if thickness in (None, "") or thickness != thickness else f"{float(thickness):g}", field,
                       "–" if row.ed in (None, "") else str(row.ed), "–" if row.es in (None, "") else str(row.es),
                       row.source)
     out = Console()

@@ -160,6 +160,7 @@ class RawStack:
     n_frames: int  # frames in the whole cine
     phase_hint: dict[str, int] | None = None  # {"ED": frame, "ES": frame} from metadata
     field_strength_t: float | None = None
+    slice_thickness_mm: float | None = None
 
 
 def order_base_to_apex(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -181,7 +182,7 @@ def prepare(name: str, stacks: list[RawStack], size: int, key: str, hint_source:
         frames.append(index_stack(stack.subject, stack.labels, stack.spacing_mm, stack.frame_numbers, stack.n_frames))
         info.append({"subject": stack.subject, "slices": stack.images.shape[0], "frames": stack.n_frames,
                      "labelled_frames": len(stack.frame_numbers), "spacing_mm": round(stack.spacing_mm, 3),
-                     "field_strength_t": stack.field_strength_t})
+                     "slice_thickness_mm": stack.slice_thickness_mm, "field_strength_t": stack.field_strength_t})
     hints = {s.subject: s.phase_hint for s in stacks if s.phase_hint}
     phases = find_phases(pd.concat(frames, ignore_index=True), hints, hint_source)
     subjects = pd.DataFrame(info).merge(phases.phases, on="subject")

@@ -37,6 +37,7 @@ class SeriesGrid:
 
     files: np.ndarray  # (slices, frames) of DicomImage, slice order along the normal
     spacing_mm: float
+    slice_thickness_mm: float | None
     field_strength_t: float | None
     patient_values: frozenset[str]  # only to keep them out of ids; never stored
 
@@ -109,28 +110,45 @@ def _images_of(path: Path, h) -> list[DicomImage]:
                         f"{exc.__class__.__name__}); is it a localiser or a report?") from None
 
 
-def read_series(folder: Path) -> SeriesGrid:
+def read_series(folder: Path, problems: list[str] | None = None) -> SeriesGrid:
+    """The folder's cine series. With ``problems`` (--skip-bad), files that cannot be read and images
+    whose orientation or spacing differ from the stack's (a localiser, say) are left out and listed there;
+    without it, each is an error."""
+    def trouble(error: DataError) -> None:
+        if problems is None:
+            raise error
+        problems.append(f"{error} (file left out)")
+
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".dcm", ""))
-    if not files:
-        raise DataError(f"{folder}: no DICOM files")
-    headers = [(p, _header(p)) for p in files]
+    headers, images = [], []
+    for path in files:
+        try:
+            header = _header(path)
+            images += _images_of(path, header)
+            headers.append((path, header))
+        except DataError as exc:
+            trouble(exc)
+    if not images:
+        raise DataError(f"{folder}: no readable DICOM images")
     series = {str(h.get("SeriesInstanceUID", "")) for _, h in headers}
     if len(series) > 1:
         raise DataError(f"{folder}: {len(series)} series are mixed in one folder; put each series in its own folder")
-    images = [image for path, h in headers for image in _images_of(path, h)]
-    reference = images[0]
-    orientation = np.asarray(reference.orientation)
-    spacing = np.asarray(reference.spacing)
+    # the stack's geometry is what most images have, so one odd image is the one named
+    orientation = np.asarray(max({i.orientation for i in images}, key=[i.orientation for i in images].count))
+    spacing = np.asarray(max({i.spacing for i in images}, key=[i.spacing for i in images].count))
+    reference = next(i for i in images if np.allclose(i.orientation, orientation) and np.allclose(i.spacing, spacing))
     normal = np.cross(orientation[:3], orientation[3:])
     by_slice: dict[float, list[DicomImage]] = {}
     for image in images:
         if not np.allclose(image.orientation, orientation, atol=1e-3):
-            raise DataError(f"{image}: its orientation differs from {reference.name} in the same stack; "
-                            "one short-axis stack per folder")
+            trouble(DataError(f"{image}: its orientation differs from {reference.name} in the same stack; "
+                              "one short-axis stack per folder"))
+            continue
         if not np.allclose(image.spacing, spacing, rtol=1e-3):
             other = ", ".join(f"{v:g}" for v in image.spacing)
-            raise DataError(f"{image}: pixel spacing [{other}] mm differs from "
-                            f"[{spacing[0]:g}, {spacing[1]:g}] mm in the same stack; one stack per folder")
+            trouble(DataError(f"{image}: pixel spacing [{other}] mm differs from "
+                              f"[{spacing[0]:g}, {spacing[1]:g}] mm in the same stack; one stack per folder"))
+            continue
         position = round(float(np.dot(image.position, normal)), 2)
         by_slice.setdefault(position, []).append(image)
     counts = {pos: len(v) for pos, v in by_slice.items()}
@@ -148,6 +166,10 @@ def read_series(folder: Path) -> SeriesGrid:
                             "duplicate images in the series")
         grid.append(frames)
     first = headers[0][1]
+    thickness = first.get("SliceThickness")
+    positions = sorted(by_slice)
+    if thickness in (None, "") and len(positions) > 1:
+        thickness = float(np.median(np.diff(positions)))  # enhanced files keep it in functional groups
     patient = frozenset(str(first.get(k, "")) for k in PATIENT_FIELDS if str(first.get(k, "")).strip())
     field = first.get("MagneticFieldStrength")
     if abs(spacing[0] - spacing[1]) > 1e-3 * spacing[0]:
@@ -157,7 +179,8 @@ def read_series(folder: Path) -> SeriesGrid:
     for s, row in enumerate(grid):
         for f, image in enumerate(row):
             files_grid[s, f] = image
-    return SeriesGrid(files_grid, float(spacing[0]), float(field) if field not in (None, "") else None, patient)
+    return SeriesGrid(files_grid, float(spacing[0]), float(thickness) if thickness not in (None, "") else None,
+                      float(field) if field not in (None, "") else None, patient)
 
 
 @functools.lru_cache(maxsize=2)
@@ -244,7 +267,8 @@ def hashed_id(folder_name: str, salt: str) -> str:
 
 
 def local_salt(cache_dir: Path | None) -> str:
-    """A random salt kept beside the cache (never in a study), so hashed ids are stable on this machine."""
+    """A random salt kept beside the cache (never in a study), so hashed ids are stable on this machine.
+    Without a cache folder (library use, tests) the salt is fixed and the ids only pseudonymous."""
     if cache_dir is None:
         return "cine-harness"
     path = cache_dir / "id-salt"
@@ -254,9 +278,10 @@ def local_salt(cache_dir: Path | None) -> str:
     return path.read_text().strip()
 
 
-def load_sunnybrook_subject(dicom_folder: Path, contour_folder: Path, salt: str) -> RawStack:
+def load_sunnybrook_subject(dicom_folder: Path, contour_folder: Path, salt: str,
+                            problems: list[str] | None = None) -> RawStack:
     """One Sunnybrook subject; contour file IM-0001-NNNN belongs to DICOM file NNNN (as ``N.dcm``)."""
-    grid = read_series(dicom_folder)
+    grid = read_series(dicom_folder, problems)
     where = {int(p.stem): (s, f) for (s, f), p in np.ndenumerate(grid.files) if p.stem.isdigit()}
     contours: dict[tuple[int, int], dict[str, np.ndarray | Path]] = {}
     for path in sorted(contour_folder.rglob("*contour-manual.txt")):
@@ -304,31 +329,31 @@ def stack_from_contours(grid: SeriesGrid, contours: dict[tuple[int, int], dict[s
     _all_pixels.cache_clear()
     images, labels, _ = order_base_to_apex(images, labels)
     return RawStack(subject, images, labels, grid.spacing_mm, tuple(labelled_frames), grid.files.shape[1],
-                    None, grid.field_strength_t)
+                    None, grid.field_strength_t, grid.slice_thickness_mm)
 
 
 def _mask(contour: np.ndarray | Path, shape: tuple[int, int], where: Path) -> np.ndarray:
     return read_contour(contour, shape) if isinstance(contour, Path) else polygon_mask(contour, shape, str(where))
 
 
-def load_con_subject(folder: Path, salt: str) -> RawStack:
+def load_con_subject(folder: Path, salt: str, problems: list[str] | None = None) -> RawStack:
     """A DICOM series with its QMass ``.con`` export in the same folder (slices in stack order)."""
     cons = sorted(folder.glob("*.con"))
     if len(cons) != 1:
         raise DataError(f"{folder}: expected one .con contour export beside the DICOM files, found {len(cons)}")
-    grid = read_series(folder)
+    grid = read_series(folder, problems)
     return stack_from_contours(grid, read_con(cons[0]), subject_id(folder.name, grid.patient_values, salt), cons[0])
 
 
 LABEL_MAP_NAME = "labels.nii.gz"
 
 
-def load_label_map_subject(folder: Path, labels: LabelMap, salt: str) -> RawStack:
+def load_label_map_subject(folder: Path, labels: LabelMap, salt: str, problems: list[str] | None = None) -> RawStack:
     """A DICOM series with a 4D NIfTI label map ``labels.nii.gz`` (columns, rows, slices, frames) beside it,
     slices and frames in the series' geometric and trigger-time order; every frame labelled."""
     import nibabel as nib
 
-    grid = read_series(folder)
+    grid = read_series(folder, problems)
     path = folder / LABEL_MAP_NAME
     try:
         volume = np.asarray(nib.load(str(path)).dataobj)
@@ -350,15 +375,15 @@ def load_label_map_subject(folder: Path, labels: LabelMap, salt: str) -> RawStac
     images, masks, _ = order_base_to_apex(images, masks)
     n_frames = grid.files.shape[1]
     return RawStack(subject_id(folder.name, grid.patient_values, salt), images, masks, grid.spacing_mm,
-                    tuple(range(n_frames)), n_frames, None, grid.field_strength_t)
+                    tuple(range(n_frames)), n_frames, None, grid.field_strength_t, grid.slice_thickness_mm)
 
 
-def load_png_masked_subject(folder: Path, labels: LabelMap, salt: str) -> RawStack:
+def load_png_masked_subject(folder: Path, labels: LabelMap, salt: str, problems: list[str] | None = None) -> RawStack:
     """A DICOM series with PNG masks beside its files (``<file stem>-mask.png``): the frames whose every
     slice has a mask are labelled."""
     from harness.data.png import read_png
 
-    grid = read_series(folder)
+    grid = read_series(folder, problems)
     masks_of = {(s, f): folder / f"{image.stem}-mask.png" for (s, f), image in np.ndenumerate(grid.files)
                 if image.frame is None}
     frames = [f for f in range(grid.files.shape[1])
@@ -378,4 +403,4 @@ def load_png_masked_subject(folder: Path, labels: LabelMap, salt: str) -> RawSta
     _all_pixels.cache_clear()
     images, masks, _ = order_base_to_apex(images, masks)
     return RawStack(subject_id(folder.name, grid.patient_values, salt), images, masks, grid.spacing_mm,
-                    tuple(frames), grid.files.shape[1], None, grid.field_strength_t)
+                    tuple(frames), grid.files.shape[1], None, grid.field_strength_t, grid.slice_thickness_mm)

@@ -77,7 +77,7 @@ def _read(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
     return np.moveaxis(data, 2, 0).transpose(0, 2, 1), tuple(float(z) for z in image.header.get_zooms())
 
 
-def _pair(image_path: Path, label_path: Path, labels: LabelMap) -> tuple[np.ndarray, np.ndarray, float]:
+def _pair(image_path: Path, label_path: Path, labels: LabelMap) -> tuple[np.ndarray, np.ndarray, float, float]:
     if not label_path.exists():
         raise DataError(f"{image_path}: no label file {label_path.name} beside it")
     image, zooms = _read(image_path)
@@ -87,7 +87,8 @@ def _pair(image_path: Path, label_path: Path, labels: LabelMap) -> tuple[np.ndar
     if abs(zooms[0] - zooms[1]) > 1e-3 * zooms[0]:
         raise DataError(f"{image_path}: pixels are {zooms[0]:.3f} x {zooms[1]:.3f} mm; non-square pixels are "
                         "not supported yet, resample first")
-    return image.astype(np.float32), labels.apply(np.rint(label).astype(int), str(label_path)), zooms[0]
+    return (image.astype(np.float32), labels.apply(np.rint(label).astype(int), str(label_path)), zooms[0],
+            zooms[2])
 
 
 def read_info_cfg(path: Path) -> dict[str, str]:
@@ -120,7 +121,8 @@ def load_acdc_subject(folder: Path, labels: LabelMap = ACDC_LABELS) -> RawStack:
     if "ED" in info and "ES" in info:
         hint = {"ED": int(info["ED"]) - 1, "ES": int(info["ES"]) - 1}
     n_frames = int(info.get("NbFrame", max(f for f, _ in frames) + 1))
-    return RawStack(folder.name, images, masks, stacks[0][2], tuple(f for f, _ in frames), n_frames, hint)
+    return RawStack(folder.name, images, masks, stacks[0][2], tuple(f for f, _ in frames), n_frames, hint,
+                    slice_thickness_mm=stacks[0][3])
 
 
 def load_mnms_subject(folder: Path, labels: LabelMap = MNMS_LABELS) -> RawStack:
@@ -139,7 +141,8 @@ def load_mnms_subject(folder: Path, labels: LabelMap = MNMS_LABELS) -> RawStack:
     images = np.stack([s[0] for s in stacks], axis=1)
     masks = np.stack([s[1] for s in stacks], axis=1)
     images, masks, _ = order_base_to_apex(images, masks)
-    return RawStack(folder.name, images, masks, stacks[0][2], (0, 1), 2, {"ED": 0, "ES": 1})
+    return RawStack(folder.name, images, masks, stacks[0][2], (0, 1), 2, {"ED": 0, "ES": 1},
+                    slice_thickness_mm=stacks[0][3])
 
 
 def _read4d(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
@@ -188,4 +191,4 @@ def load_4d_subject(folder: Path, labels: LabelMap) -> RawStack:
         raise DataError(f"{cines[0]}: non-square pixels are not supported yet; resample first")
     n_frames = images.shape[1]
     images, masks, _ = order_base_to_apex(selected.astype(np.float32), masks)
-    return RawStack(folder.name, images, masks, zooms[0], tuple(frames), n_frames)
+    return RawStack(folder.name, images, masks, zooms[0], tuple(frames), n_frames, slice_thickness_mm=zooms[2])

@@ -120,8 +120,11 @@ def _sunnybrook_links(root: Path) -> dict[str, str]:
 
 def _read_stacks(located: Located, labels: nifti.LabelMap, salt: str, skip_bad: bool,
                  on_subject: Callable[[int, int], None] | None) -> tuple[list[ds.RawStack], tuple[str, ...]]:
-    """One RawStack per subject, in the layout's own way; with ``skip_bad``, a subject whose files are
-    broken is left out and its problem returned instead of raised."""
+    """One RawStack per subject, in the layout's own way. With ``skip_bad``, DICOM files that cannot be
+    used are left out one by one, and a subject that still cannot be read is left out whole; every such
+    problem is returned instead of raised."""
+    # per-subject lists the DICOM readers fill under --skip-bad (None: every problem is an error)
+    file_problems: list[list[str] | None] = [[] if skip_bad else None for _ in located.subjects]
     if located.format == "png":
         groups = png.group(located.root)
         readers = [lambda s=s, p=p: png.load_png_subject(s, p, labels) for s, p in groups.items()]
@@ -130,30 +133,38 @@ def _read_stacks(located: Located, labels: nifti.LabelMap, salt: str, skip_bad: 
         missing = [f.name for f in located.subjects if f.name not in links]
         if missing:
             raise DataError(f"{located.root / 'link.csv'}: no row for {len(missing)} DICOM folder(s); add them")
-        readers = [lambda f=f: dicom.load_sunnybrook_subject(f, located.root / "contourfiles" / links[f.name], salt)
-                   for f in located.subjects]
+        readers = [lambda f=f, k=k: dicom.load_sunnybrook_subject(f, located.root / "contourfiles" / links[f.name],
+                                                                   salt, file_problems[k])
+                   for k, f in enumerate(located.subjects)]
     elif located.format == "dicom-nifti":
-        readers = [lambda f=f: dicom.load_label_map_subject(f, labels, salt) for f in located.subjects]
+        readers = [lambda f=f, k=k: dicom.load_label_map_subject(f, labels, salt, file_problems[k])
+                   for k, f in enumerate(located.subjects)]
     elif located.format == "dicom-png":
-        readers = [lambda f=f: dicom.load_png_masked_subject(f, labels, salt) for f in located.subjects]
+        readers = [lambda f=f, k=k: dicom.load_png_masked_subject(f, labels, salt, file_problems[k])
+                   for k, f in enumerate(located.subjects)]
     elif located.format == "dicom-con":
-        readers = [lambda f=f: dicom.load_con_subject(f, salt) for f in located.subjects]
+        readers = [lambda f=f, k=k: dicom.load_con_subject(f, salt, file_problems[k])
+                   for k, f in enumerate(located.subjects)]
     else:
         loader = {"acdc": nifti.load_acdc_subject, "mnms": nifti.load_mnms_subject,
                   "nifti-4d": nifti.load_4d_subject}[located.format]
         readers = [lambda f=f: loader(f, labels) for f in located.subjects]
+    def private(message: str, number: int) -> str:
+        if located.format not in DICOM_FORMATS:  # a DICOM folder name may be a patient field: never print it
+            return message
+        folder = located.subjects[number - 1].name
+        return message.replace(folder, f"<subject {number}: {dicom.hashed_id(folder, salt)}>")
+
     stacks, problems = [], []
     for number, read in enumerate(readers, start=1):
         try:
             stacks.append(read())
         except DataError as exc:
-            message = str(exc)
-            if located.format in DICOM_FORMATS:  # a DICOM folder name may be a patient field: never print it
-                folder = located.subjects[number - 1].name
-                message = message.replace(folder, f"<subject {number}: {dicom.hashed_id(folder, salt)}>")
             if not skip_bad:
-                raise DataError(message) from None
-            problems.append(f"subject {number} of {len(readers)} left out: {message}")
+                raise DataError(private(str(exc), number)) from None
+            problems.append(f"subject {number} of {len(readers)} left out: {private(str(exc), number)}")
+        if number <= len(file_problems) and file_problems[number - 1]:
+            problems += [private(p, number) for p in file_problems[number - 1]]
         if on_subject:
             on_subject(number, len(readers))
     if not stacks:
