@@ -94,6 +94,10 @@ def _patient_values(root: Path) -> set[str]:
     for path in root.rglob("*.dcm"):
         header = pydicom.dcmread(path, stop_before_pixels=True)
         values |= {str(header.get(k)) for k in PATIENT_FIELDS if str(header.get(k, "")).strip()}
+        # UIDs and dates are in the basic de-identification profile too
+        values |= {str(header.get(k)) for k in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID",
+                                                 "FrameOfReferenceUID", "StudyDate", "SeriesDate", "AcquisitionTime")
+                   if str(header.get(k, "")).strip()}
     return {v for v in values if len(v) >= 4}  # short values (e.g. 'M', '1.5') would match anything
 
 
