@@ -151,3 +151,20 @@ def test_4d_cine_with_acdc_style_frame_label_maps(tmp_path):
     data = load_dataset(tmp_path, fmt="nifti-4d", labels=ACDC_LABELS)
     info = data.subjects_info.iloc[0]
     assert (info["frames"], info["labelled_frames"], info["ed"], info["es"]) == (30, 2, 0, 11)
+
+
+def test_skip_bad_leaves_out_a_broken_frame_and_keeps_the_subject(tmp_path):
+    for name in ("patient001", "patient002"):
+        shutil.copytree(shared("acdc", "training", name), tmp_path / name)
+    gt = tmp_path / "patient002" / "patient002_frame12_gt.nii.gz"
+    gt.write_bytes(gt.read_bytes()[:500])
+    with pytest.raises(DataError, match="patient002_frame12_gt.nii.gz: not a readable NIfTI file"):
+        load_dataset(tmp_path)
+    data = load_dataset(tmp_path, skip_bad=True)
+    info = data.subjects_info.set_index("subject")
+    assert info.loc["patient002", "labelled_frames"] == 1 and info.loc["patient001", "labelled_frames"] == 2
+    assert len(data.problems) == 1 and "(frame left out)" in data.problems[0]
+    # one labelled frame: Info.cfg names it ED; no ES is claimed, and the subject is flagged
+    phases = data.index[data.index["subject"] == "patient002"]["phase"]
+    assert set(phases) == {"ED"}
+    assert "only frame 0 is labelled" in info.loc["patient002", "warning"]

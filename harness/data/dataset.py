@@ -119,7 +119,14 @@ def find_phases(index: pd.DataFrame, hints: dict[str, dict[str, int]] | None = N
     for subject, rows in index.groupby("subject", sort=False):
         area = rows.groupby("frame")["lv_area"].sum()
         hint = hints.get(subject)
-        if len(area) < MIN_FRAMES_FOR_AREA_RULE and hint and {"ED", "ES"} <= set(hint):
+        if len(area) == 1:  # one labelled frame cannot be both: name it only if the metadata does
+            frame = int(area.index[0])
+            ed = frame if hint and hint.get("ED") == frame else None
+            es = frame if hint and hint.get("ES") == frame else None
+            source = hint_source if ed is not None or es is not None else "none"
+            warning = f"subject '{subject}': only frame {frame} is labelled, so it has no ED/ES pair"
+        elif (len(area) < MIN_FRAMES_FOR_AREA_RULE and hint and {"ED", "ES"} <= set(hint)
+                and hint["ED"] in area.index and hint["ES"] in area.index):
             ed, es, source, warning = hint["ED"], hint["ES"], hint_source, ""
         elif area.max() == 0:
             ed = es = None
@@ -132,6 +139,7 @@ def find_phases(index: pd.DataFrame, hints: dict[str, dict[str, int]] | None = N
             warning = ""
         if ed is not None:
             index.loc[rows.index[rows["frame"] == ed], "phase"] = "ED"
+        if es is not None:
             index.loc[rows.index[rows["frame"] == es], "phase"] = "ES"
         rows_out.append({"subject": subject, "ed": ed, "es": es, "source": source, "warning": warning})
     return PhaseResult(index, pd.DataFrame(rows_out, columns=["subject", "ed", "es", "source", "warning"]))

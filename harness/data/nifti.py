@@ -100,7 +100,22 @@ def read_info_cfg(path: Path) -> dict[str, str]:
     return entries
 
 
-def load_acdc_subject(folder: Path, labels: LabelMap = ACDC_LABELS) -> RawStack:
+def _usable_pairs(pairs: list[tuple[int, Path]], labels: LabelMap, problems: list[str] | None) -> list[tuple]:
+    """Read each (frame, image) with its label file; under --skip-bad a broken pair is left out and listed."""
+    read = []
+    for frame, path in pairs:
+        try:
+            read.append((frame, *_pair(path, path.with_name(path.name.replace(".nii", "_gt.nii")), labels)))
+        except DataError as exc:
+            if problems is None:
+                raise
+            problems.append(f"{exc} (frame left out)")
+    if not read:
+        raise DataError(f"{pairs[0][1].parent}: no usable labelled frame")
+    return read
+
+
+def load_acdc_subject(folder: Path, labels: LabelMap = ACDC_LABELS, problems: list[str] | None = None) -> RawStack:
     """One ACDC patient: its labelled frames (ED and ES), phase hints from Info.cfg (1-based there)."""
     info = read_info_cfg(folder / "Info.cfg") if (folder / "Info.cfg").exists() else {}
     frames = []
@@ -110,7 +125,9 @@ def load_acdc_subject(folder: Path, labels: LabelMap = ACDC_LABELS) -> RawStack:
             frames.append((int(match["frame"]) - 1, path))
     if not frames:
         raise DataError(f"{folder}: no <subject>_frameXX.nii.gz images found")
-    stacks = [_pair(path, path.with_name(path.name.replace(".nii", "_gt.nii")), labels) for _, path in frames]
+    read = _usable_pairs(frames, labels, problems)
+    kept = tuple(r[0] for r in read)
+    stacks = [r[1:] for r in read]
     spacing = {round(s[2], 4) for s in stacks}
     if len(spacing) > 1 or len({s[0].shape for s in stacks}) > 1:
         raise DataError(f"{folder}: its frames differ in shape or pixel spacing; one stack per subject expected")
@@ -121,11 +138,11 @@ def load_acdc_subject(folder: Path, labels: LabelMap = ACDC_LABELS) -> RawStack:
     if "ED" in info and "ES" in info:
         hint = {"ED": int(info["ED"]) - 1, "ES": int(info["ES"]) - 1}
     n_frames = int(info.get("NbFrame", max(f for f, _ in frames) + 1))
-    return RawStack(folder.name, images, masks, stacks[0][2], tuple(f for f, _ in frames), n_frames, hint,
+    return RawStack(folder.name, images, masks, stacks[0][2], kept, n_frames, hint,
                     slice_thickness_mm=stacks[0][3])
 
 
-def load_mnms_subject(folder: Path, labels: LabelMap = MNMS_LABELS) -> RawStack:
+def load_mnms_subject(folder: Path, labels: LabelMap = MNMS_LABELS, problems: list[str] | None = None) -> RawStack:
     """One M&Ms subject: ED and ES volumes; the file names say which is which (frames 0 and 1 here)."""
     found = {}
     for path in folder.glob("*_SA_E[DS].nii*"):
@@ -134,15 +151,16 @@ def load_mnms_subject(folder: Path, labels: LabelMap = MNMS_LABELS) -> RawStack:
             found[match["phase"]] = path
     if set(found) != {"ED", "ES"}:
         raise DataError(f"{folder}: expected <id>_SA_ED.nii.gz and <id>_SA_ES.nii.gz, found {sorted(found)}")
-    stacks = [_pair(found[p], found[p].with_name(found[p].name.replace(".nii", "_gt.nii")), labels)
-              for p in ("ED", "ES")]
-    if stacks[0][0].shape != stacks[1][0].shape:
+    read = _usable_pairs([(0, found["ED"]), (1, found["ES"])], labels, problems)
+    stacks = [r[1:] for r in read]
+    if len({s[0].shape for s in stacks}) > 1:
         raise DataError(f"{folder}: ED is {stacks[0][0].shape} but ES is {stacks[1][0].shape}")
     images = np.stack([s[0] for s in stacks], axis=1)
     masks = np.stack([s[1] for s in stacks], axis=1)
     images, masks, _ = order_base_to_apex(images, masks)
-    return RawStack(folder.name, images, masks, stacks[0][2], (0, 1), 2, {"ED": 0, "ES": 1},
-                    slice_thickness_mm=stacks[0][3])
+    kept = tuple(r[0] for r in read)
+    hint = {"ED": 0, "ES": 1} if kept == (0, 1) else None
+    return RawStack(folder.name, images, masks, stacks[0][2], kept, 2, hint, slice_thickness_mm=stacks[0][3])
 
 
 def _read4d(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:

@@ -123,7 +123,7 @@ def _read_stacks(located: Located, labels: nifti.LabelMap, salt: str, skip_bad: 
     """One RawStack per subject, in the layout's own way. With ``skip_bad``, DICOM files that cannot be
     used are left out one by one, and a subject that still cannot be read is left out whole; every such
     problem is returned instead of raised."""
-    # per-subject lists the DICOM readers fill under --skip-bad (None: every problem is an error)
+    # per-subject lists the file-level readers fill under --skip-bad (None: every problem is an error)
     file_problems: list[list[str] | None] = [[] if skip_bad else None for _ in located.subjects]
     if located.format == "png":
         groups = png.group(located.root)
@@ -146,9 +146,11 @@ def _read_stacks(located: Located, labels: nifti.LabelMap, salt: str, skip_bad: 
         readers = [lambda f=f, k=k: dicom.load_con_subject(f, salt, file_problems[k])
                    for k, f in enumerate(located.subjects)]
     else:
-        loader = {"acdc": nifti.load_acdc_subject, "mnms": nifti.load_mnms_subject,
-                  "nifti-4d": nifti.load_4d_subject}[located.format]
-        readers = [lambda f=f: loader(f, labels) for f in located.subjects]
+        if located.format == "nifti-4d":
+            readers = [lambda f=f: nifti.load_4d_subject(f, labels) for f in located.subjects]
+        else:
+            loader = nifti.load_acdc_subject if located.format == "acdc" else nifti.load_mnms_subject
+            readers = [lambda f=f, k=k: loader(f, labels, file_problems[k]) for k, f in enumerate(located.subjects)]
     def private(message: str, number: int) -> str:
         if located.format not in DICOM_FORMATS:  # a DICOM folder name may be a patient field: never print it
             return message
