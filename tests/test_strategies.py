@@ -68,7 +68,7 @@ def test_slice_stratified_moves_leftover_budget_to_thirds_that_have_room():
     assert len(chosen) == budget
 
 
-def test_subject_random_draws_differ_between_seeds_but_not_within():
+def test_subject_random_draws_differ_between_seeds():
     pool = example_pool()
     s = SubjectRandomStrategy()
     a = s.select(pool, 3, np.random.default_rng(1))

@@ -5,6 +5,7 @@ code, so a changed file, setting or loader gives a new preparation and an unchan
 """
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ DEFAULT_LABELS = {"acdc": nifti.ACDC_LABELS, "mnms": nifti.MNMS_LABELS, "nifti-4
                   "png": nifti.LabelMap(lv=1, my=2), "dicom-nifti": nifti.MNMS_LABELS,
                   "dicom-png": nifti.LabelMap(lv=1, my=2)}
 DICOM_FORMATS = ("sunnybrook", "dicom-con", "dicom-nifti", "dicom-png")
-HINT_SOURCE = {"nifti-4d": "-", "acdc": "Info.cfg", "mnms": "file name", "sunnybrook": "-", "dicom-con": "-", "png": "-", "dicom-nifti": "-", "dicom-png": "-"}
+HINT_SOURCE = {"acdc": "Info.cfg", "mnms": "file name"}  # layouts whose metadata name ED/ES
 
 
 @dataclass(frozen=True)
@@ -58,20 +59,25 @@ def locate(root: Path, fmt: str | None = None) -> Located:
     if fmt is not None and fmt not in FORMATS:
         raise UsageError(f"--format '{fmt}' is not known; choose one of {', '.join(FORMATS)}")
     try:
-        found = {
-            "acdc": sorted({p.parent for p in root.rglob("*_frame[0-9]*_gt.nii*")}),
-            "mnms": sorted({p.parent for p in root.rglob("*_SA_ED_gt.nii*")}),
-            "nifti-4d": sorted({p.parent for p in root.rglob("*_4d.nii*")}),
-            "dicom-con": sorted({p.parent for p in root.rglob("*.con")}),
-            "dicom-nifti": sorted({p.parent for p in root.rglob(dicom.LABEL_MAP_NAME)}),
-            "dicom-png": sorted({p.parent for p in root.rglob("*-mask.png") if p.with_name(
-                p.name.replace("-mask.png", ".dcm")).exists()}),
-            "png": [root / subject for subject in png.group(root)],  # one group of files per subject
-            "sunnybrook": sorted(p.parent for p in (root / "dicoms").glob("*/*.dcm") if p.name == "1.dcm")
-            if (root / "link.csv").exists() and (root / "contourfiles").is_dir() else [],
-        }
+        files = [p for p in root.rglob("*") if p.is_file()]  # one walk of the tree for every layout
     except PermissionError as exc:
         raise DataError(f"{exc.filename}: permission denied; make it readable (chmod +r) or remove it") from None
+    def folders(pattern: str) -> list[Path]:
+        return sorted({p.parent for p in files if fnmatch.fnmatch(p.name, pattern)})
+
+    dicom_files = {p for p in files if p.suffix.lower() == ".dcm"}
+    sunnybrook = (root / "link.csv").exists() and (root / "contourfiles").is_dir()
+    found = {
+        "acdc": folders("*_frame[0-9]*_gt.nii*"),
+        "mnms": folders("*_SA_ED_gt.nii*"),
+        "nifti-4d": folders("*_4d.nii*"),
+        "dicom-con": folders("*.con"),
+        "dicom-nifti": folders(dicom.LABEL_MAP_NAME),
+        "dicom-png": sorted({p.parent for p in files if p.name.endswith("-mask.png")
+                             and p.with_name(p.name.replace("-mask.png", ".dcm")) in dicom_files}),
+        "png": [root / subject for subject in png.group(root)],  # one group of files per subject
+        "sunnybrook": sorted({p.parent for p in dicom_files if p.parent.parent == root / "dicoms"}) if sunnybrook else [],
+    }
     if fmt is None:
         # an ACDC folder may also hold the 4D cine: it is ACDC unless --format says otherwise
         claimed = set(found["acdc"]) | set(found["mnms"])
@@ -188,7 +194,8 @@ def load_dataset(root: Path, fmt: str | None = None, labels: nifti.LabelMap | No
     if path is not None and path.exists() and path.with_suffix(".csv").exists():
         return ds.load(path)
     stacks, problems = _read_stacks(located, labels, dicom.local_salt(cache_dir), skip_bad, on_subject)
-    dataset = ds.prepare(f"{located.format}:{located.root.name}", stacks, size, key, HINT_SOURCE[located.format],
+    dataset = ds.prepare(f"{located.format}:{located.root.name}", stacks, size, key,
+                         HINT_SOURCE.get(located.format, "metadata"),
                          problems)
     if path is not None:
         ds.save(dataset, path)
