@@ -1,0 +1,135 @@
+"""Learning curves: Dice as a function of the labelled budget, and the budget that reaches a target.
+
+Two saturating 3-parameter curves are fitted by least squares to the subject-level points (seed-averaged):
+inverse power law a - b x^-c and exponential plateau a - b exp(-c x); AIC picks one. x is the number of
+labelled subjects or, for annotation cost, the mean number of labelled images. x* (the budget at which the
+curve reaches the target) gets a bootstrap CI over subjects; x* beyond the largest budget studied is an
+extrapolation and is marked so.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import OptimizeWarning, curve_fit
+
+from harness.stats.tables import BASE
+
+
+def power_law(x: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
+    return a - b * np.power(x, -c)
+
+
+def exp_plateau(x: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
+    return a - b * np.exp(-c * x)
+
+
+@dataclass(frozen=True)
+class Curve:
+    name: str
+    f: Callable[..., np.ndarray]
+    bounds: tuple[list[float], list[float]]
+
+    def p0(self, x: np.ndarray, y: np.ndarray) -> list[float]:
+        top, span = float(np.max(y)), float(np.ptp(y)) + 1e-3
+        scale = 1.0 / float(np.median(x)) if self.name == "exp_plateau" else 0.5
+        return [min(top + span / 2, 1.0), span * 2, scale]
+
+    def solve(self, params: np.ndarray, target: float) -> float:
+        """The x where the curve reaches `target` (inf when its plateau stays below)."""
+        a, b, c = params
+        if a <= target:
+            return float("inf")
+        if self.name == "power_law":
+            return float((b / (a - target)) ** (1 / c)) if b > 0 else 0.0
+        return float(max(np.log(b / (a - target)) / c, 0.0)) if b > 0 else 0.0
+
+
+CURVES = (Curve("power_law", power_law, ([0.0, 0.0, 0.01], [1.0, 10.0, 5.0])),
+          Curve("exp_plateau", exp_plateau, ([0.0, 0.0, 1e-4], [1.0, 10.0, 5.0])))
+
+
+def fit(curve: Curve, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """(parameters, residual sum of squares), or None when the fit fails."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OptimizeWarning)
+        try:
+            params, _ = curve_fit(curve.f, x, y, p0=curve.p0(x, y), bounds=curve.bounds, maxfev=5000)
+        except (RuntimeError, ValueError):
+            return None
+    return params, float(np.sum((y - curve.f(x, *params)) ** 2))
+
+
+def aic(rss: float, points: int, k: int = 3) -> float:
+    """Gaussian least-squares AIC (k parameters plus the error variance)."""
+    return points * np.log(max(rss, 1e-300) / points) + 2 * (k + 1)
+
+
+def _points(scores: pd.DataFrame, strategy: str, metric: str, axis: str) -> pd.DataFrame:
+    part = scores[(scores["strategy"] == strategy) & scores[metric].notna()]
+    points = part.groupby(["subject", "n"]).agg(y=(metric, "mean")).reset_index()
+    if axis == "images":
+        images = part.groupby("n")["labelled_images"].mean()
+        points["x"] = points["n"].map(images)
+    else:
+        points["x"] = points["n"].astype(float)
+    return points
+
+
+def fit_learning_curves(scores: pd.DataFrame, metric: str, targets: dict[str, float], axis: str = "subjects",
+                        n_boot: int = 500, seed: int = 0) -> pd.DataFrame:
+    """Per strategy: both curves' AIC, the chosen curve and its parameters, and x* reaching the strategy's
+    target Dice with a percentile bootstrap CI over subjects (refitting the chosen curve)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for strategy in sorted(set(scores["strategy"]) - {BASE}):
+        points = _points(scores, strategy, metric, axis)
+        budgets = np.sort(points["x"].unique())
+        row = {"strategy": strategy, "metric": metric, "axis": axis, "budgets": len(budgets),
+               "target": targets.get(strategy, float("nan")), "largest": float(budgets.max()) if len(budgets) else np.nan}
+        if len(budgets) < 3 or points["x"].isna().any():
+            rows.append({**row, "curve": None, "note": "fewer than 3 budgets: no curve fitted"})
+            continue
+        x, y = points["x"].to_numpy(float), points["y"].to_numpy(float)
+        fits = {c.name: fit(c, x, y) for c in CURVES}
+        aics = {name: aic(f[1], len(x)) if f else np.inf for name, f in fits.items()}
+        best = min(aics, key=aics.get)
+        if fits[best] is None:
+            rows.append({**row, "curve": None, "note": "neither curve could be fitted"})
+            continue
+        curve = next(c for c in CURVES if c.name == best)
+        params = fits[best][0]
+        x_star = curve.solve(params, row["target"])
+        low, high = _bootstrap_x_star(curve, points, row["target"], n_boot, rng)
+        note = ("3 budgets: both 3-parameter curves pass through the means, so AIC cannot tell them apart"
+                if len(budgets) == 3 else "")
+        rows.append({**row, "curve": best, "aic_power_law": aics["power_law"], "aic_exp_plateau": aics["exp_plateau"],
+                     "a": params[0], "b": params[1], "c": params[2], "plateau": params[0], "x_star": x_star,
+                     "x_star_low": low, "x_star_high": high, "extrapolated": bool(x_star > budgets.max()),
+                     "note": note})
+    return pd.DataFrame(rows)
+
+
+def _bootstrap_x_star(curve: Curve, points: pd.DataFrame, target: float, n_boot: int,
+                      rng: np.random.Generator) -> tuple[float, float]:
+    """Resample subjects, refit the chosen curve to the resampled budget means, solve for the target."""
+    wide = points.pivot_table(index="subject", columns="x", values="y")
+    x = wide.columns.to_numpy(float)
+    m = wide.to_numpy(float)
+    draws = rng.integers(0, len(m), size=(n_boot, len(m)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = np.nanmean(m[draws], axis=1)
+    stars = []
+    for y in means:
+        result = fit(curve, x, y)
+        stars.append(curve.solve(result[0], target) if result else np.nan)
+    stars = np.asarray(stars)
+    stars = stars[~np.isnan(stars)]
+    if len(stars) < n_boot / 2:
+        return float("nan"), float("nan")
+    low, high = np.quantile(stars, [0.025, 0.975])  # inf is a valid draw: "not reached"
+    return float(low), float(high)

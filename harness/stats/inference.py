@@ -1,0 +1,377 @@
+"""Estimates and tests over subject-level scores.
+
+The design is crossed: each training run (strategy, n, seed, fold) is evaluated on every test subject of
+its fold, so subjects of one fold share run-to-run noise. Tests treat the test subject as the unit and add
+that shared noise to the variance (`mean_and_variance`); ignoring it gave 8-9% false positives at alpha 5%
+with the run noise measured on the phantom.
+
+- Means: mean over test subjects of the seed-averaged score; 95% CI by hierarchical bootstrap-t
+  (subjects, then seeds/runs, within fold).
+- Two-sided comparisons (strategies at equal n, budgets, fine-tuned vs base): paired by subject and seed;
+  t-test with the crossed variance (default), or Wilcoxon signed-rank / sign-flip permutation over subject
+  means; Friedman omnibus over subject means where more than two strategies share an n; Holm per family.
+- Non-inferiority (the guideline): one-sided t-test of the paired difference against the margin -δ,
+  from the largest n downwards in a fixed sequence; TOST equivalence beside it.
+"""
+from __future__ import annotations
+
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from harness.errors import UsageError
+from harness.stats.tables import BASE, by_seed, configurations, paired_by_seed, subject_differences
+
+TESTS = ("t", "wilcoxon", "permutation")
+EXACT_SIGN_FLIPS = 2 ** 16  # enumerate all sign patterns up to 16 subjects, else sample
+
+
+def expanded_percentiles(level: float, units: int) -> tuple[float, float]:
+    """Quantiles of a bootstrap distribution that give a `level` interval for `units` independent units.
+
+    Hesterberg (2015, Am Stat 69:371): the percentile interval is too narrow by the factors
+    sqrt((n-1)/n) and z/t; using alpha' = 2 Phi(-sqrt(n/(n-1)) t_{alpha/2, n-1}) corrects both.
+    """
+    t = sps.t.ppf(1 - (1 - level) / 2, units - 1)
+    tail = sps.norm.sf(np.sqrt(units / (units - 1)) * t)
+    return float(tail), float(1 - tail)
+
+
+def _blocks(matrix: pd.DataFrame) -> list[np.ndarray]:
+    """One complete subjects x seeds block per fold: seeds missing for a fold's run and subjects still
+    missing a seed are dropped (a failed run is missing for every subject of its fold)."""
+    blocks = []
+    for _, part in matrix.groupby(level="fold", sort=True):
+        part = part.dropna(axis=1, how="all").dropna(axis=0, how="any")
+        if part.size:
+            blocks.append(part.to_numpy(float))
+    return blocks
+
+
+def _mean_squares(blocks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pooled within-fold two-way ANOVA of subjects x seeds blocks, batched over leading axes:
+    (mean, [MS_subject, MS_seed, MS_residual], [df ...]). Seeds at one fold are runs shared by its subjects."""
+    total = sum(b.shape[-2] * b.shape[-1] for b in blocks)
+    mean = sum(b.sum(axis=(-2, -1)) for b in blocks) / total
+    ss = [0.0, 0.0, 0.0]
+    df = [0, 0, 0]
+    for b in blocks:
+        n, s = b.shape[-2:]
+        rows, cols, grand = b.mean(axis=-1), b.mean(axis=-2), b.mean(axis=(-2, -1))
+        ss[0] = ss[0] + s * ((rows - grand[..., None]) ** 2).sum(axis=-1)
+        ss[1] = ss[1] + n * ((cols - grand[..., None]) ** 2).sum(axis=-1)
+        ss[2] = ss[2] + ((b - rows[..., None] - cols[..., None, :] + grand[..., None, None]) ** 2).sum(axis=(-2, -1))
+        df = [df[0] + n - 1, df[1] + s - 1, df[2] + (n - 1) * (s - 1)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ms = np.stack([np.asarray(ss[i], float) / df[i] if df[i] else np.full(np.shape(mean), np.nan)
+                       for i in range(3)])
+    return mean, ms, np.asarray(df, float)
+
+
+def mean_and_variance(blocks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Grand mean of a crossed subjects x runs design, the variance of that mean, and its degrees of freedom.
+
+    Model per fold f: y_is = mu + b_i + v_fs + e_is, where v_fs is the training run at seed s, shared by
+    every test subject of fold f. Var(mean) = s_b^2/N + s_v^2 sum_f (n_f/N)^2 / S + s_e^2/(N S), estimated
+    from the pooled ANOVA mean squares (MS_subject/N + (MS_seed - MS_res) sum_f (n_f/N)^2 / n_bar) / S, with
+    Satterthwaite degrees of freedom. Ignoring v (testing subject means as if independent) is what
+    inflates false positives when runs are shared; a negative run component is set to 0. With one seed the
+    run term is not separable: the plain variance of subject means over N is used (a paired t-test).
+    """
+    sizes = np.array([b.shape[-2] for b in blocks], float)
+    seeds = float(np.mean([b.shape[-1] for b in blocks]))
+    units = sizes.sum()
+    if seeds < 2:
+        means = np.concatenate([b[..., 0] for b in blocks], axis=-1)
+        var = means.var(axis=-1, ddof=1) / units if units > 1 else np.full(np.shape(means.mean(axis=-1)), np.nan)
+        return means.mean(axis=-1), var, np.full(np.shape(var), units - 1)
+    mean, ms, df = _mean_squares(blocks)
+    weight = float(np.sum((sizes / units) ** 2)) / float(sizes.mean())
+    run = np.nan_to_num(np.maximum(ms[1] - ms[2], 0.0)) * weight
+    var = (ms[0] / units + run) / seeds
+    c = np.stack([np.full_like(run, 1 / units), np.where(run > 0, weight, 0.0), np.where(run > 0, -weight, 0.0)])
+    df = df.reshape((3,) + (1,) * np.ndim(run))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        terms = np.where(c != 0, (c * ms) ** 2 / df, 0.0)
+        dof = (c * ms).sum(axis=0) ** 2 / terms.sum(axis=0)
+    return mean, var, dof
+
+
+def t_test(matrix: pd.DataFrame, null: float = 0.0, alternative: str = "two-sided") -> dict:
+    """t-test of the grand mean of a (fold, subject) x seed matrix against `null`, with the crossed variance."""
+    blocks = _blocks(matrix)
+    if not blocks or sum(b.shape[0] for b in blocks) < 2:
+        return {"mean": float("nan"), "se": float("nan"), "df": float("nan"), "t": float("nan"), "p": float("nan")}
+    mean, var, dof = (float(x) for x in mean_and_variance(blocks))
+    se = np.sqrt(var)
+    if not se > 0:
+        return {"mean": mean, "se": se, "df": dof, "t": float("nan"), "p": float("nan")}
+    t = (mean - null) / se
+    p = {"two-sided": 2 * sps.t.sf(abs(t), dof), "greater": sps.t.sf(t, dof), "less": sps.t.cdf(t, dof)}[alternative]
+    return {"mean": mean, "se": float(se), "df": dof, "t": float(t), "p": float(p)}
+
+
+def t_interval(result: dict, level: float = 0.95) -> tuple[float, float]:
+    half = sps.t.ppf(1 - (1 - level) / 2, result["df"]) * result["se"] if result["se"] == result["se"] else np.nan
+    return float(result["mean"] - half), float(result["mean"] + half)
+
+
+def mean_ci(matrix: pd.DataFrame, n_boot: int = 2000, level: float = 0.95,
+            rng: np.random.Generator | None = None) -> tuple[float, float, float]:
+    """(mean, low, high): mean over subjects of the seed-averaged score and its hierarchical bootstrap CI.
+
+    Bootstrap-t over the design: within each fold, subjects with replacement, then seeds with replacement
+    (a drawn seed is a whole training run, shared by the fold's subjects); each replicate is studentised by
+    the crossed standard error (`mean_and_variance`), so shared run noise and few subjects are both allowed
+    for. With one seed it is a bootstrap-t over subjects.
+    """
+    blocks = _blocks(matrix)
+    units = sum(b.shape[0] for b in blocks)
+    if units == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean, var, _ = (float(x) for x in mean_and_variance(blocks))
+    if units < 3 or not var > 0:
+        return mean, float("nan"), float("nan")
+    rng = rng or np.random.default_rng(0)
+    drawn = []
+    for b in blocks:
+        n, s = b.shape
+        rows = rng.integers(0, n, size=(n_boot, n))
+        cols = rng.integers(0, s, size=(n_boot, s))
+        drawn.append(b[rows[:, :, None], cols[:, None, :]])
+    star_mean, star_var, _ = mean_and_variance(drawn)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t_star = (star_mean - mean) / np.sqrt(star_var)
+    t_star = t_star[np.isfinite(t_star)]
+    alpha = (1 - level) / 2
+    q_low, q_high = np.quantile(t_star, [alpha, 1 - alpha])
+    se = np.sqrt(var)
+    return mean, float(mean - q_high * se), float(mean - q_low * se)
+
+
+def summarise(scores: pd.DataFrame, metric: str, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per strategy x n: mean over subjects with its hierarchical-bootstrap 95% CI, and the seed-to-seed SD
+    of the study-level mean (over all folds' subjects at one seed)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for config in configurations(scores):
+        part = scores[(scores["strategy"] == config[0]) & (scores["n"] == config[1])]
+        if part[metric].notna().sum() == 0:
+            continue
+        matrix = by_seed(scores, config, metric)
+        mean, low, high = mean_ci(matrix, n_boot, rng=rng)
+        per_seed = part.groupby("seed")[metric].mean()
+        rows.append({
+            "strategy": config[0], "n": config[1], "metric": metric, "mean": mean, "ci_low": low, "ci_high": high,
+            "seed_sd": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else float("nan"),
+            "subjects": len(matrix), "seeds": int(matrix.shape[1]),
+            "labelled_images": float(part.groupby(["seed", "fold"])["labelled_images"].first().mean()),
+        })
+    return pd.DataFrame(rows)
+
+
+def paired_test(paired: pd.DataFrame | np.ndarray, method: str = "t",
+                alternative: str = "two-sided") -> tuple[float, float]:
+    """Test that paired differences are centred on 0; returns (statistic, p).
+
+    ``t`` (default): t-test with the crossed subjects x runs variance (`mean_and_variance`);
+    ``wilcoxon``: signed-rank on subject means, zeros dropped, exact null distribution for small n;
+    ``permutation``: sign-flip test of the mean of subject means, exact up to 16 subjects, 20 000 flips above.
+    The last two treat subjects as independent, which holds with one seed per subject and run, but not when
+    several test subjects share a training run (their false-positive rate rises with the run-to-run noise).
+    """
+    if method not in TESTS:
+        raise UsageError(f"unknown test '{method}'; choose one of {', '.join(TESTS)}")
+    if method == "t":
+        matrix = paired if isinstance(paired, pd.DataFrame) else _as_matrix(paired)
+        result = t_test(matrix, 0.0, alternative)
+        return result["t"], result["p"]
+    d = subject_differences(paired).to_numpy() if isinstance(paired, pd.DataFrame) else np.asarray(paired, float)
+    d = d[~np.isnan(d)]
+    if len(d) == 0 or np.all(d == 0):
+        return float("nan"), 1.0
+    if method == "wilcoxon":
+        result = sps.wilcoxon(d, zero_method="wilcox", alternative=alternative)
+        return float(result.statistic), float(result.pvalue)
+    resamples = np.inf if 2 ** len(d) <= EXACT_SIGN_FLIPS else 20_000
+    result = sps.permutation_test((d,), lambda x, axis: np.mean(x, axis=axis), permutation_type="samples",
+                                  vectorized=True, n_resamples=resamples, alternative=alternative,
+                                  rng=np.random.default_rng(0))
+    return float(result.statistic), float(result.pvalue)
+
+
+def _as_matrix(d: np.ndarray) -> pd.DataFrame:
+    """Subject-level differences as a one-fold, one-seed matrix."""
+    d = np.asarray(d, float)
+    return pd.DataFrame({0: d}, index=pd.MultiIndex.from_arrays([np.zeros(len(d), int), np.arange(len(d))],
+                                                                names=["fold", "subject"]))
+
+
+def image_level_wilcoxon(d: np.ndarray) -> dict:
+    """Descriptive per-image Wilcoxon signed-rank, as R's wilcox.test(paired = TRUE) computes it with many
+    images: zeros dropped, normal approximation with tie and continuity correction. Images of one subject
+    are not independent, so its p-value is not a valid test of a difference between methods."""
+    d = np.asarray(d, float)
+    d = d[~np.isnan(d)]
+    nonzero = d[d != 0]
+    ranks = sps.rankdata(np.abs(nonzero))
+    v = float(ranks[nonzero > 0].sum())  # R's V
+    result = sps.wilcoxon(nonzero, zero_method="wilcox", correction=True, method="approx")
+    return {"images": len(d), "V": v, "p": float(result.pvalue), "mean_difference": float(d.mean())}
+
+
+def holm(p_values) -> np.ndarray:
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(p_values, float)
+    out = np.full(len(p), np.nan)
+    ok = ~np.isnan(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], method="holm")[1]
+    return out
+
+
+def _difference(scores: pd.DataFrame, a: tuple[str, int], b: tuple[str, int], metric: str, method: str) -> dict:
+    """a minus b, paired by subject and seed; mean difference with its t interval (crossed variance)."""
+    paired = paired_by_seed(scores, a, b, metric)
+    d = subject_differences(paired)
+    statistic, p = paired_test(paired, method)
+    result = t_test(paired)
+    low, high = t_interval(result)
+    sd = float(d.std(ddof=1)) if len(d) > 1 else float("nan")
+    return {"difference": result["mean"], "ci_low": low, "ci_high": high,
+            "dz": result["mean"] / sd if sd > 0 else float("nan"),
+            "subjects": len(d), "better": int((d > 0).sum()), "test": method, "statistic": statistic, "p": p}
+
+
+def _with_holm(rows: list[dict]) -> pd.DataFrame:
+    table = pd.DataFrame(rows)
+    if len(table):
+        table["p_holm"] = holm(table["p"])
+    return table
+
+
+def compare_strategies(scores: pd.DataFrame, metric: str, method: str = "t") -> pd.DataFrame:
+    """Every pair of strategies at each n; Holm over all pairs and n of this metric."""
+    rows = []
+    fine_tuned = scores[scores["strategy"] != BASE]
+    for n, group in fine_tuned.groupby("n", sort=True):
+        for a, b in combinations(sorted(group["strategy"].unique()), 2):
+            rows.append({"n": int(n), "a": a, "b": b, "metric": metric,
+                         **_difference(scores, (a, int(n)), (b, int(n)), metric, method)})
+    return _with_holm(rows)
+
+
+def friedman(scores: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Omnibus test per n where three or more strategies were run: Friedman over subjects (complete blocks)."""
+    rows = []
+    fine_tuned = scores[scores["strategy"] != BASE]
+    for n, group in fine_tuned.groupby("n", sort=True):
+        wide = group.groupby(["subject", "strategy"])[metric].mean().unstack("strategy").dropna()
+        if wide.shape[1] < 3 or wide.shape[0] < 2:
+            continue
+        result = sps.friedmanchisquare(*(wide[c].to_numpy() for c in wide.columns))
+        rows.append({"n": int(n), "metric": metric, "strategies": wide.shape[1], "subjects": wide.shape[0],
+                     "statistic": float(result.statistic), "df": wide.shape[1] - 1, "p": float(result.pvalue)})
+    return pd.DataFrame(rows)
+
+
+def compare_budgets(scores: pd.DataFrame, metric: str, method: str = "t") -> pd.DataFrame:
+    """Within each strategy, each budget against the next smaller one (nested subsets, same seeds)."""
+    rows = []
+    for strategy, group in scores[scores["strategy"] != BASE].groupby("strategy", sort=True):
+        ns = sorted(int(n) for n in group["n"].unique())
+        for small, large in zip(ns, ns[1:]):
+            rows.append({"strategy": strategy, "n_small": small, "n_large": large, "metric": metric,
+                         **_difference(scores, (strategy, large), (strategy, small), metric, method)})
+    return _with_holm(rows)
+
+
+def compare_to_base(scores: pd.DataFrame, metric: str, method: str = "t") -> pd.DataFrame:
+    """Each fine-tuned strategy x n against the source-only base model on the same test subjects."""
+    if not (scores["strategy"] == BASE).any():
+        return pd.DataFrame()
+    rows = [{"strategy": strategy, "n": n, "metric": metric,
+             **_difference(scores, (strategy, n), (BASE, 0), metric, method)}
+            for strategy, n in configurations(scores) if strategy != BASE]
+    return _with_holm(rows)
+
+
+def noninferiority(paired: pd.DataFrame | np.ndarray, margin: float, level: float = 0.95) -> dict:
+    """One-sided t-test of H0: mean difference <= -margin (crossed variance; with one seed the paired
+    t-test on subject means), the two-sided `level` t interval of the difference, and the TOST
+    equivalence p-value for (-margin, +margin): the larger of the two one-sided p-values."""
+    matrix = paired if isinstance(paired, pd.DataFrame) else _as_matrix(paired)
+    lower = t_test(matrix, -margin, "greater")
+    upper = t_test(matrix, margin, "less")
+    low, high = t_interval(lower, level)
+    return {"difference": lower["mean"], "subjects": int(sum(b.shape[0] for b in _blocks(matrix))),
+            "ci_low": low, "ci_high": high, "t": lower["t"], "df": lower["df"], "p": lower["p"],
+            "p_tost": max(lower["p"], upper["p"])}
+
+
+def parse_reference(text: str | None, scores: pd.DataFrame) -> tuple[str, int] | None:
+    """'STRATEGY@N' or 'STRATEGY' (its largest n) -> a configuration of the study; None = the default:
+    all_frames at its largest n when it was run, else each strategy's own largest n."""
+    fine_tuned = scores[scores["strategy"] != BASE]
+    if text is None:
+        if (fine_tuned["strategy"] == "all_frames").any():
+            return "all_frames", int(fine_tuned.loc[fine_tuned["strategy"] == "all_frames", "n"].max())
+        return None
+    strategy, _, n_text = text.partition("@")
+    known = sorted(fine_tuned["strategy"].unique())
+    if strategy not in known:
+        raise UsageError(f"--reference '{text}': strategy '{strategy}' is not in this study "
+                         f"(it has {', '.join(known)}); write STRATEGY or STRATEGY@N")
+    ns = sorted(int(n) for n in fine_tuned.loc[fine_tuned["strategy"] == strategy, "n"].unique())
+    if not n_text:
+        return strategy, ns[-1]
+    try:
+        n = int(n_text)
+    except ValueError:
+        raise UsageError(f"--reference '{text}': N must be a whole number, as in {strategy}@{ns[-1]}") from None
+    if n not in ns:
+        raise UsageError(f"--reference '{text}': {strategy} was run at n = {', '.join(map(str, ns))}, not {n}")
+    return strategy, n
+
+
+def noninferiority_table(scores: pd.DataFrame, metric: str, reference: tuple[str, int] | None,
+                         margin: float = 0.02, alpha: float = 0.05) -> pd.DataFrame:
+    """Per strategy, every n tested for non-inferiority to the reference in a fixed sequence from the
+    largest n down: a smaller n is tested only while every larger one was non-inferior, so each strategy's
+    claim holds at family-wise level alpha without correction. ``reference`` None = each strategy's own
+    largest n ("is a smaller budget as good as the largest studied?")."""
+    rows = []
+    fine_tuned = scores[scores["strategy"] != BASE]
+    for strategy, group in fine_tuned.groupby("strategy", sort=True):
+        ns = sorted((int(n) for n in group["n"].unique()), reverse=True)
+        ref = reference or (strategy, ns[0])
+        going = True
+        for n in ns:
+            if (strategy, n) == ref:
+                continue
+            result = noninferiority(paired_by_seed(scores, (strategy, n), ref, metric), margin)
+            tested = going and result["p"] == result["p"]
+            non_inferior = bool(tested and result["p"] < alpha)
+            going = non_inferior
+            rows.append({"strategy": strategy, "n": n, "reference": f"{ref[0]}@{ref[1]}", "metric": metric,
+                         "margin": margin, **result, "tested": tested, "non_inferior": non_inferior})
+    return pd.DataFrame(rows)
+
+
+def enough(table: pd.DataFrame) -> pd.DataFrame:
+    """Per strategy: the smallest n shown non-inferior on every metric (intersection-union: each metric
+    at level alpha, so the joint claim is at level alpha too); NaN where none was."""
+    rows = []
+    for strategy, group in table.groupby("strategy", sort=True):
+        per_metric = {}
+        for metric, part in group.groupby("metric"):
+            shown = part.loc[part["non_inferior"], "n"]
+            per_metric[metric] = int(shown.min()) if len(shown) else None
+        values = list(per_metric.values())
+        rows.append({"strategy": strategy, "reference": group["reference"].iloc[0],
+                     **{f"n_{m}": v for m, v in per_metric.items()},
+                     "n_enough": max(values) if values and None not in values else None})
+    return pd.DataFrame(rows)
