@@ -5,12 +5,14 @@ All numbers come from harness.stats; this module only chooses what to say and fo
 from __future__ import annotations
 
 import base64
+import dataclasses
 import platform
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 import jinja2
+import numpy as np
 import pandas as pd
 
 from harness import stats
@@ -56,43 +58,105 @@ def signed(x: float) -> str:
 
 
 @dataclass(frozen=True)
+class Options:
+    """What the analysis asks: the margin and reference of the non-inferiority guideline, and the test."""
+
+    margin: float = 0.02
+    reference: str | None = None  # "STRATEGY@N"; None = all_frames at its largest n, else each strategy's own
+    test: str = "t"
+    alpha: float = 0.05
+    empty: str = "both-one"
+
+
+MARGIN_REASON = ("0.02 Dice is about a third of the gap between the source-only model and fine-tuning in the "
+                 "published 7T study, and below the 0.03 by which human experts differ on myocardium there")
+
+
+@dataclass(frozen=True)
 class Analysis:
-    """The stats tables of one study, for both metrics."""
+    """The stats tables of one study or results table, for both metrics."""
 
     settings: dict
+    options: Options
+    reference: tuple[str, int] | None
     summary: pd.DataFrame
     base: pd.DataFrame
+    extra: pd.DataFrame  # 3D Dice and volume errors, where known
     budgets: pd.DataFrame
     strategies: pd.DataFrame
+    friedman: pd.DataFrame
     versus_base: pd.DataFrame
-    plateau: pd.DataFrame
+    noninferiority: pd.DataFrame
+    enough: pd.DataFrame
+    curves: pd.DataFrame
+    mixed: list
+    planning: pd.DataFrame
+    image_level: pd.DataFrame
+    image_means: pd.DataFrame  # per strategy x n: mean over all test images (descriptive)
     failed: list[tuple[str, str]]
     test_subjects: int
+    seeds: int
 
 
-def analyse(study_dir: Path) -> Analysis:
+def analyse(study_dir: Path, options: Options | None = None) -> Analysis:
+    """Analyse a study folder written by `harness run`."""
     store = RunStore(study_dir)
     settings = store.read_study()
     specs, failed = finished_runs(store)
     if not specs:
         raise_no_runs(study_dir, failed)
     images = pd.concat([store.images(spec) for spec in specs], ignore_index=True)
-    scores = stats.subject_scores(images, settings["empty"])
-    tables: dict[str, list[pd.DataFrame]] = {k: [] for k in ("summary", "budgets", "strategies", "base", "plateau")}
+    options = dataclasses.replace(options or Options(), empty=settings["empty"])
+    return analyse_images(images, settings, options, failed)
+
+
+def analyse_images(images: pd.DataFrame, settings: dict, options: Options,
+                   failed: list[tuple[str, str]] | None = None) -> Analysis:
+    """Every statistic of the report, from a per-image table (strategy, n, seed, fold, subject, counts or Dice)."""
+    scored = stats.with_dice(images, options.empty)
+    scores = stats.subject_scores(images, options.empty)
+    reference = stats.parse_reference(options.reference, scores)
+    parts: dict[str, list[pd.DataFrame]] = {k: [] for k in (
+        "summary", "budgets", "strategies", "friedman", "base", "ni", "curves", "planning", "image")}
+    mixed = []
     for metric in stats.METRICS:
-        tables["summary"].append(stats.summarise(scores, metric))
-        budgets = stats.compare_budgets(scores, metric)
-        tables["budgets"].append(budgets)
-        tables["strategies"].append(stats.compare_strategies(scores, metric))
-        tables["base"].append(stats.compare_to_base(scores, metric))
-        if len(budgets):
-            tables["plateau"].append(stats.plateau(budgets))
-    joined = {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame() for k, v in tables.items()}
+        if scores[metric].isna().all():
+            continue
+        summary = stats.summarise(scores, metric)
+        parts["summary"].append(summary)
+        parts["budgets"].append(stats.compare_budgets(scores, metric, options.test))
+        parts["strategies"].append(stats.compare_strategies(scores, metric, options.test))
+        parts["friedman"].append(stats.friedman(scores, metric))
+        parts["base"].append(stats.compare_to_base(scores, metric, options.test))
+        ni = stats.noninferiority_table(scores, metric, reference, options.margin, options.alpha)
+        parts["ni"].append(ni)
+        means = summary.set_index(["strategy", "n"])["mean"]
+        targets = {s: float(means.loc[reference] if reference else means.loc[s].iloc[-1]) - options.margin
+                   for s in summary["strategy"].unique() if s != stats.BASE}
+        for axis in ("subjects", "images"):
+            parts["curves"].append(stats.fit_learning_curves(scores, metric, targets, axis))
+        parts["planning"].append(stats.plan(scores, metric, reference, options.margin, options.alpha))
+        parts["image"].append(stats.image_level_comparisons(scored, reference, metric))
+        fit = stats.fit_mixed(scores, metric)
+        if fit is not None:
+            mixed.append(fit)
+    extra_metrics = [m for m in ("dice3d_lv", "dice3d_my", *stats.VOLUME_METRICS)
+                     if m in scores and scores[m].notna().any()]
+    extra = pd.concat([stats.summarise(scores, m) for m in extra_metrics], ignore_index=True) if extra_metrics \
+        else pd.DataFrame()
+    joined = {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame() for k, v in parts.items()}
     summary = joined["summary"]
-    return Analysis(settings=settings, summary=summary[summary["strategy"] != stats.BASE],
-                    base=summary[summary["strategy"] == stats.BASE], budgets=joined["budgets"],
-                    strategies=joined["strategies"], versus_base=joined["base"], plateau=joined["plateau"],
-                    failed=failed, test_subjects=len(settings["split"]["test"]))
+    ni = joined["ni"]
+    fine = scores[scores["strategy"] != stats.BASE]
+    return Analysis(
+        settings=settings, options=options, reference=reference,
+        summary=summary[summary["strategy"] != stats.BASE], base=summary[summary["strategy"] == stats.BASE],
+        extra=extra, budgets=joined["budgets"], strategies=joined["strategies"], friedman=joined["friedman"],
+        versus_base=joined["base"], noninferiority=ni, enough=stats.enough(ni) if len(ni) else pd.DataFrame(),
+        curves=joined["curves"], mixed=mixed, planning=joined["planning"], image_level=joined["image"],
+        image_means=scored.groupby(["strategy", "n"])[list(stats.METRICS)].agg(["mean", "count"]),
+        failed=failed or [], test_subjects=int(scores["subject"].nunique()),
+        seeds=int(fine["seed"].nunique()) if len(fine) else 0)
 
 
 def raise_no_runs(study_dir: Path, failed: list[tuple[str, str]]) -> None:
@@ -100,71 +164,98 @@ def raise_no_runs(study_dir: Path, failed: list[tuple[str, str]]) -> None:
     raise StoreError(f"study '{study_dir}' has no finished runs to report{reason}")
 
 
+def config_text(strategy: str, n: int) -> str:
+    return strategy if n == 0 else f"{strategy} at n = {n}"
+
+
+def _ni_clause(row) -> str:
+    return (f"{METRIC_NAMES[row.metric]} difference {signed(row.difference)}, 95% CI "
+            f"{ci_text(row.ci_low, row.ci_high)}, {p_text(row.p)}")
+
+
 def guideline(a: Analysis) -> list[str]:
-    """Sentences that answer 'how much target data is enough', each with effect, CI and p."""
+    """Sentences that answer 'how much target data is enough', each with effect, CI, p and margin."""
     sentences = []
-    k = a.test_subjects
-    for strategy, part in a.summary.groupby("strategy", sort=True):
-        ns = sorted(part["n"].unique())
-        lv = part[part["metric"] == "dice_lv"].set_index("n")
-        my = part[part["metric"] == "dice_my"].set_index("n")
-        first, last = ns[0], ns[-1]
-        text = (f"**{strategy}**: fine-tuning on {lv.loc[first, 'labelled_images']:.0f} labelled images "
-                f"from {first} subject{'s' if first > 1 else ''} gave LV Dice {lv.loc[first, 'mean']:.3f} "
-                f"(95% CI {ci_text(lv.loc[first, 'ci_low'], lv.loc[first, 'ci_high'])}) and MY Dice "
-                f"{my.loc[first, 'mean']:.3f} on {k} unseen test subjects")
-        if len(a.versus_base):
-            vb = a.versus_base[(a.versus_base["strategy"] == strategy) & (a.versus_base["n"] == first)]
-            vb_lv, vb_my = (vb[vb["metric"] == m].iloc[0] for m in ("dice_lv", "dice_my"))
-            base_lv = a.base[a.base["metric"] == "dice_lv"]["mean"].iloc[0]
-            base_my = a.base[a.base["metric"] == "dice_my"]["mean"].iloc[0]
-            text += (f", against {base_lv:.3f} / {base_my:.3f} for the source-only base model (LV difference "
-                     f"{signed(vb_lv.difference)}, 95% CI {ci_text(vb_lv.ci_low, vb_lv.ci_high)}, better in "
-                     f"{vb_lv.better} of {vb_lv.units} subject-seed pairs, {p_text(vb_lv.p_holm)}; MY "
-                     f"{signed(vb_my.difference)}, {p_text(vb_my.p_holm)})")
-        text += "."
-        if len(ns) > 1:
-            text += (f" With {last} subjects ({lv.loc[last, 'labelled_images']:.0f} images) it reached LV "
-                     f"{lv.loc[last, 'mean']:.3f} (95% CI {ci_text(lv.loc[last, 'ci_low'], lv.loc[last, 'ci_high'])})"
-                     f" and MY {my.loc[last, 'mean']:.3f} "
-                     f"(95% CI {ci_text(my.loc[last, 'ci_low'], my.loc[last, 'ci_high'])}).")
-            enough = int(a.plateau[a.plateau["strategy"] == strategy]["n_enough"].max())
-            steps = a.budgets[(a.budgets["strategy"] == strategy) & (a.budgets["n_small"] >= enough)]
-            if enough < last:
-                detail = "; ".join(
-                    f"{METRIC_NAMES[r.metric]} {r.n_small}→{r.n_large}: {signed(r.difference)}, 95% CI "
-                    f"{ci_text(r.ci_low, r.ci_high)}, {p_text(r.p_holm)}" for r in steps.itertuples())
-                text += (f" Beyond {enough} subjects, more labelled subjects gave no statistically "
-                         f"distinguishable gain after Holm adjustment ({detail}).")
-            else:
-                step = a.budgets[(a.budgets["strategy"] == strategy) & (a.budgets["n_large"] == last)]
-                detail = "; ".join(f"{METRIC_NAMES[r.metric]} {r.n_small}→{r.n_large}: {signed(r.difference)}, "
-                                   f"{p_text(r.p_holm)}" for r in step.itertuples())
-                text += (f" Dice was still rising significantly at the largest budget ({detail}): "
-                         f"more than {last} subjects may pay off.")
-        seed_sd = part.groupby("metric")["seed_sd"].max()
-        text += (f" Seed-to-seed SD of the mean Dice was at most {seed_sd.get('dice_lv', float('nan')):.3f} (LV) "
-                 f"and {seed_sd.get('dice_my', float('nan')):.3f} (MY).")
-        sentences.append(text)
-    for n, part in a.strategies.groupby("n", sort=True) if len(a.strategies) else []:
-        significant = part[part["p_holm"] < 0.05]
-        if len(significant):
-            sentences.append(f"At n = {n}: " + "; ".join(
-                f"{r.a} vs {r.b} ({METRIC_NAMES[r.metric]}): {signed(r.difference)}, 95% CI "
-                f"{ci_text(r.ci_low, r.ci_high)}, {p_text(r.p_holm)}" for r in significant.itertuples()) + ".")
+    margin = a.options.margin
+    ni = a.noninferiority
+    images = a.summary[a.summary["metric"] == "dice_lv"].set_index(["strategy", "n"])["labelled_images"]
+    for row in a.enough.itertuples() if len(a.enough) else []:
+        part = ni[ni["strategy"] == row.strategy]
+        ref_strategy, _, ref_n = row.reference.partition("@")
+        ref_text = config_text(ref_strategy, int(ref_n))
+        if row.n_enough is not None and row.n_enough == row.n_enough:
+            n = int(row.n_enough)
+            chosen = part[part["n"] == n]
+            count = images.get((row.strategy, n), float("nan"))
+            what = (f"**{config_text(row.strategy, n)}**" + (f" ({count:.0f} labelled images)" if count == count else ""))
+            sentences.append(f"{what} is non-inferior to {ref_text} on both LV and MY ("
+                             + "; ".join(_ni_clause(r) for r in chosen.itertuples())
+                             + f"; margin {margin:g}; one-sided t-test on {int(chosen['subjects'].min())} "
+                             f"test subjects, fixed sequence from the largest n).")
         else:
-            sentences.append(f"At n = {n} no two strategies differed significantly (Holm-adjusted, α = 0.05).")
+            first = part[part["tested"]]
+            failing = first[~first["non_inferior"]]
+            shown = failing if len(failing) else first
+            if not len(shown):
+                continue
+            n = int(shown["n"].max())
+            chosen = part[(part["n"] == n) & part["tested"]]
+            what = ("was not shown" if n == 0 else "at no budget studied was shown")
+            sentences.append(f"**{row.strategy}** {what} non-inferior to {ref_text} on both LV and MY "
+                             f"within margin {margin:g} ({config_text(row.strategy, n)}: "
+                             + "; ".join(_ni_clause(r) for r in chosen.itertuples()) + ").")
+    if len(a.versus_base):
+        for strategy, part in a.versus_base.groupby("strategy", sort=True):
+            n = int(part["n"].min())
+            rows = part[part["n"] == n]
+            sentences.append(f"Fine-tuning on {config_text(strategy, n)} against the source-only base model: "
+                             + "; ".join(f"{METRIC_NAMES[r.metric]} {signed(r.difference)}, 95% CI "
+                                         f"{ci_text(r.ci_low, r.ci_high)}, better in {r.better} of {r.subjects} "
+                                         f"test subjects, {p_text(r.p_holm)} (Holm)" for r in rows.itertuples()) + ".")
+    for r in a.curves.itertuples() if len(a.curves) else []:
+        if r.curve is None or r.curve != r.curve or r.metric != "dice_lv":
+            continue
+        unit = "subjects" if r.axis == "subjects" else "labelled images"
+        star = "not reached (the fitted plateau is below the target)" if np.isinf(r.x_star) else f"{r.x_star:.1f} {unit}"
+        interval = (f"95% CI {r.x_star_low:.1f} to " + ("∞" if np.isinf(r.x_star_high) else f"{r.x_star_high:.1f}")
+                    if r.x_star_low == r.x_star_low else "CI n/a")
+        flag = f"; extrapolated beyond the largest budget studied ({r.largest:.0f})" if r.extrapolated else ""
+        sentences.append(f"Learning curve ({r.curve.replace('_', ' ')}, LV) of {r.strategy}: the target "
+                         f"{r.target:.3f} (reference − margin) is reached at {star} ({interval}{flag}).")
+    for r in a.planning.itertuples() if len(a.planning) else []:
+        if r.metric != "dice_lv":
+            continue
+        need = getattr(r, f"subjects_at_{r.seeds}_seeds", None) if r.seeds in stats.planning.SEED_CHOICES else None
+        verdict = "under-powered" if r.power < 0.8 else "adequately powered"
+        sentences.append(f"Power ({r.strategy}, LV): with {r.subjects} test subjects and {r.seeds} seed(s), the study "
+                         f"had {r.power:.0%} power to show non-inferiority within {r.margin:g} if the true "
+                         f"difference were 0 ({verdict})" + (f"; 80% needs {need} test subjects at that many seeds"
+                                                              if need else "") + ".")
+    for n, part in a.strategies.groupby("n", sort=True) if len(a.strategies) else []:
+        significant = part[part["p_holm"] < a.options.alpha]
+        where = f"At n = {n}" if n else "Between methods"
+        if len(significant):
+            sentences.append(f"{where}: " + "; ".join(
+                f"{r.a} vs {r.b} ({METRIC_NAMES[r.metric]}): {signed(r.difference)}, 95% CI "
+                f"{ci_text(r.ci_low, r.ci_high)}, {p_text(r.p_holm)} (Holm)" for r in significant.itertuples()) + ".")
+        else:
+            sentences.append(f"{where} no two strategies differed significantly (Holm-adjusted, α = {a.options.alpha:g}).")
     return sentences
 
 
 def _summary_table(a: Analysis) -> Table:
     rows = []
-    wide = pd.concat([a.base, a.summary]).pivot_table(
-        index=["strategy", "n"], columns="metric",
-        values=["mean", "ci_low", "ci_high", "seed_sd", "labelled_images"], aggfunc="first", dropna=False)
+    both = pd.concat([a.base, a.summary])
+    wide = both.pivot_table(index=["strategy", "n"], columns="metric",
+                            values=["mean", "ci_low", "ci_high", "seed_sd", "labelled_images"], aggfunc="first",
+                            dropna=False)
     for (strategy, n), r in wide.iterrows():
-        cells = [strategy, str(n), f"{r[('labelled_images', 'dice_lv')]:.0f}"]
+        images = r.get(("labelled_images", "dice_lv"), float("nan"))
+        cells = [strategy, str(n), "–" if images != images else f"{images:.0f}"]
         for m in stats.METRICS:
+            if ("mean", m) not in r:
+                cells += ["–"] * 3
+                continue
             cells += [f"{r[('mean', m)]:.3f}", ci_text(r[("ci_low", m)], r[("ci_high", m)]),
                       "–" if r[("seed_sd", m)] != r[("seed_sd", m)] else f"{r[('seed_sd', m)]:.4f}"]
         rows.append(cells)
@@ -172,8 +263,9 @@ def _summary_table(a: Analysis) -> Table:
                  ["strategy", "n", "labelled images", "LV mean", "LV 95% CI", "LV seed SD",
                   "MY mean", "MY 95% CI", "MY seed SD"], rows,
                  "Mean over test subjects of the per-subject mean image Dice (seeds averaged within subject); "
-                 "CI: percentile bootstrap over test subjects (2000 resamples); seed SD: SD over seeds of "
-                 "the mean over subjects. `base` = the pre-trained model without fine-tuning (n = 0).")
+                 "CI: hierarchical bootstrap-t (within each fold: test subjects, then seeds, 2000 resamples; a "
+                 "seed is a training run shared by the fold's subjects); seed SD: SD over seeds of the mean over "
+                 "all test subjects. `base` = the pre-trained model without fine-tuning (n = 0).")
 
 
 def _comparison_table(title: str, table: pd.DataFrame, label_columns: list[tuple[str, str]], note: str) -> Table:
@@ -181,16 +273,112 @@ def _comparison_table(title: str, table: pd.DataFrame, label_columns: list[tuple
     for r in table.itertuples():
         rows.append([str(getattr(r, c)) for _, c in label_columns] + [
             METRIC_NAMES[r.metric], signed(r.difference), ci_text(r.ci_low, r.ci_high),
-            f"{r.better}/{r.units}", p_cell(r.p), p_cell(r.p_holm)])
-    return Table(title, [h for h, _ in label_columns] + ["metric", "difference", "95% CI", "better/pairs",
-                                                          "p", "p (Holm)"], rows, note)
+            "n/a" if r.dz != r.dz else f"{r.dz:.2f}", f"{r.better}/{r.subjects}", p_cell(r.p), p_cell(r.p_holm)])
+    return Table(title, [h for h, _ in label_columns] + ["metric", "difference", "95% CI", "d_z",
+                                                          "better/subjects", "p", "p (Holm)"], rows, note)
+
+
+def _ni_table(a: Analysis) -> Table:
+    rows = []
+    for r in a.noninferiority.itertuples():
+        verdict = "non-inferior" if r.non_inferior else ("not shown" if r.tested else "not tested (sequence stopped)")
+        rows.append([r.strategy, str(r.n), r.reference, METRIC_NAMES[r.metric], signed(r.difference),
+                     ci_text(r.ci_low, r.ci_high), str(r.subjects), p_cell(r.p), p_cell(r.p_tost), verdict])
+    return Table(f"Non-inferiority to the reference (margin {a.options.margin:g})",
+                 ["strategy", "n", "reference", "metric", "difference", "95% CI", "subjects", "p (NI)", "p (TOST)",
+                  "verdict"], rows,
+                 f"Difference = strategy − reference, paired by test subject and seed. p (NI): one-sided t-test of "
+                 f"H0 difference ≤ −{a.options.margin:g}, with the variance of a crossed subjects × training-runs "
+                 "design (with one seed: the paired t-test on subject means); tested from the largest n downwards "
+                 "and stopped at the first failure, so each strategy's claim keeps α = "
+                 f"{a.options.alpha:g} without correction; a claim on both metrics needs both (intersection–union). "
+                 f"p (TOST): equivalence within ±{a.options.margin:g}. The 95% CI is the two-sided t interval. "
+                 f"Margin: {MARGIN_REASON}.")
+
+
+def _curve_table(a: Analysis) -> Table:
+    rows = []
+    for r in a.curves.itertuples():
+        if r.curve is None or r.curve != r.curve:
+            rows.append([r.strategy, METRIC_NAMES[r.metric], r.axis, "–", "–", "–", "–", r.note])
+            continue
+        high = "∞" if np.isinf(r.x_star_high) else f"{r.x_star_high:.1f}"
+        star = "∞" if np.isinf(r.x_star) else f"{r.x_star:.1f}"
+        rows.append([r.strategy, METRIC_NAMES[r.metric], r.axis, r.curve,
+                     f"{r.a:.3f} − {r.b:.3f}·" + ("x^−" if r.curve == "power_law" else "exp(−") + f"{r.c:.3f}"
+                     + ("" if r.curve == "power_law" else "·x)"),
+                     f"{r.target:.3f}", f"{star} ({r.x_star_low:.1f} to {high})" + (" extrapolated" if r.extrapolated else ""),
+                     f"AIC power {r.aic_power_law:.1f}, exp {r.aic_exp_plateau:.1f}. {r.note}".strip()])
+    return Table("Learning curves", ["strategy", "metric", "x", "curve", "fit", "target", "x* (95% CI)", "note"], rows,
+                 "Least-squares fits to subject-level points of an inverse power law a − b·x^−c and an exponential "
+                 "plateau a − b·exp(−c·x), chosen by AIC; x = labelled subjects, or mean labelled images (annotation "
+                 "cost). Target = reference mean − margin. x*: where the curve reaches it; CI: percentile bootstrap "
+                 "over test subjects (500 refits); ∞ = the plateau stays below the target.")
+
+
+def _mixed_tables(a: Analysis) -> list[Table]:
+    out = []
+    for fit in a.mixed:
+        rows = [[r.term, f"{r.coef:.4f}", f"{r.se:.4f}", ci_text(r.ci_low, r.ci_high), p_cell(r.p)]
+                for r in fit.fixed.itertuples()]
+        variances = ", ".join(f"{k} SD {np.sqrt(max(v, 0)):.4f}" for k, v in fit.variances.items())
+        warn = ("Warnings: " + "; ".join(fit.warnings) + ".") if fit.warnings else "No warnings."
+        out.append(Table(f"Mixed model ({METRIC_NAMES[fit.metric]}): {fit.formula}",
+                         ["term", "estimate", "SE", "95% CI", "p"], rows,
+                         f"statsmodels MixedLM (REML), random intercept per test subject"
+                         + (", seed within subject as a variance component" if "seed" in fit.variances else "")
+                         + f"; {fit.observations} subject-level rows, {fit.subjects} subjects; converged: "
+                         f"{'yes' if fit.converged else 'no'}. Variance components: {variances}. {warn} "
+                         "Model-based summary; the verdicts above come from the paired tests."))
+    return out
+
+
+def _planning_table(a: Analysis) -> Table:
+    rows = []
+    for r in a.planning.itertuples():
+        needed = [getattr(r, f"subjects_at_{s}_seeds") for s in stats.planning.SEED_CHOICES]
+        rows.append([r.strategy, METRIC_NAMES[r.metric], r.reference, f"{r.sd_between:.4f}", f"{r.sd_within:.4f}",
+                     f"{r.subjects} / {r.seeds}", f"{r.power:.2f}"] +
+                    [">10000" if v is None or v != v else str(int(v)) for v in needed])
+    return Table("Planning: test subjects needed for 80% power",
+                 ["strategy", "metric", "reference", "SD between subjects", "SD seed-to-seed", "subjects / seeds",
+                  "power now"] + [f"subjects at {s} seeds" for s in stats.planning.SEED_CHOICES], rows,
+                 f"Power of the one-sided non-inferiority t-test (margin {a.options.margin:g}, α = {a.options.alpha:g}) "
+                 "if the true difference is 0, from the variance components of this study's paired differences "
+                 "(statsmodels TTestPower with SD² = between² + seed-to-seed² / seeds). With one seed the seed-to-seed "
+                 "part cannot be separated and is folded into the between-subject SD.")
+
+
+def _image_table(a: Analysis) -> Table:
+    rows = [[r.strategy, str(r.n), r.reference, METRIC_NAMES[r.metric], str(r.images), signed(r.mean_difference),
+             f"{r.V:.0f}", p_cell(r.p)] for r in a.image_level.itertuples()]
+    return Table("Image level (descriptive only)", ["strategy", "n", "reference", "metric", "image pairs",
+                                                    "mean difference", "V", "p"], rows,
+                 "Per-image paired Wilcoxon signed-rank as R's wilcox.test(paired = TRUE) computes it (zeros dropped, "
+                 "normal approximation with tie and continuity correction; V = sum of positive ranks). Images of one "
+                 "subject are strongly correlated, so these p-values overstate the evidence and give no verdict; "
+                 "they are shown to compare with analyses published at image level.")
+
+
+def _extra_table(a: Analysis) -> Table:
+    names = {"dice3d_lv": "3D Dice LV", "dice3d_my": "3D Dice MY", "edv_error_ml": "|EDV error| (ml)",
+             "esv_error_ml": "|ESV error| (ml)", "ef_error_pct": "|EF error| (%-points)"}
+    rows = [[r.strategy, str(r.n), names[r.metric], f"{r.mean:.3f}", ci_text(r.ci_low, r.ci_high)]
+            for r in a.extra.itertuples()]
+    return Table("3D Dice and clinical volumes", ["strategy", "n", "metric", "mean", "95% CI"], rows,
+                 "3D Dice: over all of a subject's labelled images (pixel counts summed). Volumes: LV blood pool at ED "
+                 "and ES, pixels × voxel volume summed over slices, from the prediction and the reference; EF = "
+                 "(EDV − ESV) / EDV; absolute errors per subject, averaged over subjects (CI as above).")
 
 
 def tables(a: Analysis) -> list[Table]:
-    paired_note = ("Paired by (test subject, seed); Wilcoxon signed-rank, two-sided, zeros dropped; Holm "
-                   "correction within this table. Difference = mean over subjects; CI by bootstrap over subjects, "
-                   "not adjusted for multiplicity (so a CI can exclude 0 while the Holm-adjusted p exceeds 0.05).")
+    paired_note = ("Paired by test subject and seed; difference = mean over subjects of the seed-averaged paired "
+                   f"difference; 95% CI: t interval with the crossed subjects × training-runs variance; test: "
+                   f"{TEST_TEXT[a.options.test]}; Holm correction within this table. d_z = difference / SD of the "
+                   "subject-level differences.")
     out = [_summary_table(a)]
+    if len(a.noninferiority):
+        out.append(_ni_table(a))
     if len(a.versus_base):
         out.append(_comparison_table("Fine-tuned vs source-only base model", a.versus_base,
                                      [("strategy", "strategy"), ("n", "n")], paired_note))
@@ -199,15 +387,69 @@ def tables(a: Analysis) -> list[Table]:
                                      [("strategy", "strategy"), ("from n", "n_small"), ("to n", "n_large")],
                                      paired_note + " Subjects are nested across n at each seed."))
     if len(a.strategies):
-        out.append(_comparison_table("Strategies at equal n", a.strategies,
-                                     [("n", "n"), ("a", "a"), ("b", "b")], paired_note + " Difference = a − b."))
+        note = paired_note + " Difference = a − b."
+        if len(a.friedman):
+            note += " Friedman omnibus over subject means: " + "; ".join(
+                f"n = {r.n} {METRIC_NAMES[r.metric]}: χ²({r.df}) = {r.statistic:.2f}, {p_text(r.p)}"
+                for r in a.friedman.itertuples()) + " (it treats subjects as independent, see the caveats)."
+        out.append(_comparison_table("Strategies at equal n", a.strategies, [("n", "n"), ("a", "a"), ("b", "b")], note))
+    if len(a.curves) and a.curves["curve"].notna().any():
+        out.append(_curve_table(a))
+    out += _mixed_tables(a)
+    if len(a.planning):
+        out.append(_planning_table(a))
+    if len(a.extra):
+        out.append(_extra_table(a))
+    if len(a.image_level):
+        out.append(_image_table(a))
+    out.append(_image_means_table(a))
     return out
 
 
+def _image_means_table(a: Analysis) -> Table:
+    rows = [[strategy, str(n)] + [f"{r[(m, 'mean')]:.3f} ({r[(m, 'count')]:.0f})" for m in stats.METRICS]
+            for (strategy, n), r in a.image_means.iterrows()]
+    return Table("Per-image mean Dice (descriptive)", ["strategy", "n", "LV mean (images)", "MY mean (images)"], rows,
+                 "Mean over all test images pooled across subjects and seeds, as published studies report it; "
+                 "subjects with more images weigh more. The subject-level means above are the estimates.")
+
+
+TEST_TEXT = {
+    "t": "two-sided t-test with the crossed variance (with one seed: paired t-test on subject means)",
+    "wilcoxon": "Wilcoxon signed-rank on subject means (zeros dropped; exact for small samples)",
+    "permutation": "sign-flip permutation test of the mean of subject means (exact up to 16 subjects)",
+}
+
+
 def settings_lines(a: Analysis) -> list[str]:
+    common = [
+        f"Statistics: unit = test subject ({a.test_subjects}); image Dice averaged within subject and run, then "
+        f"seeds within subject. Guideline: non-inferiority to {_reference_text(a)} within margin "
+        f"{a.options.margin:g} ({MARGIN_REASON}), one-sided α = {a.options.alpha:g}. Two-sided comparisons: "
+        f"{TEST_TEXT[a.options.test]}. Software: scipy {metadata.version('scipy')}, statsmodels "
+        f"{metadata.version('statsmodels')}.",
+        f"Dice: per 2D image, classes LV blood pool and LV myocardium; empty-mask convention "
+        f"`{a.options.empty}`: {EMPTY_TEXT[a.options.empty]}.",
+    ]
+    if a.settings.get("kind") == "table":
+        s = a.settings
+        return [f"Input: per-image results made elsewhere ({', '.join(s['files'])}); {s['rows']} image rows"
+                f"{' of set ' + repr(s['set']) if s.get('set') else ''}; subject from {s['subject_from']}, "
+                f"method from column `{s['method_column']}`; {'Dice from confusion counts' if s['counts'] else 'Dice columns as given'}."
+                ] + common
+    return _study_lines(a) + common
+
+
+def _reference_text(a: Analysis) -> str:
+    if a.reference:
+        return config_text(*a.reference)
+    return "each strategy's own largest n (no all_frames in the study; set one with --reference)"
+
+
+def _study_lines(a: Analysis) -> list[str]:
     s = a.settings
     t, p = s["train"], s["pretrain"]
-    split = s["split"]
+    splits = s.get("splits") or [s["split"]]
     try:
         smp_version = metadata.version("segmentation-models-pytorch")
         torch_version = metadata.version("torch")
@@ -220,13 +462,22 @@ def settings_lines(a: Analysis) -> list[str]:
     else:
         data = (f"Data: built-in cine phantom, target domain (7T GRE-like), {s['target_subjects']} subjects "
                 f"(data seed {s['data_seed']}); dataset fingerprint `{s['dataset']}`.")
+    if len(splits) > 1:
+        split_text = (f"Cross-validation over subjects, {len(splits)} folds (split seed {s['split_seed']}): every "
+                      f"subject is a test subject once ({len(splits[0]['test'])} per fold); per fold "
+                      f"{len(splits[0]['validation'])} validation subjects taken from the training side and "
+                      f"{len(splits[0]['pool'])} in the training pool; test and validation subjects never enter a "
+                      "training subset of their fold.")
+    else:
+        split = splits[0]
+        split_text = (f"Split by subject (split seed {s['split_seed']}): {len(split['pool'])} in the training pool, "
+                      f"{len(split['validation'])} validation, {len(split['test'])} test "
+                      f"({', '.join(split['test'])}); test and validation subjects never enter a training subset.")
     return [
         data,
-        f"Split by subject (split seed {s['split_seed']}): {len(split['pool'])} in the training pool, "
-        f"{len(split['validation'])} validation, {len(split['test'])} test "
-        f"({', '.join(split['test'])}); test and validation subjects never enter a training subset.",
+        split_text,
         f"Strategies: {', '.join(s['strategies'])}; n = {', '.join(map(str, s['ns']))} subjects; "
-        f"{s['seeds']} seeds per configuration (seeds {s['first_seed']}–{s['first_seed'] + s['seeds'] - 1}). "
+        f"{s['seeds']} seeds per configuration and fold (seeds {s['first_seed']}–{s['first_seed'] + s['seeds'] - 1}). "
         "At each seed the subjects drawn are the same for every strategy and nested across n.",
         f"Base model: U-Net ({t['encoder']} encoder, decoder widths "
         f"{', '.join(map(str, t['decoder_channels']))}; segmentation-models-pytorch {smp_version}) pre-trained on "
@@ -239,38 +490,61 @@ def settings_lines(a: Analysis) -> list[str]:
         f"(zero-padded to square, resampled, scaled per image to its 1st-99th percentiles). Augmentation: "
         f"flips, rotation ±{t['rotate_deg']:g}°, zoom up to {t['zoom']:g}, brightness/contrast "
         f"±{t['brightness']:g}/{t['contrast']:g}. Precision {t['precision']} (autocast), channels_last "
-        f"{t['channels_last']}.",
-        f"Dice: per 2D image after argmax at {t['size']} px, classes LV blood pool and LV myocardium; "
-        f"empty-mask convention `{s['empty']}`: {EMPTY_TEXT[s['empty']]}. RV is not a learned class.",
+        f"{t['channels_last']}. Dice after argmax at {t['size']} px; RV is not a learned class.",
         f"Software: torch {torch_version}, Python {platform.python_version()}.",
     ]
 
 
 def caveats(a: Analysis) -> list[str]:
-    return [
-        f"The unit of analysis is the test subject; there are {a.test_subjects}. p-values pair (test subject, "
-        "seed) units, so they say whether a difference exceeds training-seed noise on these test subjects, "
-        "not whether it would hold on new subjects. Percentile-bootstrap intervals over so few subjects "
-        "are narrower than nominal; read them as descriptive.",
-    ] + ([] if a.settings.get("data") else [
-        "The data are a synthetic phantom: absolute Dice values say nothing about real scanners; the "
-        "shape of the learning curve and the ranking of strategies are what the phantom is for."])
+    out = []
+    k = a.test_subjects
+    if k < 6:
+        out.append(
+            f"Only {k} test subjects: a rank or sign-flip test over subjects cannot reach p < "
+            f"{2 / 2 ** k:.3f} two-sided ({1 / 2 ** k:.3f} one-sided), so subject-level verdicts rest on a t-test "
+            f"with {k - 1} degrees of freedom and its normality assumption, which {k} values cannot check. A "
+            "verdict of 'not shown' here is a statement about the evidence, not about the methods.")
+    if a.seeds <= 1:
+        out.append("One training run per configuration: the seed-to-seed variance is unknown, so differences "
+                   "between methods mix method and training noise; the tests are conditional on these runs.")
+    if len(a.friedman):
+        out.append("Friedman and the rank/sign-flip options treat subject means as independent; when several test "
+                   "subjects share a training run (seeds within a fold) that understates the variance. The default "
+                   "t-test adds the shared-run term; in simulation with the phantom's variance components it keeps "
+                   "α, the rank test does not.")
+    if not a.settings.get("data") and a.settings.get("kind") != "table":
+        out.append("The data are a synthetic phantom: absolute Dice values say nothing about real scanners; the "
+                   "shape of the learning curve and the ranking of strategies are what the phantom is for.")
+    return out
 
 
-def render(study_dir: Path) -> tuple[Path, Path]:
+def render(study_dir: Path, options: Options | None = None) -> tuple[Path, Path]:
     """Write report.md (figure beside it) and a self-contained report.html into the study folder."""
     study_dir = Path(study_dir)
-    a = analyse(study_dir)
-    png = learning_curves(a.summary, a.base)
-    (study_dir / "learning_curves.png").write_bytes(png)
+    return write(analyse(study_dir, options), study_dir, "Data-efficiency study")
+
+
+def write(a: Analysis, folder: Path, title: str) -> tuple[Path, Path]:
+    """report.md, report.html and the tidy tables (csv) of an analysis, into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    figure = a.summary["n"].nunique() > 1
+    png = learning_curves(a.summary, a.base) if figure else None
+    if png:
+        (folder / "learning_curves.png").write_bytes(png)
+    tables_dir = folder / "tables"
+    tables_dir.mkdir(exist_ok=True)
+    a.image_means.to_csv(tables_dir / "image_means.csv")
+    for name in ("summary", "base", "extra", "noninferiority", "enough", "versus_base", "budgets", "strategies",
+                 "friedman", "curves", "planning", "image_level"):
+        getattr(a, name).to_csv(tables_dir / f"{name}.csv", index=False)
     env = jinja2.Environment(loader=jinja2.PackageLoader("reports", "templates"), autoescape=False,
                              trim_blocks=True, lstrip_blocks=True)
     context = {"guideline": guideline(a), "tables": tables(a), "settings": settings_lines(a),
-               "caveats": caveats(a), "failed": a.failed, "title": "Data-efficiency study",
+               "caveats": caveats(a), "failed": a.failed, "title": title,
                "data_warnings": a.settings.get("data_warnings", []),
-               "figure_b64": base64.b64encode(png).decode()}
-    md = study_dir / "report.md"
-    html = study_dir / "report.html"
+               "figure_b64": base64.b64encode(png).decode() if png else None}
+    md = folder / "report.md"
+    html = folder / "report.html"
     md.write_text(env.get_template("report.md.j2").render(**context))
     env.autoescape = True
     html.write_text(env.get_template("report.html.j2").render(markdown_bold=_bold, **context))

@@ -26,6 +26,7 @@ from harness.stats.tables import BASE, by_seed, configurations, paired_by_seed, 
 
 TESTS = ("t", "wilcoxon", "permutation")
 EXACT_SIGN_FLIPS = 2 ** 16  # enumerate all sign patterns up to 16 subjects, else sample
+MIN_BOOTSTRAP_UNITS = 10
 
 
 def expanded_percentiles(level: float, units: int) -> tuple[float, float]:
@@ -125,15 +126,18 @@ def mean_ci(matrix: pd.DataFrame, n_boot: int = 2000, level: float = 0.95,
     Bootstrap-t over the design: within each fold, subjects with replacement, then seeds with replacement
     (a drawn seed is a whole training run, shared by the fold's subjects); each replicate is studentised by
     the crossed standard error (`mean_and_variance`), so shared run noise and few subjects are both allowed
-    for. With one seed it is a bootstrap-t over subjects.
+    for. With one seed it is a bootstrap-t over subjects; below 10 subjects (where resamples repeat one or
+    two subjects and studentising breaks down) it is the t interval.
     """
     blocks = _blocks(matrix)
     units = sum(b.shape[0] for b in blocks)
     if units == 0:
         return float("nan"), float("nan"), float("nan")
-    mean, var, _ = (float(x) for x in mean_and_variance(blocks))
+    mean, var, dof = (float(x) for x in mean_and_variance(blocks))
     if units < 3 or not var > 0:
         return mean, float("nan"), float("nan")
+    if units < MIN_BOOTSTRAP_UNITS:  # resamples of a handful of subjects are degenerate: the t interval
+        return (mean, *t_interval({"mean": mean, "se": np.sqrt(var), "df": dof}, level))
     rng = rng or np.random.default_rng(0)
     drawn = []
     for b in blocks:
@@ -374,4 +378,31 @@ def enough(table: pd.DataFrame) -> pd.DataFrame:
         rows.append({"strategy": strategy, "reference": group["reference"].iloc[0],
                      **{f"n_{m}": v for m, v in per_metric.items()},
                      "n_enough": max(values) if values and None not in values else None})
+    return pd.DataFrame(rows)
+
+
+def image_level_comparisons(images: pd.DataFrame, reference: tuple[str, int] | None, metric: str) -> pd.DataFrame:
+    """Descriptive only: each configuration against the reference over paired images (same seed, fold and
+    image), with the per-image Wilcoxon as R computes it. Shown to compare with published image-level
+    analyses; images of one subject are not independent, so these p-values carry no verdict."""
+    if reference is None or metric not in images:
+        return pd.DataFrame()
+    key = ["seed", "fold", "subject"] + (["image"] if "image" in images else ["slice", "frame"])
+    key = [k for k in key if k in images]
+
+    def pick(config: tuple[str, int]) -> pd.Series:
+        part = images[(images["strategy"] == config[0]) & (images["n"] == config[1])]
+        return part.set_index(key)[metric]
+
+    right = pick(reference)
+    rows = []
+    for config in configurations(images):
+        if config == reference or config[0] == BASE:
+            continue
+        left = pick(config)
+        joined = pd.concat([left.rename("a"), right.rename("b")], axis=1, join="inner").dropna()
+        if len(joined) < 2:
+            continue
+        rows.append({"strategy": config[0], "n": config[1], "reference": f"{reference[0]}@{reference[1]}",
+                     "metric": metric, **image_level_wilcoxon((joined["a"] - joined["b"]).to_numpy())})
     return pd.DataFrame(rows)

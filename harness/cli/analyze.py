@@ -1,0 +1,37 @@
+"""`harness analyze`: the statistics and report on per-image results produced elsewhere."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+from harness.cli.report import add_statistics_arguments, options_from
+
+HELP = "statistics and report on per-image results made elsewhere (CSV/TSV: Dice or confusion counts)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", nargs="+", type=Path, help="CSV/TSV files, one row per image (all are joined)")
+    p.add_argument("--out", type=Path, required=True, help="folder for report.md, report.html and tables/")
+    p.add_argument("--set", default="test", help="keep rows whose `set` column has this value (default: test)")
+    p.add_argument("--method-column", help="column naming the method (default: method, strategy or methodB)")
+    p.add_argument("--empty", default="both-one", choices=["both-one", "ignore"],
+                   help="empty-mask convention when Dice is computed from counts (default: both-one, as published)")
+    p.add_argument("--base", metavar="METHOD",
+                   help="the method that is the source-only model without fine-tuning (compared as `base`)")
+    add_statistics_arguments(p)
+
+
+def execute(args: argparse.Namespace, console: Console) -> int:
+    from harness.results import read_results
+    from reports.render import analyse_images, write
+
+    table = read_results(args.files, args.set, args.method_column, args.base)
+    methods = sorted(table.images["strategy"].unique())
+    console.print(f"{table.description['rows']} images, {table.images['subject'].nunique()} subjects, "
+                  f"methods: {', '.join(methods)}", highlight=False)
+    analysis = analyse_images(table.images, table.description, options_from(args, empty=args.empty))
+    md, html = write(analysis, args.out, "Analysis of per-image results")
+    console.print(f"report: {md}\n        {html}")
+    return 0

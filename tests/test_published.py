@@ -1,0 +1,77 @@
+"""Known answers from the published 7T study's per-image confusion tables (../shared/data/cmr-seg-tl)."""
+from __future__ import annotations
+
+import pytest
+
+from harness import stats
+from harness.cli import main
+from harness.results import read_results
+from tests.conftest import shared
+
+TABLES = "cmr-seg-tl/confusion_tables"
+FILES = {"all_frames": "confusion_WS_doubleTransferLearn.tsv", "ed_es": "confusion_WS_doubleTL-esed.tsv",
+         "base": "confusion_WS_base.tsv", "second_expert": "confusion_WS_TR.tsv"}
+
+
+@pytest.fixture(scope="module")
+def published():
+    folder = shared(TABLES)
+    table = read_results([folder / f for f in FILES.values()], base="baseModel")
+    return stats.with_dice(table.images)
+
+
+def test_per_image_means_are_the_published_numbers(published):
+    means = published.groupby("strategy")[["dice_lv", "dice_my"]].mean().round(3)
+    assert means.loc["doubleTransferLearn"].tolist() == [0.900, 0.791]
+    assert means.loc["doubleTransferLearn_esed"].tolist() == [0.908, 0.805]
+    assert means.loc["base"].tolist() == [0.835, 0.670]
+    assert means.loc["scaled_masks_TR"].tolist() == [0.939, 0.813]
+    assert published.groupby("strategy").size().unique().tolist() == [955]
+    assert sorted(published["subject"].unique()) == ["26", "27", "28"]
+
+
+def test_image_level_wilcoxon_equals_r(published):
+    """R 4.2.2: wilcox.test(esed, all, paired = TRUE) on the 955 test images (exact = NULL picks the normal
+    approximation with continuity correction because of ties and zeros)."""
+    wide = published.pivot_table(index="image", columns="strategy", values=["dice_lv", "dice_my"])
+    r_results = {"dice_lv": (147705, 4.9778932594396473e-05), "dice_my": (151160, 4.265064923137357e-05)}
+    for metric, (v, p) in r_results.items():
+        d = (wide[(metric, "doubleTransferLearn_esed")] - wide[(metric, "doubleTransferLearn")]).to_numpy()
+        result = stats.image_level_wilcoxon(d)
+        assert result["V"] == v
+        assert result["p"] == pytest.approx(p, rel=1e-9)
+
+
+def test_subject_level_noninferiority_of_ed_es_is_the_published_weak_verdict(published):
+    scores = stats.subject_scores(published)
+    for metric, p in (("dice_lv", 0.051), ("dice_my", 0.035)):
+        table = stats.noninferiority_table(scores, metric, ("doubleTransferLearn", 0), margin=0.02)
+        row = table.set_index("strategy").loc["doubleTransferLearn_esed"]
+        assert round(row["p"], 3) == p and row["subjects"] == 3
+        assert row["ci_low"] < -0.02  # the 95% interval still reaches beyond the margin
+
+
+def test_analyze_command_writes_the_verdict_and_why_it_is_weak(tmp_path, capsys):
+    folder = shared(TABLES)
+    out = tmp_path / "report"
+    code = main(["analyze", *(str(folder / f) for f in FILES.values()), "--reference", "doubleTransferLearn",
+                 "--base", "baseModel", "--out", str(out)])
+    assert code == 0
+    text = (out / "report.md").read_text()
+    assert ("**doubleTransferLearn_esed** was not shown non-inferior to doubleTransferLearn on both LV and MY "
+            "within margin 0.02 (doubleTransferLearn_esed: LV difference +0.006, 95% CI -0.033 to 0.046, "
+            "p = 0.051; MY difference +0.012") in text
+    assert "Only 3 test subjects: a rank or sign-flip test over subjects cannot reach p < 0.250" in text
+    assert "| doubleTransferLearn | 0 | 0.900 (955) | 0.791 (955) |" in text
+    assert "Image level (descriptive only)" in text and (out / "report.html").exists()
+    assert (out / "tables" / "noninferiority.csv").exists()
+
+
+def test_analyze_names_the_missing_columns(tmp_path):
+    bad = tmp_path / "results.csv"
+    bad.write_text("image,method,score\n1_slice001_frame001,a,0.9\n")
+    from harness.errors import DataError
+
+    with pytest.raises(DataError, match="needs Dice columns dice_lv and dice_my, or confusion counts"):
+        read_results([bad])
+    assert main(["analyze", str(bad), "--out", str(tmp_path / "o")]) == 2
