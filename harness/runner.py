@@ -43,7 +43,8 @@ class StudySettings:
     strategies: tuple[str, ...] = ("ed_es",)
     params: dict[str, dict[str, str]] = field(default_factory=dict)  # strategy -> parameter -> text
     ns: tuple[int, ...] = (2, 5, 10)
-    seeds: int = 3
+    seeds: int = 2
+    folds: int = 3  # cross-validation over subjects; 1 = one split with `test_subjects` test subjects
     first_seed: int = 0
     target_subjects: int = 24
     source_subjects: int = 16
@@ -65,10 +66,33 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def stream_seeds(seed: int) -> dict[str, int]:
-    """Independent seeds for each source of randomness of a run, derived from its one seed."""
-    children = np.random.SeedSequence(seed).spawn(len(STREAMS))
+def stream_seeds(seed: int, fold: int = 0) -> dict[str, int]:
+    """Independent seeds for each source of randomness of a run, derived from its seed (and fold: other
+    folds draw from other pools, so they get their own streams; fold 0 keeps the single-split streams)."""
+    entropy = seed if fold == 0 else (seed, fold)
+    children = np.random.SeedSequence(entropy).spawn(len(STREAMS))
     return {name: int(child.generate_state(1)[0]) for name, child in zip(STREAMS, children)}
+
+
+def fold_splits(subjects: list[str], settings: StudySettings) -> list[dict[str, list[str]]]:
+    """Per fold: test, validation and training-pool subjects. With K folds the subjects are partitioned so
+    that each is a test subject exactly once; validation subjects come from the training side of the fold."""
+    if settings.folds <= 1:
+        return [split_subjects(subjects, settings)]
+    k = settings.folds
+    order = np.random.default_rng(settings.split_seed).permutation(len(subjects))
+    shuffled = [subjects[i] for i in order]
+    parts = np.array_split(np.arange(len(shuffled)), k)
+    splits = []
+    for f in range(k):
+        test = [shuffled[i] for i in parts[f]]
+        rest = [shuffled[i] for i in np.concatenate([parts[g] for g in range(k) if g != f])]
+        if len(test) < 1 or len(rest) < settings.val_subjects + 1:
+            raise UsageError(f"{len(subjects)} subjects cannot make {k} folds with {settings.val_subjects} validation "
+                             f"and at least 1 training subject each; use fewer --folds or --val-subjects")
+        splits.append({"pool": sorted(rest[settings.val_subjects:]), "validation": sorted(rest[:settings.val_subjects]),
+                       "test": sorted(test)})
+    return splits
 
 
 def split_subjects(subjects: list[str], settings: StudySettings) -> dict[str, list[str]]:
@@ -108,16 +132,22 @@ def base_fingerprint(settings: StudySettings) -> str:
 
 
 def plan(settings: StudySettings, strategies: dict[str, SamplingStrategy], dataset: CineDataset,
-         split: dict[str, list[str]], base: str) -> list[RunSpec]:
-    """The grid, base-model evaluation first, then by n, seed and strategy (small runs first)."""
-    common = {"fold": 0, "dataset": dataset.fingerprint, "split": split, "base_model": base,
-              "train": settings.train.to_dict()}
-    specs = [RunSpec(strategy=BASE, n=0, seed=0, params={}, streams=stream_seeds(0), **common)]
+         splits: list[dict[str, list[str]]], base: str) -> list[RunSpec]:
+    """The grid, base-model evaluations first, then by n, seed, fold and strategy (small runs first).
+    Run streams derive from (seed, fold): strategies at one seed and fold share their subject draws."""
+    def common(fold: int) -> dict[str, Any]:
+        return {"fold": fold, "dataset": dataset.fingerprint, "split": splits[fold], "base_model": base,
+                "train": settings.train.to_dict()}
+
+    specs = [RunSpec(strategy=BASE, n=0, seed=0, params={}, streams=stream_seeds(0), **common(f))
+             for f in range(len(splits))]
     for n in sorted(settings.ns):
         for seed in range(settings.first_seed, settings.first_seed + settings.seeds):
-            for name, strategy in strategies.items():
-                specs.append(RunSpec(strategy=name, n=n, seed=seed, params=registry.parameters(strategy),
-                                     streams=stream_seeds(seed), **common))
+            for fold in range(len(splits)):
+                streams = stream_seeds(seed, fold)
+                for name, strategy in strategies.items():
+                    specs.append(RunSpec(strategy=name, n=n, seed=seed, params=registry.parameters(strategy),
+                                         streams=streams, **common(fold)))
     return specs
 
 
@@ -158,8 +188,11 @@ class Study:
         self.cache = cache or cache_dir()
         self.strategies = load_strategies(settings)
         evaluate.dice(0, 0, 0, settings.empty)  # validates the convention before any work
+        if settings.folds < 1:
+            raise UsageError(f"--folds {settings.folds}: need at least 1 (1 = a single train/test split)")
         if settings.data is None:  # the phantom's size is known before it is made
-            held_out = settings.test_subjects + settings.val_subjects
+            test = -(-settings.target_subjects // settings.folds) if settings.folds > 1 else settings.test_subjects
+            held_out = test + settings.val_subjects
             check_budgets(settings.ns, settings.target_subjects - held_out, settings.test_subjects,
                           settings.val_subjects)
         if not self.base_path()[0].exists():  # pre-training will need the weights: fail now, not later
@@ -228,11 +261,12 @@ class Study:
         s = self.settings
         started = time.perf_counter()
         target = self.load_target()
-        split = split_subjects(target.subjects, s)
-        check_budgets(s.ns, len(split["pool"]), len(split["test"]), len(split["validation"]))
+        splits = fold_splits(target.subjects, s)
+        for split in splits:
+            check_budgets(s.ns, len(split["pool"]), len(split["test"]), len(split["validation"]))
         base_path, base_key = self.base_model()
-        specs = plan(s, self.strategies, target, split, base_key)
-        self.store.write_study({**s.to_dict(), "split": split, "base_model": base_key,
+        specs = plan(s, self.strategies, target, splits, base_key)
+        self.store.write_study({**s.to_dict(), "split": splits[0], "splits": splits, "base_model": base_key,
                                 "dataset": target.fingerprint, "dataset_name": target.name,
                                 "data_warnings": data_warnings(target),
                                 "subjects_total": len(target.subjects),

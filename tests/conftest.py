@@ -9,7 +9,8 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 # A study small enough to train in seconds on 2 CPU cores; the numbers mean nothing, the plumbing is real.
 TINY_RUN = ["--size", "64", "--steps", "3", "--pretrain-steps", "4", "--target-subjects", "6",
-            "--source-subjects", "3", "--test-subjects", "2", "--seeds", "2"]
+            "--source-subjects", "3", "--test-subjects", "2", "--seeds", "2",
+            "--folds", "1"]
 
 
 @pytest.fixture(autouse=True)

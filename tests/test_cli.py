@@ -139,3 +139,29 @@ def test_a_failing_run_is_recorded_and_the_grid_goes_on(monkeypatch, tmp_path, c
     failed = [json.loads(p.read_text()) for p in (out / "runs").glob("*n2*/status.json")]
     assert [f["state"] for f in failed] == ["failed", "failed"]
     assert "this strategy refuses n=2" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_cross_validation_tests_every_subject_once_and_keeps_validation_on_the_training_side(tmp_path, cache):
+    out = tmp_path / "cv"
+    args = ["run", "--strategy", "ed_es", "--n", "1", "--out", str(out), "--cache-dir", str(cache),
+            *TINY_RUN[:-2], "--folds", "3", "--seeds", "1", "--val-subjects", "1"]
+    assert main(args) == 0
+    study = json.loads((out / "study.json").read_text())
+    splits = study["splits"]
+    tested = [s for split in splits for s in split["test"]]
+    assert sorted(tested) == sorted(set(tested)) and len(tested) == 6  # every subject exactly once
+    for split in splits:
+        assert not set(split["validation"]) & set(split["test"])
+        assert not set(split["pool"]) & (set(split["test"]) | set(split["validation"]))
+    runs = [json.loads(p.read_text()) for p in (out / "runs").glob("*/spec.json")]
+    assert sorted((r["strategy"], r["fold"]) for r in runs) == sorted(
+        [("base", f) for f in range(3)] + [("ed_es", f) for f in range(3)])
+    for folder in (out / "runs").iterdir():
+        spec = json.loads((folder / "spec.json").read_text())
+        images = pd.read_csv(folder / "images.csv")
+        assert set(images["subject"]) == set(splits[spec["fold"]]["test"])
+        selection = pd.read_csv(folder / "selection.csv")
+        assert set(selection["subject"]) <= set(splits[spec["fold"]]["pool"])
+    md = (out / "report.md").read_text()
+    assert "Cross-validation over subjects, 3 folds" in md

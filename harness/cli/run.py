@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from harness.cli.data import add_data_arguments
+from harness.cli.report import add_statistics_arguments, options_from
 from harness.cli.options import add_model_arguments, parse_ns, parse_params, parse_strategies, settings_from
 from harness.errors import UsageError
 from harness.runner import Study
@@ -22,7 +23,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_arguments(p)
     p.add_argument("--strategy", default="ed_es", help="strategy name(s), comma list, or 'all' (default ed_es)")
     p.add_argument("--n", default="2,5,10", help="labelled-subject budgets, comma list (default 2,5,10)")
-    p.add_argument("--seeds", type=int, default=3, help="repeats per configuration (default 3)")
+    p.add_argument("--seeds", type=int, default=2, help="repeats per configuration and fold (default 2)")
+    p.add_argument("--folds", type=int, default=3,
+                   help="cross-validation over subjects: every subject is a test subject once (default 3; "
+                        "1 = one split with --test-subjects)")
     p.add_argument("--out", default="studies/default", help="study folder (default studies/default)")
     p.add_argument("--strategy-param", action="append", default=[], metavar="STRATEGY.KEY=VALUE",
                    help="set a strategy parameter, e.g. subject_random.per_subject=20 (repeatable)")
@@ -34,8 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-subjects", type=int, default=2, help="held-out validation subjects (default 2)")
     p.add_argument("--source-subjects", type=int, default=16,
                    help="phantom source-domain subjects for pre-training the base model (default 16)")
-    p.add_argument("--test-subjects", type=int, default=8, help="held-out test subjects (default 8)")
+    p.add_argument("--test-subjects", type=int, default=8, help="held-out test subjects with --folds 1 (default 8)")
     add_model_arguments(p)
+    add_statistics_arguments(p)
 
 
 def execute(args: argparse.Namespace, console: Console) -> int:
@@ -44,6 +49,7 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     train = {} if args.steps is None else {"steps_frozen": args.steps, "steps_unfrozen": args.steps}
     study = {"data": args.data, "data_format": args.format, "labels": args.labels, "skip_bad": args.skip_bad,
              "strategies": parse_strategies(args.strategy), "ns": parse_ns(args.n), "seeds": args.seeds,
+             "folds": args.folds,
              "params": parse_params(args.strategy_param), "empty": args.empty,
              "target_subjects": args.target_subjects, "source_subjects": args.source_subjects,
              "test_subjects": args.test_subjects, "val_subjects": args.val_subjects}
@@ -54,7 +60,7 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     summary = study.run()
     from reports.render import render
 
-    md, html = render(store.root)
+    md, html = render(store.root, options_from(args))
     console.print(f"{summary['done']} runs done, {summary['skipped']} already finished, "
                   f"{len(summary['failed'])} failed, in {summary['seconds']:.0f} s")
     for failure in summary["failed"]:
