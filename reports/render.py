@@ -313,7 +313,7 @@ def _curve_table(a: Analysis) -> Table:
                  "Least-squares fits to subject-level points of an inverse power law a − b·x^−c and an exponential "
                  "plateau a − b·exp(−c·x), chosen by AIC; x = labelled subjects, or mean labelled images (annotation "
                  "cost). Target = reference mean − margin. x*: where the curve reaches it; CI: percentile bootstrap "
-                 "over test subjects (500 refits); ∞ = the plateau stays below the target.")
+                 "over test subjects (300 refits); ∞ = the plateau stays below the target.")
 
 
 def _mixed_tables(a: Analysis) -> list[Table]:

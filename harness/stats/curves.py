@@ -52,12 +52,13 @@ CURVES = (Curve("power_law", power_law, ([0.0, 0.0, 0.01], [1.0, 10.0, 5.0])),
           Curve("exp_plateau", exp_plateau, ([0.0, 0.0, 1e-4], [1.0, 10.0, 5.0])))
 
 
-def fit(curve: Curve, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float] | None:
-    """(parameters, residual sum of squares), or None when the fit fails."""
+def fit(curve: Curve, x: np.ndarray, y: np.ndarray, start: np.ndarray | None = None) -> tuple[np.ndarray, float] | None:
+    """(parameters, residual sum of squares), or None when the fit fails; `start` = initial parameters."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OptimizeWarning)
         try:
-            params, _ = curve_fit(curve.f, x, y, p0=curve.p0(x, y), bounds=curve.bounds, maxfev=5000)
+            p0 = curve.p0(x, y) if start is None else np.clip(start, curve.bounds[0], curve.bounds[1])
+            params, _ = curve_fit(curve.f, x, y, p0=p0, bounds=curve.bounds, maxfev=5000)
         except (RuntimeError, ValueError):
             return None
     return params, float(np.sum((y - curve.f(x, *params)) ** 2))
@@ -80,7 +81,7 @@ def _points(scores: pd.DataFrame, strategy: str, metric: str, axis: str) -> pd.D
 
 
 def fit_learning_curves(scores: pd.DataFrame, metric: str, targets: dict[str, float], axis: str = "subjects",
-                        n_boot: int = 500, seed: int = 0) -> pd.DataFrame:
+                        n_boot: int = 300, seed: int = 0) -> pd.DataFrame:
     """Per strategy: both curves' AIC, the chosen curve and its parameters, and x* reaching the strategy's
     target Dice with a percentile bootstrap CI over subjects (refitting the chosen curve)."""
     rng = np.random.default_rng(seed)
@@ -103,7 +104,7 @@ def fit_learning_curves(scores: pd.DataFrame, metric: str, targets: dict[str, fl
         curve = next(c for c in CURVES if c.name == best)
         params = fits[best][0]
         x_star = curve.solve(params, row["target"])
-        low, high = _bootstrap_x_star(curve, points, row["target"], n_boot, rng)
+        low, high = _bootstrap_x_star(curve, points, row["target"], n_boot, rng, params)
         note = ("3 budgets: both 3-parameter curves pass through the means, so AIC cannot tell them apart"
                 if len(budgets) == 3 else "")
         rows.append({**row, "curve": best, "aic_power_law": aics["power_law"], "aic_exp_plateau": aics["exp_plateau"],
@@ -114,7 +115,7 @@ def fit_learning_curves(scores: pd.DataFrame, metric: str, targets: dict[str, fl
 
 
 def _bootstrap_x_star(curve: Curve, points: pd.DataFrame, target: float, n_boot: int,
-                      rng: np.random.Generator) -> tuple[float, float]:
+                      rng: np.random.Generator, start: np.ndarray) -> tuple[float, float]:
     """Resample subjects, refit the chosen curve to the resampled budget means, solve for the target."""
     wide = points.pivot_table(index="subject", columns="x", values="y")
     x = wide.columns.to_numpy(float)
@@ -125,7 +126,7 @@ def _bootstrap_x_star(curve: Curve, points: pd.DataFrame, target: float, n_boot:
         means = np.nanmean(m[draws], axis=1)
     stars = []
     for y in means:
-        result = fit(curve, x, y)
+        result = fit(curve, x, y, start)
         stars.append(curve.solve(result[0], target) if result else np.nan)
     stars = np.asarray(stars)
     stars = stars[~np.isnan(stars)]
