@@ -44,13 +44,6 @@ def test_volumes_and_ejection_fraction_from_segmentations():
     assert row["esv_error_ml"] == pytest.approx(10.0) and row["ef_error_pct"] == pytest.approx(10.0)
 
 
-def test_expanded_percentiles_widen_for_few_units_and_vanish_for_many():
-    low3, _ = stats.expanded_percentiles(0.95, 3)
-    low1000, high1000 = stats.expanded_percentiles(0.95, 1000)
-    assert low3 < 1e-4
-    assert low1000 == pytest.approx(0.025, abs=5e-4) and high1000 == pytest.approx(0.975, abs=5e-4)
-
-
 def test_crossed_variance_equals_the_paired_t_test_with_one_seed():
     d = np.array([0.01, -0.02, 0.03, 0.015, 0.0, 0.022])
     result = stats.noninferiority(d, 0.02)

@@ -8,7 +8,7 @@ planning   power and the test subjects / seeds a question needs
 """
 from harness.stats.curves import fit_learning_curves
 from harness.stats.inference import (TESTS, compare_budgets, compare_strategies, compare_to_base, enough,
-                                     expanded_percentiles, friedman, holm, image_level_wilcoxon, mean_ci,
+                                     friedman, holm, image_level_wilcoxon, mean_ci,
                                      image_level_comparisons, noninferiority, noninferiority_table, paired_test,
                                      parse_reference, summarise)
 from harness.stats.mixed import MixedFit, fit_mixed
@@ -18,7 +18,7 @@ from harness.stats.tables import (BASE, METRICS, VOLUME_METRICS, by_seed, paired
 
 __all__ = [
     "BASE", "METRICS", "TESTS", "VOLUME_METRICS", "MixedFit", "by_seed", "compare_budgets", "compare_strategies",
-    "compare_to_base", "enough", "expanded_percentiles", "fit_learning_curves", "fit_mixed", "friedman", "holm",
+    "compare_to_base", "enough", "fit_learning_curves", "fit_mixed", "friedman", "holm",
     "image_level_comparisons", "image_level_wilcoxon", "mean_ci", "noninferiority", "noninferiority_table", "paired_by_seed", "paired_test",
     "parse_reference", "plan", "power", "subject_differences", "subject_scores", "subjects_needed", "summarise",
     "variance_components", "with_dice",

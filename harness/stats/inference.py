@@ -29,17 +29,6 @@ EXACT_SIGN_FLIPS = 2 ** 16  # enumerate all sign patterns up to 16 subjects, els
 MIN_BOOTSTRAP_UNITS = 10
 
 
-def expanded_percentiles(level: float, units: int) -> tuple[float, float]:
-    """Quantiles of a bootstrap distribution that give a `level` interval for `units` independent units.
-
-    Hesterberg (2015, Am Stat 69:371): the percentile interval is too narrow by the factors
-    sqrt((n-1)/n) and z/t; using alpha' = 2 Phi(-sqrt(n/(n-1)) t_{alpha/2, n-1}) corrects both.
-    """
-    t = sps.t.ppf(1 - (1 - level) / 2, units - 1)
-    tail = sps.norm.sf(np.sqrt(units / (units - 1)) * t)
-    return float(tail), float(1 - tail)
-
-
 def _blocks(matrix: pd.DataFrame) -> list[np.ndarray]:
     """One complete subjects x seeds block per fold: seeds missing for a fold's run and subjects still
     missing a seed are dropped (a failed run is missing for every subject of its fold)."""
@@ -103,15 +92,17 @@ def mean_and_variance(blocks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray,
 def t_test(matrix: pd.DataFrame, null: float = 0.0, alternative: str = "two-sided") -> dict:
     """t-test of the grand mean of a (fold, subject) x seed matrix against `null`, with the crossed variance."""
     blocks = _blocks(matrix)
-    if not blocks or sum(b.shape[0] for b in blocks) < 2:
-        return {"mean": float("nan"), "se": float("nan"), "df": float("nan"), "t": float("nan"), "p": float("nan")}
+    units = sum(b.shape[0] for b in blocks)
+    if units < 2:
+        return {"mean": float("nan"), "se": float("nan"), "df": float("nan"), "t": float("nan"), "p": float("nan"),
+                "subjects": units}
     mean, var, dof = (float(x) for x in mean_and_variance(blocks))
     se = np.sqrt(var)
     if not se > 0:
-        return {"mean": mean, "se": se, "df": dof, "t": float("nan"), "p": float("nan")}
+        return {"mean": mean, "se": se, "df": dof, "t": float("nan"), "p": float("nan"), "subjects": units}
     t = (mean - null) / se
     p = {"two-sided": 2 * sps.t.sf(abs(t), dof), "greater": sps.t.sf(t, dof), "less": sps.t.cdf(t, dof)}[alternative]
-    return {"mean": mean, "se": float(se), "df": dof, "t": float(t), "p": float(p)}
+    return {"mean": mean, "se": float(se), "df": dof, "t": float(t), "p": float(p), "subjects": units}
 
 
 def t_interval(result: dict, level: float = 0.95) -> tuple[float, float]:
@@ -241,8 +232,8 @@ def _difference(scores: pd.DataFrame, a: tuple[str, int], b: tuple[str, int], me
     """a minus b, paired by subject and seed; mean difference with its t interval (crossed variance)."""
     paired = paired_by_seed(scores, a, b, metric)
     d = subject_differences(paired)
-    statistic, p = paired_test(paired, method)
     result = t_test(paired)
+    statistic, p = (result["t"], result["p"]) if method == "t" else paired_test(paired, method)
     low, high = t_interval(result)
     sd = float(d.std(ddof=1)) if len(d) > 1 else float("nan")
     return {"difference": result["mean"], "ci_low": low, "ci_high": high,
@@ -311,7 +302,7 @@ def noninferiority(paired: pd.DataFrame | np.ndarray, margin: float, level: floa
     lower = t_test(matrix, -margin, "greater")
     upper = t_test(matrix, margin, "less")
     low, high = t_interval(lower, level)
-    return {"difference": lower["mean"], "subjects": int(sum(b.shape[0] for b in _blocks(matrix))),
+    return {"difference": lower["mean"], "subjects": lower["subjects"],
             "ci_low": low, "ci_high": high, "t": lower["t"], "df": lower["df"], "p": lower["p"],
             "p_tost": max(lower["p"], upper["p"])}
 

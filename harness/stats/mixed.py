@@ -39,7 +39,6 @@ def fit_mixed(scores: pd.DataFrame, metric: str) -> MixedFit | None:
     data["log_n"] = np.log(data["n"].astype(float))
     formula = "dice ~ C(strategy) * log_n" if data["strategy"].nunique() > 1 else "dice ~ log_n"
     vc = {"seed": "0 + C(seed)"} if data["seed"].nunique() > 1 else None
-    caught: list[str] = []
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
         model = smf.mixedlm(formula, data, groups=data["subject"], re_formula="1", vc_formula=vc)
@@ -51,7 +50,7 @@ def fit_mixed(scores: pd.DataFrame, metric: str) -> MixedFit | None:
     caught = sorted({f"{r.category.__name__}: {r.message}" for r in records
                      if not issubclass(r.category, (DeprecationWarning, FutureWarning))})
     interval = result.conf_int()
-    names = [name for name in result.fe_params.index]
+    names = list(result.fe_params.index)
     fixed = pd.DataFrame({"term": names, "coef": result.fe_params.to_numpy(), "se": result.bse_fe.to_numpy(),
                           "ci_low": interval.loc[names, 0].to_numpy(), "ci_high": interval.loc[names, 1].to_numpy(),
                           "p": result.pvalues.loc[names].to_numpy()})
