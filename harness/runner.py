@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harness import evaluate, registry, train
 from harness.api import Pool, SamplingStrategy
-from harness.data.dataset import CineDataset, fingerprint
+from harness.data.dataset import CineDataset, fingerprint, voxel_ml
 from harness.data.nifti import LabelMap
 from harness.data.phantom import phantom_dataset, phantom_fingerprint
 from harness.data.sources import FORMATS, load_dataset, locate
@@ -317,6 +317,9 @@ class Study:
         test = dataset.rows_of(spec.split["test"])
         images = evaluate.image_metrics(test, train.predict(model, dataset.images[test.index], settings.precision),
                                         dataset.masks[test.index], self.settings.empty)
+        volumes = voxel_ml(dataset.subjects_info, dataset.images.shape[-1])
+        if volumes:  # EDV/ESV/EF need it; subjects of unknown spacing stay empty
+            images["voxel_ml"] = images["subject"].map(volumes)
         status.update({
             "labelled_images": len(selection),
             "labelled_subjects": int(selection["subject"].nunique()),

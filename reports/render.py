@@ -82,6 +82,7 @@ class Analysis:
     summary: pd.DataFrame
     base: pd.DataFrame
     extra: pd.DataFrame  # 3D Dice and volume errors, where known
+    reference_volumes: pd.DataFrame  # per test subject: manual EDV, ESV, EF (empty where unknown)
     budgets: pd.DataFrame
     strategies: pd.DataFrame
     friedman: pd.DataFrame
@@ -144,6 +145,9 @@ def analyse_images(images: pd.DataFrame, settings: dict, options: Options,
                      if m in scores and scores[m].notna().any()]
     extra = pd.concat([stats.summarise(scores, m) for m in extra_metrics], ignore_index=True) if extra_metrics \
         else pd.DataFrame()
+    volume_columns = ["edv_ref_ml", "esv_ref_ml", "ef_ref_pct"]
+    reference_volumes = scores.groupby("subject")[volume_columns].first().dropna() \
+        if set(volume_columns) <= set(scores) else pd.DataFrame(columns=volume_columns)
     joined = {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame() for k, v in parts.items()}
     summary = joined["summary"]
     ni = joined["ni"]
@@ -151,7 +155,7 @@ def analyse_images(images: pd.DataFrame, settings: dict, options: Options,
     return Analysis(
         settings=settings, options=options, reference=reference,
         summary=summary[summary["strategy"] != stats.BASE], base=summary[summary["strategy"] == stats.BASE],
-        extra=extra, budgets=joined["budgets"], strategies=joined["strategies"], friedman=joined["friedman"],
+        extra=extra, reference_volumes=reference_volumes, budgets=joined["budgets"], strategies=joined["strategies"], friedman=joined["friedman"],
         versus_base=joined["base"], noninferiority=ni, enough=stats.enough(ni) if len(ni) else pd.DataFrame(),
         curves=joined["curves"], mixed=mixed, planning=joined["planning"], image_level=joined["image"],
         image_means=scored.groupby(["strategy", "n"])[list(stats.METRICS)].agg(["mean", "count"]),
@@ -173,6 +177,20 @@ def _ni_clause(row) -> str:
             f"{ci_text(row.ci_low, row.ci_high)}, {p_text(row.p)}")
 
 
+def _metric_outcome(part: pd.DataFrame, metric: str) -> str:
+    """Where one metric's fixed sequence stopped: its first failure, else its smallest n shown, else why
+    it was never tested."""
+    name = METRIC_NAMES[metric]
+    tested = part[(part["metric"] == metric) & part["tested"]].sort_values("n", ascending=False)
+    if not len(tested):
+        return f"{name} not tested: fewer than 2 test subjects scored on it"
+    failed = tested[~tested["non_inferior"]]
+    r = failed.iloc[0] if len(failed) else tested.iloc[-1]
+    where = "" if r["n"] == 0 else f" at n = {int(r['n'])}" if len(failed) else f" down to n = {int(r['n'])}"
+    return (f"{name} {'not shown' if len(failed) else 'shown'}{where}: difference {signed(r['difference'])}, "
+            f"95% CI {ci_text(r['ci_low'], r['ci_high'])}, {p_text(r['p'])}")
+
+
 def guideline(a: Analysis) -> list[str]:
     """Sentences that answer 'how much target data is enough', each with effect, CI, p and margin."""
     sentences = []
@@ -192,18 +210,11 @@ def guideline(a: Analysis) -> list[str]:
                              + "; ".join(_ni_clause(r) for r in chosen.itertuples())
                              + f"; margin {margin:g}; one-sided t-test on {int(chosen['subjects'].min())} "
                              f"test subjects, fixed sequence from the largest n).")
-        else:
-            first = part[part["tested"]]
-            failing = first[~first["non_inferior"]]
-            shown = failing if len(failing) else first
-            if not len(shown):
-                continue
-            n = int(shown["n"].max())
-            chosen = part[(part["n"] == n) & part["tested"]]
-            what = ("was not shown" if n == 0 else "at no budget studied was shown")
+        elif part["tested"].any():
+            what = "was not shown" if (part["n"] == 0).all() else "at no budget studied was shown"
+            outcomes = "; ".join(_metric_outcome(part, metric) for metric in stats.METRICS)
             sentences.append(f"**{row.strategy}** {what} non-inferior to {ref_text} on both LV and MY "
-                             f"within margin {margin:g} ({config_text(row.strategy, n)}: "
-                             + "; ".join(_ni_clause(r) for r in chosen.itertuples()) + ").")
+                             f"within margin {margin:g} ({outcomes}).")
     if len(a.versus_base):
         for strategy, part in a.versus_base.groupby("strategy", sort=True):
             n = int(part["n"].min())
@@ -365,10 +376,19 @@ def _extra_table(a: Analysis) -> Table:
              "esv_error_ml": "|ESV error| (ml)", "ef_error_pct": "|EF error| (%-points)"}
     rows = [[r.strategy, str(r.n), names[r.metric], f"{r.mean:.3f}", ci_text(r.ci_low, r.ci_high)]
             for r in a.extra.itertuples()]
+    volumes = a.reference_volumes
+    scale = "" if volumes.empty else (
+        f" Reference (manual) values over the {len(volumes)} test subjects: EDV {_mean_range(volumes['edv_ref_ml'])} ml, "
+        f"ESV {_mean_range(volumes['esv_ref_ml'])} ml, EF {_mean_range(volumes['ef_ref_pct'])} %.")
     return Table("3D Dice and clinical volumes", ["strategy", "n", "metric", "mean", "95% CI"], rows,
                  "3D Dice: over all of a subject's labelled images (pixel counts summed). Volumes: LV blood pool at ED "
-                 "and ES, pixels × voxel volume summed over slices, from the prediction and the reference; EF = "
-                 "(EDV − ESV) / EDV; absolute errors per subject, averaged over subjects (CI as above).")
+                 "and ES, pixels × voxel volume (pixel area × distance between slice centres) summed over the "
+                 "labelled slices, from the prediction and the reference; EF = (EDV − ESV) / EDV; absolute errors "
+                 "per subject, averaged over subjects (CI as above)." + scale)
+
+
+def _mean_range(values: pd.Series) -> str:
+    return f"mean {values.mean():.0f} (range {values.min():.0f} to {values.max():.0f})"
 
 
 def tables(a: Analysis) -> list[Table]:

@@ -37,6 +37,7 @@ def test_sunnybrook_ed_is_late_in_the_cycle_and_myocardium_only_where_contoured(
     data = load_dataset(shared("sunnybrook"))
     info = data.subjects_info
     assert len(info) == 3 and set(info["ed"]) <= {18, 19} and set(info["es"]) <= {6, 7}
+    assert set(info["slice_spacing_mm"]) == {8.0, 10.0} and (info["side_px"] == 256).all()  # from positions
     es = data.index[data.index["phase"] == "ES"].index
     ed = data.index[data.index["phase"] == "ED"].index
     assert (data.masks[es] == UNKNOWN).any() and not (data.masks[ed] == UNKNOWN).any()

@@ -7,7 +7,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from harness.data.dataset import find_phases
+from harness.data.dataset import find_phases, voxel_ml
 from harness.data.nifti import ACDC_LABELS, LabelMap, load_acdc_subject, read_info_cfg
 from harness.data.sources import load_dataset, locate
 from harness.errors import DataError, UsageError
@@ -168,3 +168,16 @@ def test_skip_bad_leaves_out_a_broken_frame_and_keeps_the_subject(tmp_path):
     phases = data.index[data.index["subject"] == "patient002"]["phase"]
     assert set(phases) == {"ED"}
     assert "only frame 0 is labelled" in info.loc["patient002", "warning"]
+
+
+def test_voxel_volume_turns_training_size_masks_into_the_ground_truth_volumes(acdc):
+    """EDV/ESV from the prepared (resampled) masks match the ACDC label files at full resolution."""
+    volume = voxel_ml(acdc.subjects_info, acdc.masks.shape[-1])
+    for subject in ("patient001", "patient051", "patient100"):
+        rows = acdc.index[acdc.index["subject"] == subject]
+        for phase in ("ED", "ES"):
+            frame = int(rows.loc[rows["phase"] == phase, "frame"].iloc[0])
+            gt = nib.load(str(shared("acdc", "training", subject, f"{subject}_frame{frame + 1:02d}_gt.nii.gz")))
+            truth = (np.asarray(gt.dataobj) == 3).sum() * np.prod(gt.header.get_zooms()[:3]) / 1000
+            prepared = (acdc.masks[rows.index[rows["phase"] == phase]] == 1).sum() * volume[subject]
+            assert prepared == pytest.approx(truth, rel=0.03), (subject, phase)

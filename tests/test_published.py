@@ -59,8 +59,8 @@ def test_analyze_command_writes_the_verdict_and_why_it_is_weak(tmp_path, capsys)
     assert code == 0
     text = (out / "report.md").read_text()
     assert ("**doubleTransferLearn_esed** was not shown non-inferior to doubleTransferLearn on both LV and MY "
-            "within margin 0.02 (doubleTransferLearn_esed: LV difference +0.006, 95% CI -0.033 to 0.046, "
-            "p = 0.051; MY difference +0.012") in text
+            "within margin 0.02 (LV not shown: difference +0.006, 95% CI -0.033 to 0.046, p = 0.051; "
+            "MY shown: difference +0.012") in text
     assert "Only 3 test subjects: a rank or sign-flip test over subjects cannot reach p < 0.250" in text
     assert "| doubleTransferLearn | 0 | 0.900 (955) | 0.791 (955) |" in text
     assert "Image level (descriptive only)" in text and (out / "report.html").exists()

@@ -169,6 +169,7 @@ class RawStack:
     phase_hint: dict[str, int] | None = None  # {"ED": frame, "ES": frame} from metadata
     field_strength_t: float | None = None
     slice_thickness_mm: float | None = None
+    slice_spacing_mm: float | None = None  # between slice centres (thickness + gap); volumes use it
 
 
 def order_base_to_apex(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -190,11 +191,28 @@ def prepare(name: str, stacks: list[RawStack], size: int, key: str, hint_source:
         frames.append(index_stack(stack.subject, stack.labels, stack.spacing_mm, stack.frame_numbers, stack.n_frames))
         info.append({"subject": stack.subject, "slices": stack.images.shape[0], "frames": stack.n_frames,
                      "labelled_frames": len(stack.frame_numbers), "spacing_mm": round(stack.spacing_mm, 3),
-                     "slice_thickness_mm": stack.slice_thickness_mm, "field_strength_t": stack.field_strength_t})
+                     "slice_thickness_mm": stack.slice_thickness_mm, "slice_spacing_mm": stack.slice_spacing_mm,
+                     "side_px": max(stack.images.shape[-2:]), "field_strength_t": stack.field_strength_t})
     hints = {s.subject: s.phase_hint for s in stacks if s.phase_hint}
     phases = find_phases(pd.concat(frames, ignore_index=True), hints, hint_source)
     subjects = pd.DataFrame(info).merge(phases.phases, on="subject")
     return CineDataset(name, phases.index, np.concatenate(images), np.concatenate(masks), key, subjects, problems)
+
+
+def voxel_ml(info: pd.DataFrame | None, size: int) -> dict[str, float]:
+    """Per subject: millilitres one pixel of the training-size image stands for, through the whole slice.
+
+    A pixel at the training size covers (spacing x original side / size) mm in-plane; through-plane it
+    stands for the distance between slice centres (the slice thickness where that is unknown), as in
+    Simpson's method. Subjects with unknown spacing are left out.
+    """
+    if info is None or "side_px" not in info:
+        return {}
+    number = {c: pd.to_numeric(info[c], errors="coerce") for c in ("spacing_mm", "side_px", "slice_thickness_mm")}
+    through = pd.to_numeric(info.get("slice_spacing_mm", pd.Series(np.nan, info.index)), errors="coerce")
+    through = through.fillna(number["slice_thickness_mm"])
+    ml = (number["spacing_mm"] * number["side_px"] / size) ** 2 * through / 1000
+    return {str(s): float(v) for s, v in zip(info["subject"], ml) if np.isfinite(v) and v > 0}
 
 
 def fingerprint(settings: dict) -> str:

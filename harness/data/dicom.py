@@ -40,6 +40,7 @@ class SeriesGrid:
     slice_thickness_mm: float | None
     field_strength_t: float | None
     patient_values: frozenset[str]  # only to keep them out of ids; never stored
+    slice_spacing_mm: float | None = None  # median distance between slice positions along the normal
 
 
 def _quiet_pydicom() -> None:
@@ -179,8 +180,9 @@ def read_series(folder: Path, problems: list[str] | None = None) -> SeriesGrid:
     for s, row in enumerate(grid):
         for f, image in enumerate(row):
             files_grid[s, f] = image
+    gap = float(np.median(np.diff(positions))) if len(positions) > 1 else None
     return SeriesGrid(files_grid, float(spacing[0]), float(thickness) if thickness not in (None, "") else None,
-                      float(field) if field not in (None, "") else None, patient)
+                      float(field) if field not in (None, "") else None, patient, gap)
 
 
 @functools.lru_cache(maxsize=2)
@@ -329,7 +331,8 @@ def stack_from_contours(grid: SeriesGrid, contours: dict[tuple[int, int], dict[s
     _all_pixels.cache_clear()
     images, labels, _ = order_base_to_apex(images, labels)
     return RawStack(subject, images, labels, grid.spacing_mm, tuple(labelled_frames), grid.files.shape[1],
-                    None, grid.field_strength_t, grid.slice_thickness_mm)
+                    None, grid.field_strength_t, grid.slice_thickness_mm,
+                    grid.slice_spacing_mm)
 
 
 def _mask(contour: np.ndarray | Path, shape: tuple[int, int], where: Path) -> np.ndarray:
@@ -375,7 +378,8 @@ def load_label_map_subject(folder: Path, labels: LabelMap, salt: str, problems: 
     images, masks, _ = order_base_to_apex(images, masks)
     n_frames = grid.files.shape[1]
     return RawStack(subject_id(folder.name, grid.patient_values, salt), images, masks, grid.spacing_mm,
-                    tuple(range(n_frames)), n_frames, None, grid.field_strength_t, grid.slice_thickness_mm)
+                    tuple(range(n_frames)), n_frames, None, grid.field_strength_t, grid.slice_thickness_mm,
+                    grid.slice_spacing_mm)
 
 
 def load_png_masked_subject(folder: Path, labels: LabelMap, salt: str, problems: list[str] | None = None) -> RawStack:
@@ -403,4 +407,5 @@ def load_png_masked_subject(folder: Path, labels: LabelMap, salt: str, problems:
     _all_pixels.cache_clear()
     images, masks, _ = order_base_to_apex(images, masks)
     return RawStack(subject_id(folder.name, grid.patient_values, salt), images, masks, grid.spacing_mm,
-                    tuple(frames), grid.files.shape[1], None, grid.field_strength_t, grid.slice_thickness_mm)
+                    tuple(frames), grid.files.shape[1], None, grid.field_strength_t, grid.slice_thickness_mm,
+                    grid.slice_spacing_mm)

@@ -8,10 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.data.dicom import LABEL_MAP_NAME
-from harness.data.phantom import PhantomSubject, generate_subject
+from harness.data.phantom import FIELD_STRENGTH, SLICE_THICKNESS_MM, PhantomSubject, generate_subject
 
-FIELD_STRENGTH = {"source": 1.5, "target": 7.0}
-SLICE_THICKNESS_MM = 8.0
 CYCLE_MS = 900.0
 
 

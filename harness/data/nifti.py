@@ -139,7 +139,8 @@ def load_acdc_subject(folder: Path, labels: LabelMap = ACDC_LABELS, problems: li
         hint = {"ED": int(info["ED"]) - 1, "ES": int(info["ES"]) - 1}
     n_frames = int(info.get("NbFrame", max(f for f, _ in frames) + 1))
     return RawStack(folder.name, images, masks, stacks[0][2], kept, n_frames, hint,
-                    slice_thickness_mm=stacks[0][3])
+                    slice_thickness_mm=stacks[0][3],
+                    slice_spacing_mm=stacks[0][3])
 
 
 def load_mnms_subject(folder: Path, labels: LabelMap = MNMS_LABELS, problems: list[str] | None = None) -> RawStack:
@@ -160,7 +161,8 @@ def load_mnms_subject(folder: Path, labels: LabelMap = MNMS_LABELS, problems: li
     images, masks, _ = order_base_to_apex(images, masks)
     kept = tuple(r[0] for r in read)
     hint = {"ED": 0, "ES": 1} if kept == (0, 1) else None
-    return RawStack(folder.name, images, masks, stacks[0][2], kept, 2, hint, slice_thickness_mm=stacks[0][3])
+    return RawStack(folder.name, images, masks, stacks[0][2], kept, 2, hint, slice_thickness_mm=stacks[0][3],
+                    slice_spacing_mm=stacks[0][3])
 
 
 def _read4d(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
@@ -209,4 +211,5 @@ def load_4d_subject(folder: Path, labels: LabelMap) -> RawStack:
         raise DataError(f"{cines[0]}: non-square pixels are not supported yet; resample first")
     n_frames = images.shape[1]
     images, masks, _ = order_base_to_apex(selected.astype(np.float32), masks)
-    return RawStack(folder.name, images, masks, zooms[0], tuple(frames), n_frames, slice_thickness_mm=zooms[2])
+    return RawStack(folder.name, images, masks, zooms[0], tuple(frames), n_frames, slice_thickness_mm=zooms[2],
+                    slice_spacing_mm=zooms[2])

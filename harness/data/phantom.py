@@ -26,13 +26,15 @@ import pandas as pd
 from scipy import ndimage
 
 from harness.data.dataset import (
-    CineDataset, assign_phases, fingerprint, index_stack, load, normalise, save, to_training_size,
+    CineDataset, fingerprint, find_phases, index_stack, load, normalise, save, to_training_size,
 )
-from harness.errors import UsageError
+from harness.errors import DataError, UsageError
 
 LABEL_LV, LABEL_MY, LABEL_RV = 1, 2, 3
 DOMAINS = ("source", "target")
 _DOMAIN_ID = {"source": 1, "target": 2}
+FIELD_STRENGTH = {"source": 1.5, "target": 7.0}  # what the exported DICOM headers say
+SLICE_THICKNESS_MM = 8.0  # contiguous slices: also the distance between slice centres
 
 
 @dataclass(frozen=True)
@@ -277,17 +279,26 @@ def phantom_dataset(domain: str, n_subjects: int, seed: int, size: int,
     path = cache_dir / f"phantom-{domain}-{key}.npz" if cache_dir else None
     if path is not None and path.exists() and path.with_suffix(".csv").exists():
         return load(path)
-    images, masks, frames = [], [], []
+    images, masks, frames, info = [], [], [], []
     for number in range(n_subjects):
         subject = generate_subject(seed, domain, number)
         img, lab = to_training_size(subject.images, subject.labels, size)
         images.append(normalise(img).reshape(-1, size, size).astype(np.float16))
         masks.append(lab.reshape(-1, size, size))
         frames.append(index_stack(subject.name, subject.labels, subject.spacing_mm))
+        n_slices, n_frames = subject.labels.shape[:2]
+        info.append({"subject": subject.name, "slices": n_slices, "frames": n_frames, "labelled_frames": n_frames,
+                     "spacing_mm": subject.spacing_mm, "slice_thickness_mm": SLICE_THICKNESS_MM,
+                     "slice_spacing_mm": SLICE_THICKNESS_MM, "side_px": max(subject.labels.shape[-2:]),
+                     "field_strength_t": FIELD_STRENGTH[domain]})
         if on_subject:
             on_subject(number + 1, n_subjects)
-    index = assign_phases(pd.concat(frames, ignore_index=True))
-    dataset = CineDataset(f"phantom-{domain}", index, np.concatenate(images), np.concatenate(masks), key)
+    phases = find_phases(pd.concat(frames, ignore_index=True))
+    if phases.warnings:
+        raise DataError(f"phantom generator: {phases.warnings[0]}")
+    subjects = pd.DataFrame(info).merge(phases.phases, on="subject")
+    dataset = CineDataset(f"phantom-{domain}", phases.index, np.concatenate(images), np.concatenate(masks), key,
+                          subjects)
     if path is not None:
         save(dataset, path)
     return dataset

@@ -376,10 +376,10 @@ def image_level_comparisons(images: pd.DataFrame, reference: tuple[str, int] | N
     """Descriptive only: each configuration against the reference over paired images (same seed, fold and
     image), with the per-image Wilcoxon as R computes it. Shown to compare with published image-level
     analyses; images of one subject are not independent, so these p-values carry no verdict."""
-    if reference is None or metric not in images:
-        return pd.DataFrame()
-    key = ["seed", "fold", "subject"] + (["image"] if "image" in images else ["slice", "frame"])
-    key = [k for k in key if k in images]
+    identity = ["image"] if "image" in images else ["slice", "frame"]
+    if reference is None or metric not in images or not set(identity) <= set(images):
+        return pd.DataFrame()  # without image identities there is nothing to pair
+    key = [k for k in ["seed", "fold", "subject", *identity] if k in images]
 
     def pick(config: tuple[str, int]) -> pd.Series:
         part = images[(images["strategy"] == config[0]) & (images["n"] == config[1])]
