@@ -126,6 +126,20 @@ def build_model(encoder: str, encoder_weights: str | None = None,
 IGNORE = -100  # cross-entropy's ignore_index: pixels whose class was never contoured
 
 
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the pixels whose class is known (``IGNORE`` left out), in float32.
+
+    The same value as ``F.cross_entropy(logits, target, ignore_index=IGNORE)``, built from element-wise
+    operations and sums only: CUDA's ``nll_loss2d`` kernel has no deterministic implementation, so a
+    recorded seed would otherwise not reproduce a GPU run exactly.
+    """
+    log_p = F.log_softmax(logits.float(), dim=1)
+    known = target != IGNORE
+    one_hot = F.one_hot(torch.where(known, target, 0), logits.shape[1]).permute(0, 3, 1, 2)
+    per_pixel = -(log_p * one_hot).sum(dim=1)
+    return (per_pixel * known).sum() / known.sum().clamp(min=1)
+
+
 def to_classes(masks: np.ndarray) -> np.ndarray:
     """Source labels -> training classes: RV (3) is background; 255 (not contoured) is ignored."""
     classes = np.where(masks <= 2, masks, 0).astype(np.int64)
@@ -206,7 +220,7 @@ def _train_stage(model: torch.nn.Module, images: np.ndarray, targets: np.ndarray
         x, y = augment(x, y)
         x, y = x.to(dev, memory_format=memory), y.to(dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = F.cross_entropy(model(x), y)
+            loss = cross_entropy(model(x), y)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()

@@ -49,8 +49,8 @@ def p_cell(p: float) -> str:
     return "<0.0001" if p < 0.0001 else f"{p:.4f}"
 
 
-def ci_text(low: float, high: float) -> str:
-    return "n/a" if low != low else f"{low:.3f} to {high:.3f}"
+def ci_text(low: float, high: float, digits: int = 3) -> str:
+    return "n/a" if low != low else f"{low:.{digits}f} to {high:.{digits}f}"
 
 
 def signed(x: float) -> str:
@@ -259,7 +259,8 @@ def _summary_table(a: Analysis) -> Table:
     both = pd.concat([a.base, a.summary])
     wide = both.pivot_table(index=["strategy", "n"], columns="metric",
                             values=["mean", "ci_low", "ci_high", "seed_sd", "labelled_images"], aggfunc="first",
-                            dropna=False)
+                            dropna=False)  # keeps NaN cells (base has no seed SD) but makes every strategy x n
+    wide = wide.loc[pd.MultiIndex.from_frame(both[["strategy", "n"]].drop_duplicates())]
     for (strategy, n), r in wide.iterrows():
         images = r.get(("labelled_images", "dice_lv"), float("nan"))
         cells = [strategy, str(n), "–" if images != images else f"{images:.0f}"]
@@ -372,10 +373,11 @@ def _image_table(a: Analysis) -> Table:
 
 
 def _extra_table(a: Analysis) -> Table:
-    names = {"dice3d_lv": "3D Dice LV", "dice3d_my": "3D Dice MY", "edv_error_ml": "|EDV error| (ml)",
-             "esv_error_ml": "|ESV error| (ml)", "ef_error_pct": "|EF error| (%-points)"}
-    rows = [[r.strategy, str(r.n), names[r.metric], f"{r.mean:.3f}", ci_text(r.ci_low, r.ci_high)]
-            for r in a.extra.itertuples()]
+    names = {"dice3d_lv": "3D Dice LV", "dice3d_my": "3D Dice MY", "edv_error_ml": "EDV absolute error (ml)",
+             "esv_error_ml": "ESV absolute error (ml)", "ef_error_pct": "EF absolute error (%-points)"}
+    digits = {m: 3 if m.startswith("dice") else 1 for m in names}  # Dice to 0.001, ml and %-points to 0.1
+    rows = [[r.strategy, str(r.n), names[r.metric], f"{r.mean:.{digits[r.metric]}f}",
+             ci_text(r.ci_low, r.ci_high, digits[r.metric])] for r in a.extra.itertuples()]
     volumes = a.reference_volumes
     scale = "" if volumes.empty else (
         f" Reference (manual) values over the {len(volumes)} test subjects: EDV {_mean_range(volumes['edv_ref_ml'])} ml, "

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from harness import train
 from harness.errors import UsageError
@@ -81,6 +82,19 @@ def test_augmentation_keeps_image_and_mask_aligned():
 
 def test_rv_becomes_background_for_training():
     assert train.to_classes(np.array([0, 1, 2, 3], np.uint8)).tolist() == [0, 1, 2, 0]
+
+
+def test_cross_entropy_equals_torch_and_leaves_uncontoured_pixels_out():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 3, 8, 8, requires_grad=True)
+    target = torch.randint(0, 3, (3, 8, 8))
+    target[0, :4] = train.IGNORE
+    ours = train.cross_entropy(logits, target)
+    (grad,) = torch.autograd.grad(ours, logits)
+    theirs = F.cross_entropy(logits, target, ignore_index=train.IGNORE)
+    (expected,) = torch.autograd.grad(theirs, logits)
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-6)
+    assert torch.allclose(grad, expected, atol=1e-7) and (grad[0, :, :4] == 0).all()
 
 
 def test_precision_resolution():

@@ -132,5 +132,5 @@ def _bootstrap_x_star(curve: Curve, points: pd.DataFrame, target: float, n_boot:
     stars = stars[~np.isnan(stars)]
     if len(stars) < n_boot / 2:
         return float("nan"), float("nan")
-    low, high = np.quantile(stars, [0.025, 0.975])  # inf is a valid draw: "not reached"
-    return float(low), float(high)
+    # inf is a valid draw ("not reached"); order statistics, not interpolation, so inf - inf never happens
+    return float(np.quantile(stars, 0.025, method="lower")), float(np.quantile(stars, 0.975, method="higher"))
