@@ -19,14 +19,14 @@ def _index(areas: dict[str, list[list[int]]]) -> pd.DataFrame:
 
 def test_ed_es_are_largest_and_smallest_lv_area_summed_over_slices():
     # slice 0 alone would put ED at frame 0; the sum over slices puts it at frame 1
-    index = assign_phases(_index({"a": [[10, 8, 5, 7], [1, 9, 2, 3]]}))
+    index = assign_phases(_index({"a": [[10, 8, 5, 7], [1, 9, 2, 3]]})).index
     assert index.loc[index["phase"] == "ED", "frame"].unique().tolist() == [1]
     assert index.loc[index["phase"] == "ES", "frame"].unique().tolist() == [2]
     assert (index["phase"] == "ED").sum() == 2  # every slice of that frame
 
 
 def test_ties_go_to_the_earliest_frame():
-    index = assign_phases(_index({"a": [[5, 9, 9, 2, 2]]}))
+    index = assign_phases(_index({"a": [[5, 9, 9, 2, 2]]})).index
     assert index.loc[index["phase"] == "ED", "frame"].tolist() == [1]
     assert index.loc[index["phase"] == "ES", "frame"].tolist() == [3]
 

@@ -73,7 +73,7 @@ def test_apex_is_smaller_than_base(subjects):
 
 def test_end_diastole_found_from_lv_area_is_the_generated_one(subjects):
     for subject in subjects["target"]:
-        index = assign_phases(index_stack(subject.name, subject.labels, subject.spacing_mm))
+        index = assign_phases(index_stack(subject.name, subject.labels, subject.spacing_mm)).index
         assert index[index["phase"] == "ED"]["frame"].unique().tolist() == [subject.anatomy.ed_frame]
 
 

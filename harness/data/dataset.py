@@ -145,12 +145,12 @@ def find_phases(index: pd.DataFrame, hints: dict[str, dict[str, int]] | None = N
     return PhaseResult(index, pd.DataFrame(rows_out, columns=["subject", "ed", "es", "source", "warning"]))
 
 
-def assign_phases(index: pd.DataFrame) -> pd.DataFrame:
+def assign_phases(index: pd.DataFrame) -> PhaseResult:
     """ED/ES by LV area for data where every subject has LV pixels (the phantom); else a DataError."""
     result = find_phases(index)
     if result.warnings:
         raise DataError(result.warnings[0])
-    return result.index
+    return result
 
 
 @dataclass(frozen=True)

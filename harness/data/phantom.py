@@ -26,9 +26,9 @@ import pandas as pd
 from scipy import ndimage
 
 from harness.data.dataset import (
-    CineDataset, fingerprint, find_phases, index_stack, load, normalise, save, to_training_size,
+    CineDataset, assign_phases, fingerprint, index_stack, load, normalise, save, to_training_size,
 )
-from harness.errors import DataError, UsageError
+from harness.errors import UsageError
 
 LABEL_LV, LABEL_MY, LABEL_RV = 1, 2, 3
 DOMAINS = ("source", "target")
@@ -293,9 +293,7 @@ def phantom_dataset(domain: str, n_subjects: int, seed: int, size: int,
                      "field_strength_t": FIELD_STRENGTH[domain]})
         if on_subject:
             on_subject(number + 1, n_subjects)
-    phases = find_phases(pd.concat(frames, ignore_index=True))
-    if phases.warnings:
-        raise DataError(f"phantom generator: {phases.warnings[0]}")
+    phases = assign_phases(pd.concat(frames, ignore_index=True))
     subjects = pd.DataFrame(info).merge(phases.phases, on="subject")
     dataset = CineDataset(f"phantom-{domain}", phases.index, np.concatenate(images), np.concatenate(masks), key,
                           subjects)
