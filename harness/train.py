@@ -7,7 +7,6 @@ number of steps (the study scaled epochs as round(10 * 5076 / size) for the same
 """
 from __future__ import annotations
 
-import math
 import os
 import socket
 from collections.abc import Callable

@@ -173,8 +173,8 @@ def config_text(strategy: str, n: int) -> str:
     return strategy if n == 0 else f"{strategy} at n = {n}"
 
 
-def _ni_clause(row) -> str:
-    return (f"{METRIC_NAMES[row.metric]} difference {signed(row.difference)}, 95% CI "
+def _ni_clause(row, named: bool = True) -> str:
+    return ((f"{METRIC_NAMES[row.metric]} " if named else "") + f"difference {signed(row.difference)}, 95% CI "
             f"{ci_text(row.ci_low, row.ci_high)}, {p_text(row.p)}")
 
 
@@ -188,8 +188,7 @@ def _metric_outcome(part: pd.DataFrame, metric: str) -> str:
     failed = tested[~tested["non_inferior"]]
     r = failed.iloc[0] if len(failed) else tested.iloc[-1]
     where = "" if r["n"] == 0 else f" at n = {int(r['n'])}" if len(failed) else f" down to n = {int(r['n'])}"
-    return (f"{name} {'not shown' if len(failed) else 'shown'}{where}: difference {signed(r['difference'])}, "
-            f"95% CI {ci_text(r['ci_low'], r['ci_high'])}, {p_text(r['p'])}")
+    return f"{name} {'not shown' if len(failed) else 'shown'}{where}: {_ni_clause(r, named=False)}"
 
 
 def guideline(a: Analysis) -> list[str]:
@@ -338,7 +337,7 @@ def _mixed_tables(a: Analysis) -> list[Table]:
         warn = ("Warnings: " + "; ".join(fit.warnings) + ".") if fit.warnings else "No warnings."
         out.append(Table(f"Mixed model ({METRIC_NAMES[fit.metric]}): {fit.formula}",
                          ["term", "estimate", "SE", "95% CI", "p"], rows,
-                         f"statsmodels MixedLM (REML), random intercept per test subject"
+                         "statsmodels MixedLM (REML), random intercept per test subject"
                          + (", seed within subject as a variance component" if "seed" in fit.variances else "")
                          + f"; {fit.observations} subject-level rows, {fit.subjects} subjects; converged: "
                          f"{'yes' if fit.converged else 'no'}. Variance components: {variances}. {warn} "

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.data.dataset import assign_phases, index_stack, normalise, to_training_size
+from harness.data.dataset import find_phases, index_stack, normalise, to_training_size
 from harness.errors import DataError
 
 
@@ -19,21 +19,23 @@ def _index(areas: dict[str, list[list[int]]]) -> pd.DataFrame:
 
 def test_ed_es_are_largest_and_smallest_lv_area_summed_over_slices():
     # slice 0 alone would put ED at frame 0; the sum over slices puts it at frame 1
-    index = assign_phases(_index({"a": [[10, 8, 5, 7], [1, 9, 2, 3]]})).index
+    index = find_phases(_index({"a": [[10, 8, 5, 7], [1, 9, 2, 3]]})).index
     assert index.loc[index["phase"] == "ED", "frame"].unique().tolist() == [1]
     assert index.loc[index["phase"] == "ES", "frame"].unique().tolist() == [2]
     assert (index["phase"] == "ED").sum() == 2  # every slice of that frame
 
 
 def test_ties_go_to_the_earliest_frame():
-    index = assign_phases(_index({"a": [[5, 9, 9, 2, 2]]})).index
+    index = find_phases(_index({"a": [[5, 9, 9, 2, 2]]})).index
     assert index.loc[index["phase"] == "ED", "frame"].tolist() == [1]
     assert index.loc[index["phase"] == "ES", "frame"].tolist() == [3]
 
 
-def test_subject_without_lv_pixels_is_named_in_the_error():
-    with pytest.raises(DataError, match="subject .empty.: no LV pixels in any labelled frame"):
-        assign_phases(_index({"ok": [[3, 1]], "empty": [[0, 0]]}))
+def test_subject_without_lv_pixels_is_named_in_a_warning_and_gets_no_phases():
+    result = find_phases(_index({"ok": [[3, 1, 2]], "empty": [[0, 0, 0]]}))
+    assert len(result.warnings) == 1 and "subject 'empty': no LV pixels in any labelled frame" in result.warnings[0]
+    phases = result.index.groupby("subject")["phase"].apply(lambda p: sorted(p.dropna()))
+    assert phases["ok"] == ["ED", "ES"] and phases["empty"] == []
 
 
 def test_padding_keeps_the_aspect_ratio():

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.data.dataset import assign_phases, index_stack
+from harness.data.dataset import find_phases, index_stack
 from harness.data.phantom import (
     LABEL_LV, LABEL_MY, CONTRASTS, _shading, contraction, draw_anatomy, generate_subject, phantom_dataset,
 )
@@ -73,7 +73,7 @@ def test_apex_is_smaller_than_base(subjects):
 
 def test_end_diastole_found_from_lv_area_is_the_generated_one(subjects):
     for subject in subjects["target"]:
-        index = assign_phases(index_stack(subject.name, subject.labels, subject.spacing_mm)).index
+        index = find_phases(index_stack(subject.name, subject.labels, subject.spacing_mm)).index
         assert index[index["phase"] == "ED"]["frame"].unique().tolist() == [subject.anatomy.ed_frame]
 
 

@@ -8,7 +8,7 @@ from scipy import stats as sps
 from harness import stats
 from harness.errors import UsageError
 from harness.stats import curves
-from harness.stats.inference import _as_matrix, mean_and_variance
+from harness.stats.inference import mean_and_variance
 from tests.simulation import study
 
 

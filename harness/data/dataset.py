@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,14 +146,6 @@ def find_phases(index: pd.DataFrame, hints: dict[str, dict[str, int]] | None = N
     return PhaseResult(index, pd.DataFrame(rows_out, columns=["subject", "ed", "es", "source", "warning"]))
 
 
-def assign_phases(index: pd.DataFrame) -> PhaseResult:
-    """ED/ES by LV area for data where every subject has LV pixels (the phantom); else a DataError."""
-    result = find_phases(index)
-    if result.warnings:
-        raise DataError(result.warnings[0])
-    return result
-
-
 @dataclass(frozen=True)
 class RawStack:
     """One subject as a loader reads it, before preparation: labelled frames of a short-axis stack.
@@ -180,10 +173,11 @@ def order_base_to_apex(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarr
     return (images[::-1], labels[::-1], True) if flip else (images, labels, False)
 
 
-def prepare(name: str, stacks: list[RawStack], size: int, key: str, hint_source: str = "metadata",
+def prepare(name: str, stacks: Iterable[RawStack], size: int, key: str, hint_source: str = "metadata",
             problems: tuple[str, ...] = ()) -> CineDataset:
-    """Stacks -> one CineDataset at the training size, with ED/ES found per subject."""
-    images, masks, frames, info = [], [], [], []
+    """Stacks -> one CineDataset at the training size, with ED/ES found per subject. ``stacks`` may be a
+    generator: each is resized as it comes, so only one subject is held at its original size."""
+    images, masks, frames, info, hints = [], [], [], [], {}
     for stack in stacks:
         img, lab = to_training_size(stack.images.astype(np.float32), stack.labels, size)
         images.append(normalise(img).reshape(-1, size, size).astype(np.float16))
@@ -193,7 +187,8 @@ def prepare(name: str, stacks: list[RawStack], size: int, key: str, hint_source:
                      "labelled_frames": len(stack.frame_numbers), "spacing_mm": round(stack.spacing_mm, 3),
                      "slice_thickness_mm": stack.slice_thickness_mm, "slice_spacing_mm": stack.slice_spacing_mm,
                      "side_px": max(stack.images.shape[-2:]), "field_strength_t": stack.field_strength_t})
-    hints = {s.subject: s.phase_hint for s in stacks if s.phase_hint}
+        if stack.phase_hint:
+            hints[stack.subject] = stack.phase_hint
     phases = find_phases(pd.concat(frames, ignore_index=True), hints, hint_source)
     subjects = pd.DataFrame(info).merge(phases.phases, on="subject")
     return CineDataset(name, phases.index, np.concatenate(images), np.concatenate(masks), key, subjects, problems)

@@ -17,17 +17,14 @@ Everything is deterministic given (seed, domain, subject number).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from scipy import ndimage
 
-from harness.data.dataset import (
-    CineDataset, assign_phases, fingerprint, index_stack, load, normalise, save, to_training_size,
-)
+from harness.data.dataset import CineDataset, RawStack, fingerprint, load, prepare, save
 from harness.errors import UsageError
 
 LABEL_LV, LABEL_MY, LABEL_RV = 1, 2, 3
@@ -279,24 +276,17 @@ def phantom_dataset(domain: str, n_subjects: int, seed: int, size: int,
     path = cache_dir / f"phantom-{domain}-{key}.npz" if cache_dir else None
     if path is not None and path.exists() and path.with_suffix(".csv").exists():
         return load(path)
-    images, masks, frames, info = [], [], [], []
-    for number in range(n_subjects):
-        subject = generate_subject(seed, domain, number)
-        img, lab = to_training_size(subject.images, subject.labels, size)
-        images.append(normalise(img).reshape(-1, size, size).astype(np.float16))
-        masks.append(lab.reshape(-1, size, size))
-        frames.append(index_stack(subject.name, subject.labels, subject.spacing_mm))
-        n_slices, n_frames = subject.labels.shape[:2]
-        info.append({"subject": subject.name, "slices": n_slices, "frames": n_frames, "labelled_frames": n_frames,
-                     "spacing_mm": subject.spacing_mm, "slice_thickness_mm": SLICE_THICKNESS_MM,
-                     "slice_spacing_mm": SLICE_THICKNESS_MM, "side_px": max(subject.labels.shape[-2:]),
-                     "field_strength_t": FIELD_STRENGTH[domain]})
-        if on_subject:
-            on_subject(number + 1, n_subjects)
-    phases = assign_phases(pd.concat(frames, ignore_index=True))
-    subjects = pd.DataFrame(info).merge(phases.phases, on="subject")
-    dataset = CineDataset(f"phantom-{domain}", phases.index, np.concatenate(images), np.concatenate(masks), key,
-                          subjects)
+
+    def stacks() -> Iterator[RawStack]:
+        for number in range(n_subjects):
+            subject = generate_subject(seed, domain, number)
+            n_frames = subject.labels.shape[1]
+            yield RawStack(subject.name, subject.images, subject.labels, subject.spacing_mm, tuple(range(n_frames)),
+                           n_frames, None, FIELD_STRENGTH[domain], SLICE_THICKNESS_MM, SLICE_THICKNESS_MM)
+            if on_subject:
+                on_subject(number + 1, n_subjects)
+
+    dataset = prepare(f"phantom-{domain}", stacks(), size, key)
     if path is not None:
         save(dataset, path)
     return dataset
