@@ -66,7 +66,9 @@ class SamplingStrategy(Protocol):
     """A rule that picks the images to label from the first n subjects of a pool.
 
     ``select`` returns index labels of ``pool.frames``. It must be deterministic for a given rng state,
-    return only rows of the pool, and use at most the n subjects that ``pool.subjects(n)`` returns.
+    return only rows of the pool, and use at most the n subjects that ``pool.subjects(n)`` returns, unless
+    the class sets ``pool_wide = True``: then n is an annotation budget spread over the whole pool (the
+    published r-subsets), and the run records every subject it used.
     """
 
     description: ClassVar[str]

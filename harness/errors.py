@@ -20,3 +20,7 @@ class StoreError(HarnessError):
 
 class StrategyError(HarnessError):
     """A sampling strategy cannot satisfy the request (e.g. n larger than the pool)."""
+
+
+class TrainingError(HarnessError):
+    """A training run that cannot go on (its loss became NaN/inf or diverged); the grid records it."""

@@ -1,4 +1,4 @@
-"""A study: the grid of strategies x n x seeds, the base model it starts from, and running it.
+"""A study: the grid of inits x strategies x n x seeds x folds, the models it starts from, and running it.
 
 The subjects drawn for (seed, n) are the same for every strategy (paired comparisons) and nested across
 n, because the subject order is drawn from the seed alone and a budget of n takes its first n subjects.
@@ -27,8 +27,11 @@ from harness.data.nifti import LabelMap
 from harness.data.phantom import phantom_dataset, phantom_fingerprint
 from harness.data.sources import FORMATS, load_dataset, locate
 from harness.errors import HarnessError, StrategyError, UsageError
+from harness.inits import Init, parse_inits
+from harness.pretraining import pretrain_on
 from harness.store import RunSpec, RunStore
 from harness.train import PretrainSettings, TrainSettings, check_weights_reachable, resolve_precision
+from harness.train.settings import stage_steps
 
 BASE = "base"  # pseudo-strategy: the pre-trained model evaluated without fine-tuning
 STREAMS = ("subset", "select", "init", "order", "augment")
@@ -41,6 +44,8 @@ class StudySettings:
     labels: str | None = None  # label map of `data`, e.g. "lv=3,my=2,rv=1" (None = the layout's)
     skip_bad: bool = False  # leave out subjects with broken files (listed in the report) instead of stopping
     strategies: tuple[str, ...] = ("ed_es",)
+    inits: tuple[str, ...] = ("source",)  # --init: source, checkpoint:PATH, imagenet, random (harness.inits)
+    checkpoint_classes: str | None = None  # head classes of a plain state_dict, e.g. "background,rv,my,lv"
     params: dict[str, dict[str, str]] = field(default_factory=dict)  # strategy -> parameter -> text
     ns: tuple[int, ...] = (2, 5, 10)
     seeds: int = 2
@@ -132,22 +137,24 @@ def base_fingerprint(settings: StudySettings) -> str:
 
 
 def plan(settings: StudySettings, strategies: dict[str, SamplingStrategy], dataset: CineDataset,
-         splits: list[dict[str, list[str]]], base: str) -> list[RunSpec]:
-    """The grid, base-model evaluations first, then by n, seed, fold and strategy (small runs first).
-    Run streams derive from (seed, fold): strategies at one seed and fold share their subject draws."""
-    def common(fold: int) -> dict[str, Any]:
-        return {"fold": fold, "dataset": dataset.fingerprint, "split": splits[fold], "base_model": base,
-                "train": settings.train.to_dict()}
+         splits: list[dict[str, list[str]]], inits: dict[str, tuple[Init, str]]) -> list[RunSpec]:
+    """The grid, base-model evaluations first, then by n, seed, fold, init and strategy (small runs first).
+    Run streams derive from (seed, fold): inits and strategies at one seed and fold share their subject
+    draws, so they are compared on the same subjects (paired). ``inits``: name -> (init, fingerprint)."""
+    def common(fold: int, init: str) -> dict[str, Any]:
+        return {"fold": fold, "dataset": dataset.fingerprint, "split": splits[fold], "init": init,
+                "init_fingerprint": inits[init][1], "train": settings.train.to_dict()}
 
-    specs = [RunSpec(strategy=BASE, n=0, seed=0, params={}, streams=stream_seeds(0), **common(f))
-             for f in range(len(splits))]
+    specs = [RunSpec(strategy=BASE, n=0, seed=0, params={}, streams=stream_seeds(0), **common(f, name))
+             for name, (init, _) in inits.items() if init.has_base for f in range(len(splits))]
     for n in sorted(settings.ns):
         for seed in range(settings.first_seed, settings.first_seed + settings.seeds):
             for fold in range(len(splits)):
                 streams = stream_seeds(seed, fold)
-                for name, strategy in strategies.items():
-                    specs.append(RunSpec(strategy=name, n=n, seed=seed, params=registry.parameters(strategy),
-                                         streams=streams, **common(fold)))
+                for init in inits:
+                    for name, strategy in strategies.items():
+                        specs.append(RunSpec(strategy=name, n=n, seed=seed, params=registry.parameters(strategy),
+                                             streams=streams, **common(fold, init)))
     return specs
 
 
@@ -164,7 +171,7 @@ def select(spec: RunSpec, strategy: SamplingStrategy, dataset: CineDataset) -> p
         raise StrategyError(f"strategy '{spec.strategy}' returned {len(outside)} rows that are not in the pool")
     rows = frames.loc[pd.Index(chosen)]
     extra = set(rows["subject"]) - set(pool.subjects(spec.n))
-    if extra:
+    if extra and not getattr(strategy, "pool_wide", False):
         raise StrategyError(f"strategy '{spec.strategy}' used subjects beyond the first n={spec.n}: {sorted(extra)}")
     return rows
 
@@ -195,16 +202,22 @@ class Study:
             held_out = test + settings.val_subjects
             check_budgets(settings.ns, settings.target_subjects - held_out, settings.test_subjects,
                           settings.val_subjects)
-        if not self.base_path()[0].exists():  # pre-training will need the weights: fail now, not later
-            check_weights_reachable(settings.pretrain.encoder_weights)
+        self.inits = parse_inits(",".join(settings.inits))
+        # checkpoints are read (and their head mapped) now, so a bad file fails before any work
+        self.checkpoints = {i.name: train.read_checkpoint(i.path, checkpoint_classes(settings))
+                            for i in self.inits if i.kind == "checkpoint"}
+        if any(i.kind == "source" for i in self.inits) and not self.base_path()[0].exists():
+            check_weights_reachable(settings.pretrain.encoder_weights)  # pre-training will need them: fail now
+        if any(i.kind == "imagenet" for i in self.inits):
+            check_weights_reachable("imagenet")
 
-    def _progress(self) -> Progress:
+    def progress(self) -> Progress:
         return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                         console=self.console, transient=False)
 
     def _phantom(self, domain: str, count: int) -> CineDataset:
-        with self._progress() as progress:
+        with self.progress() as progress:
             task = progress.add_task(f"phantom {domain} subjects", total=count)
             dataset = phantom_dataset(domain, count, self.settings.data_seed, self.settings.train.size,
                                       self.cache / "phantom",
@@ -223,7 +236,7 @@ class Study:
         located = locate(Path(s.data), s.data_format)
         self.console.print(f"data: detected {FORMATS[located.format]} in {located.root}, "
                            f"{len(located.subjects)} subjects", highlight=False)
-        with self._progress() as progress:
+        with self.progress() as progress:
             task = progress.add_task("reading subjects", total=len(located.subjects))
             dataset = load_dataset(located.root, located.format, LabelMap.parse(s.labels) if s.labels else None,
                                    s.train.size, self.cache,
@@ -248,11 +261,40 @@ class Study:
         self.console.print(f"[bold]Pre-training the base model[/] on the source-domain phantom "
                            f"({len(source.index)} images, {p.steps} steps, {p.encoder}); "
                            f"cached as {path} for later studies")
-        with self._progress() as progress:
+        with self.progress() as progress:
             task = progress.add_task("pre-training", total=p.steps)
-            model = train.pretrain(source.images, source.masks, p, on_step=lambda: progress.advance(task))
-        train.save_model(model, path, {"fingerprint": key, "settings": p.to_dict(), "source": source.fingerprint})
+            pretrain_on(source, p, path, source={"phantom": "source domain (1.5T bSSFP-like)", "fingerprint": key},
+                        on_step=lambda: progress.advance(task))
         return path, key
+
+    def init_fingerprints(self) -> dict[str, tuple[Init, str]]:
+        """Name -> (init, fingerprint of its initial weights); pre-trains the phantom base model if needed."""
+        out = {}
+        for init in self.inits:
+            if init.kind == "source":
+                out[init.name] = (init, self.base_model()[1])
+            elif init.kind == "checkpoint":
+                out[init.name] = (init, self.checkpoints[init.name].fingerprint)
+            else:  # the encoder/decoder are in the run's training settings; the seed is in its streams
+                out[init.name] = (init, init.kind)
+        return out
+
+    def initial_model(self, spec: RunSpec, settings: TrainSettings):
+        """The model a run starts from: its init's weights, anything random drawn from its init stream."""
+        init = next(i for i in self.inits if i.name == spec.init)
+        decoder = tuple(settings.decoder_channels)
+        seed = spec.streams["init"]
+        if init.kind == "random":
+            return train.build_model(settings.encoder, None, decoder, seed=seed)
+        if init.kind == "imagenet":
+            return train.build_model(settings.encoder, "imagenet", decoder, seed=seed)
+        if init.kind == "source":  # cached under its settings' fingerprint, which the spec records
+            return train.model_from_checkpoint(train.read_checkpoint(self.base_path()[0]), settings.encoder, decoder)
+        checkpoint = self.checkpoints[init.name]
+        if train.read_checkpoint(init.path, checkpoint.classes).fingerprint != spec.init_fingerprint:
+            raise UsageError(f"the weights of init '{spec.init}' changed while the study ran ({checkpoint.path}); "
+                             "run the study again to start over with the new file")
+        return train.model_from_checkpoint(checkpoint, settings.encoder, decoder)
 
     def run(self) -> dict[str, Any]:
         """Run every unfinished run; returns counts of done, skipped and failed runs."""
@@ -264,9 +306,14 @@ class Study:
         splits = fold_splits(target.subjects, s)
         for split in splits:
             check_budgets(s.ns, len(split["pool"]), len(split["test"]), len(split["validation"]))
-        base_path, base_key = self.base_model()
-        specs = plan(s, self.strategies, target, splits, base_key)
-        self.store.write_study({**s.to_dict(), "split": splits[0], "splits": splits, "base_model": base_key,
+        inits = self.init_fingerprints()
+        specs = plan(s, self.strategies, target, splits, inits)
+        self.store.write_study({**s.to_dict(), "split": splits[0], "splits": splits,
+                                "init_names": list(inits),
+                                "init_models": {name: {"kind": init.kind, "text": init.text, "fingerprint": key,
+                                                       "card": self.checkpoints[name].card
+                                                       if name in self.checkpoints else None}
+                                                for name, (init, key) in inits.items()},
                                 "dataset": target.fingerprint, "dataset_name": target.name,
                                 "data_warnings": data_warnings(target),
                                 "subjects_total": len(target.subjects),
@@ -275,14 +322,14 @@ class Study:
         summary = {"planned": len(specs), "skipped": len(specs) - len(todo), "done": 0, "failed": []}
         if todo:
             self.console.print(f"{len(todo)} of {len(specs)} runs to do ({summary['skipped']} already finished)")
-        with self._progress() as progress:
+        with self.progress() as progress:
             grid = progress.add_task("study", total=len(specs), completed=summary["skipped"])
             current = progress.add_task("run", total=1, visible=False)
             for spec in todo:
-                progress.update(current, description=spec.folder_name, completed=0, visible=True,
-                                total=0 if spec.strategy == BASE else s.train.steps_frozen + s.train.steps_unfrozen)
+                progress.update(current, description=spec.folder_name, completed=0, visible=True, total=0)
                 try:
-                    self._execute(spec, target, base_path, lambda: progress.advance(current))
+                    self._execute(spec, target, lambda: progress.advance(current),
+                                  lambda total: progress.update(current, total=total))
                     summary["done"] += 1
                 except HarnessError as exc:
                     self.store.save_failure(spec, str(exc))
@@ -296,22 +343,27 @@ class Study:
         summary["specs"] = specs
         return summary
 
-    def _execute(self, spec: RunSpec, dataset: CineDataset, base_path: Path, on_step: Callable[[], None]) -> None:
+    def _execute(self, spec: RunSpec, dataset: CineDataset, on_step: Callable[[], None],
+                 on_total: Callable[[int], None] = lambda total: None) -> None:
         t0 = time.perf_counter()
-        settings = TrainSettings(**{**spec.train, "decoder_channels": tuple(spec.train["decoder_channels"])})
-        model = train.load_model(base_path, settings.encoder, tuple(settings.decoder_channels),
-                                 init_seed=spec.streams["init"])
+        settings = TrainSettings.from_dict(spec.train)
+        model = self.initial_model(spec, settings)
         status: dict[str, Any] = {}
+        val = dataset.rows_of(spec.split["validation"])
+        val = val[val["phase"].notna()]
         if spec.strategy == BASE:
             selection = dataset.index.iloc[:0]
         else:
             selection = select(spec, self.strategies[spec.strategy], dataset)
             rows = selection.index.to_numpy()
+            steps = stage_steps(settings, len(rows), len(dataset.rows_of(spec.split["pool"])))
+            on_total(sum(steps))
+            needs_val = settings.select == "best-val"
             status["train"] = train.fine_tune(model, dataset.images[rows], dataset.masks[rows], settings,
-                                              spec.streams["order"], spec.streams["augment"], on_step)
+                                              spec.streams["order"], spec.streams["augment"], on_step, steps=steps,
+                                              validate=validation_score(dataset, val, settings, self.settings.empty)
+                                              if needs_val else None)
         t1 = time.perf_counter()
-        val = dataset.rows_of(spec.split["validation"])
-        val = val[val["phase"].notna()]
         val_metrics = evaluate.image_metrics(val, train.predict(model, dataset.images[val.index], settings.precision),
                                              dataset.masks[val.index], self.settings.empty)
         test = dataset.rows_of(spec.split["test"])
@@ -330,3 +382,26 @@ class Study:
         })
         self.store.save_run(spec, selection[["subject", "slice", "frame", "phase"]], images,
                             evaluate.subject_metrics(images, self.settings.empty), status)
+
+
+def checkpoint_classes(settings: StudySettings) -> tuple[str, ...] | None:
+    from harness.train.model import parse_classes
+
+    return parse_classes(settings.checkpoint_classes) if settings.checkpoint_classes else None
+
+
+def validation_score(dataset: CineDataset, rows: pd.DataFrame, settings: TrainSettings, empty: str,
+                     metric: str | None = None) -> Callable[[Any], float]:
+    """A model's score on validation images: mean image Dice of ``metric`` (dice_lv or dice_my), or of both.
+    Only validation subjects' images are predicted: checks during training never see test subjects."""
+    if rows.empty:
+        raise UsageError("validation needs validation subjects (--val-subjects at least 1)")
+    images, masks = dataset.images[rows.index], dataset.masks[rows.index]
+
+    def score(model) -> float:
+        metrics = evaluate.image_metrics(rows, train.predict(model, images, settings.precision), masks, empty)
+        columns = [metric] if metric else ["dice_lv", "dice_my"]
+        value = float(np.nanmean([metrics[c].mean() for c in columns]))
+        return value if np.isfinite(value) else 0.0
+
+    return score

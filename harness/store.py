@@ -1,7 +1,7 @@
 """Study folders: one sub-folder per run, written atomically, so a study survives a crash and resumes.
 
     <study>/study.json                         the study's settings (what `run` was asked for)
-    <study>/runs/<strategy>__n<N>__s<seed>__f<fold>__<id>/
+    <study>/runs/<strategy>__<init>__n<N>__s<seed>__f<fold>__<id>/
         spec.json       everything needed to re-run this run
         selection.csv   the training images it used
         images.csv      per-image pixel counts and Dice on the test subjects
@@ -40,7 +40,8 @@ class RunSpec:
     streams: dict[str, int]  # independent seeds for subset draw, selection, weight init, data order, augmentation
     dataset: str  # fingerprint of the prepared dataset
     split: dict[str, list[str]]  # pool, validation and test subjects
-    base_model: str  # fingerprint of the pre-trained base model
+    init: str  # where fine-tuning starts: source, ckpt-<name>, imagenet or random (harness.inits)
+    init_fingerprint: str  # identity of the initial weights (for a checkpoint: the hash of its tensors)
     train: dict[str, Any]
     version: str = field(default=__version__)
 
@@ -54,11 +55,20 @@ class RunSpec:
 
     @property
     def folder_name(self) -> str:
-        return f"{self.strategy}__n{self.n}__s{self.seed}__f{self.fold}__{self.run_id}"
+        return f"{self.strategy}__{self.init}__n{self.n}__s{self.seed}__f{self.fold}__{self.run_id}"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:
         return cls(**data)
+
+
+def method_label(strategy: str, init: str, study_inits: list[str], base: str = "base") -> str:
+    """How a run is named in the statistics: the strategy alone when the study has one init, else
+    'strategy+init'. The first init with a base model gives the plain 'base'; others 'base+init'."""
+    if strategy == base:
+        with_base = [i for i in study_inits if i == "source" or i.startswith("ckpt-")]
+        return base if not with_base or init == with_base[0] else f"{base}+{init}"
+    return strategy if len(study_inits) <= 1 else f"{strategy}+{init}"
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -127,12 +137,13 @@ class RunStore:
     def status(self, spec: RunSpec) -> dict[str, Any]:
         return json.loads((self.folder(spec) / "status.json").read_text())
 
-    def images(self, spec: RunSpec) -> pd.DataFrame:
-        """Per-image metrics of a finished run, with the run's identity columns added."""
+    def images(self, spec: RunSpec, label: str | None = None) -> pd.DataFrame:
+        """Per-image metrics of a finished run, with the run's identity columns added. ``label`` names the
+        method in the statistics (default: the strategy; see ``harness.inits.method_label``)."""
         frame = pd.read_csv(self.folder(spec) / "images.csv", dtype={"subject": str})
         labelled = len(pd.read_csv(self.folder(spec) / "selection.csv"))
-        return frame.assign(strategy=spec.strategy, n=spec.n, seed=spec.seed, fold=spec.fold,
-                            run_id=spec.run_id, labelled_images=labelled)
+        return frame.assign(strategy=label or spec.strategy, n=spec.n, seed=spec.seed, fold=spec.fold,
+                            init=spec.init, run_id=spec.run_id, labelled_images=labelled)
 
 
 def finished_runs(store: RunStore) -> tuple[list[RunSpec], list[tuple[str, str]]]:

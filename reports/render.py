@@ -17,7 +17,7 @@ import pandas as pd
 
 from harness import stats
 from harness.errors import StoreError
-from harness.store import RunStore, finished_runs
+from harness.store import RunStore, finished_runs, method_label
 from reports.figures import learning_curves
 
 METRIC_NAMES = {"dice_lv": "LV", "dice_my": "MY"}
@@ -106,7 +106,9 @@ def analyse(study_dir: Path, options: Options | None = None) -> Analysis:
     specs, failed = finished_runs(store)
     if not specs:
         raise_no_runs(study_dir, failed)
-    images = pd.concat([store.images(spec) for spec in specs], ignore_index=True)
+    inits = settings.get("init_names") or ["source"]
+    images = pd.concat([store.images(spec, method_label(spec.strategy, spec.init, inits)) for spec in specs],
+                       ignore_index=True)
     options = dataclasses.replace(options or Options(), empty=settings["empty"])
     return analyse_images(images, settings, options, failed)
 
@@ -133,7 +135,7 @@ def analyse_images(images: pd.DataFrame, settings: dict, options: Options,
         parts["ni"].append(ni)
         means = summary.set_index(["strategy", "n"])["mean"]
         targets = {s: float(means.loc[reference] if reference else means.loc[s].iloc[-1]) - options.margin
-                   for s in summary["strategy"].unique() if s != stats.BASE}
+                   for s in summary["strategy"].unique() if not stats.is_base(s)}
         for axis in ("subjects", "images"):
             parts["curves"].append(stats.fit_learning_curves(scores, metric, targets, axis))
         parts["planning"].append(stats.plan(scores, metric, reference, options.margin, options.alpha))
@@ -151,10 +153,10 @@ def analyse_images(images: pd.DataFrame, settings: dict, options: Options,
     joined = {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame() for k, v in parts.items()}
     summary = joined["summary"]
     ni = joined["ni"]
-    fine = scores[scores["strategy"] != stats.BASE]
+    fine = stats.fine_tuned(scores)
     return Analysis(
         settings=settings, options=options, reference=reference,
-        summary=summary[summary["strategy"] != stats.BASE], base=summary[summary["strategy"] == stats.BASE],
+        summary=stats.fine_tuned(summary), base=summary[stats.is_base(summary["strategy"])],
         extra=extra, reference_volumes=reference_volumes, budgets=joined["budgets"],
         strategies=joined["strategies"], friedman=joined["friedman"],
         versus_base=joined["base"], noninferiority=ni, enough=stats.enough(ni) if len(ni) else pd.DataFrame(),
@@ -501,20 +503,68 @@ def _study_lines(a: Analysis) -> list[str]:
         f"Strategies: {', '.join(s['strategies'])}; n = {', '.join(map(str, s['ns']))} subjects; "
         f"{s['seeds']} seeds per configuration and fold (seeds {s['first_seed']}–{s['first_seed'] + s['seeds'] - 1}). "
         "At each seed the subjects drawn are the same for every strategy and nested across n.",
-        f"Base model: U-Net ({t['encoder']} encoder, decoder widths "
-        f"{', '.join(map(str, t['decoder_channels']))}; segmentation-models-pytorch {smp_version}) pre-trained on "
-        f"{s['source_subjects']} source-domain (1.5T bSSFP-like) phantom subjects, {p['steps']} steps, "
-        f"encoder init {p['encoder_weights'] or 'random'}; fingerprint `{s['base_model']}`.",
-        f"Fine-tuning: stage 1 encoder frozen (BatchNorm trainable), {t['steps_frozen']} steps, one-cycle, "
-        f"max lr {t['lr_frozen']:g}; stage 2 unfrozen, {t['steps_unfrozen']} steps, one-cycle, max lr "
-        f"{t['lr_unfrozen']:g}; AdamW (weight decay {t['weight_decay']:g}), batch {t['batch_size']}, "
-        f"cross-entropy; equal optimiser steps for every subset; last step kept. Images {t['size']} px "
-        f"(zero-padded to square, resampled, scaled per image to its 1st-99th percentiles). Augmentation: "
-        f"flips, rotation ±{t['rotate_deg']:g}°, zoom up to {t['zoom']:g}, brightness/contrast "
-        f"±{t['brightness']:g}/{t['contrast']:g}. Precision {t['precision']} (autocast), channels_last "
-        f"{t['channels_last']}. Dice after argmax at {t['size']} px; RV is not a learned class.",
+        f"Model: U-Net ({t['encoder']} encoder, decoder widths {', '.join(map(str, t['decoder_channels']))}; "
+        f"segmentation-models-pytorch {smp_version}).",
+        *init_lines(s),
+        fine_tuning_text(t),
         f"Software: torch {torch_version}, Python {platform.python_version()}.",
     ]
+
+
+INIT_TEXT = {"imagenet": "encoder from ImageNet, decoder and head random from each run's init seed (TL)",
+             "random": "every weight random from each run's init seed (R)"}
+
+
+def init_lines(s: dict) -> list[str]:
+    """One sentence per initialisation: where its weights came from (the checkpoint's card, if any)."""
+    models = s.get("init_models") or {"source": {"kind": "source", "fingerprint": s.get("base_model", "?")}}
+    p = s["pretrain"]
+    lines = []
+    for name in s.get("init_names") or list(models):
+        m = models[name]
+        if m["kind"] == "source":
+            text = (f"pre-trained on {s['source_subjects']} source-domain (1.5T bSSFP-like) phantom subjects, "
+                    f"{p['steps']} steps, encoder init {p['encoder_weights'] or 'random'}")
+        elif m["kind"] == "checkpoint":
+            card = m.get("card")
+            if card:
+                tr, v = card["training"], card.get("validation") or {}
+                val = (f"; validation Dice LV {v['dice_lv']:.3f} / MY {v['dice_my']:.3f} on {v['subjects']} held-out "
+                       "subjects" if v else "")
+                text = (f"your checkpoint, pre-trained on {tr['data']} ({tr['subjects']} subjects, {tr['images']} "
+                        f"images, {tr['steps']} steps{val})")
+            else:
+                text = "your checkpoint (a plain state_dict, no model card)"
+        else:
+            text = INIT_TEXT[m["kind"]]
+        lines.append(f"Init `{name}`: {text}; weights fingerprint `{m['fingerprint']}`.")
+    if len(models) > 1:
+        lines.append("Inits are compared on the same test subjects, subsets and seeds (paired), as strategies are; "
+                     "a method is named strategy+init.")
+    return lines
+
+
+def fine_tuning_text(t: dict) -> str:
+    schedule = t.get("schedule", "fast")
+    if schedule == "paper":
+        steps = (f"the published schedule: stage 1 encoder frozen (BatchNorm trainable), one-cycle, max lr "
+                 f"{t['lr_frozen']:g}; stage 2 unfrozen, one-cycle, max lr {t['lr_unfrozen']:g}; each stage "
+                 f"E = round({t['epochs']} × pool images / subset images) epochs, so every subset gets about the same "
+                 "optimiser steps")
+    else:
+        steps = (f"the fast schedule: stage 1 encoder frozen (BatchNorm trainable), {t['steps_frozen']} steps, "
+                 f"one-cycle, max lr {t['lr_frozen']:g}; stage 2 unfrozen, {t['steps_unfrozen']} steps, one-cycle, "
+                 f"max lr {t['lr_unfrozen']:g}; equal optimiser steps for every subset")
+    kept = ("last step kept" if t.get("select", "last") == "last" else
+            f"the weights with the best validation Dice (LV and MY averaged, validation subjects only, "
+            f"{t.get('checks', 10)} checks per stage) kept")
+    tuned = (f" Tuned settings: {t['tuned']}." if t.get("tuned") else "")
+    return (f"Fine-tuning: {steps}; AdamW (weight decay {t['weight_decay']:g}), batch {t['batch_size']}, "
+            f"cross-entropy; {kept}. Images {t['size']} px (zero-padded to square, resampled, scaled per image to "
+            f"its 1st-99th percentiles). Augmentation: flips, rotation ±{t['rotate_deg']:g}°, zoom up to "
+            f"{t['zoom']:g}, brightness/contrast ±{t['brightness']:g}/{t['contrast']:g}. Precision "
+            f"{t['precision']} (autocast), channels_last {t['channels_last']}. Dice after argmax at {t['size']} px; "
+            f"RV is not a learned class.{tuned}")
 
 
 def caveats(a: Analysis) -> list[str]:

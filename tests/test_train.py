@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 
 import numpy as np
 import pytest
@@ -7,6 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from harness import train
+from harness.errors import TrainingError
+from harness.train import loop, model as model_module
 from harness.errors import UsageError
 
 
@@ -30,12 +34,12 @@ def _weights(model) -> torch.Tensor:
 
 def test_stage_one_freezes_the_encoder_but_not_its_batchnorm():
     model = train.build_model("resnet18")
-    trainable = train._set_stage(model, frozen_encoder=True)
+    trainable = loop._set_stage(model, frozen_encoder=True)
     assert not model.encoder.conv1.weight.requires_grad
     assert model.encoder.bn1.weight.requires_grad and model.encoder.layer1[0].bn2.bias.requires_grad
     assert all(p.requires_grad for p in model.decoder.parameters())
     assert len(trainable) < len(list(model.parameters()))
-    assert len(train._set_stage(model, frozen_encoder=False)) == len(list(model.parameters()))
+    assert len(loop._set_stage(model, frozen_encoder=False)) == len(list(model.parameters()))
 
 
 def test_fine_tuning_is_reproducible_from_its_seeds(data):
@@ -66,7 +70,7 @@ def test_frozen_stage_leaves_encoder_convolutions_unchanged(data):
 def test_every_subset_gets_the_same_number_of_steps():
     rng = np.random.default_rng(0)
     for n_images in (3, 17, 200):
-        batches = list(train._batches(n_images, 8, 25, rng))
+        batches = list(loop._batches(n_images, 8, 25, rng))
         assert len(batches) == 25 and all(len(b) == min(8, n_images) for b in batches)
 
 
@@ -75,7 +79,7 @@ def test_augmentation_keeps_image_and_mask_aligned():
     x[:, :, 10:20, 5:15] = 1.0
     y = (x[:, 0] > 0.5).long()
     settings = train.TrainSettings(brightness=0.0, contrast=0.0)
-    ax, ay = train.Augmenter(settings, 0)(x, y)
+    ax, ay = loop.Augmenter(settings, 0)(x, y)
     inside = ax[:, 0][ay == 1]
     assert inside.mean() > 0.8 and ax[:, 0][ay == 0].mean() < 0.1
 
@@ -108,7 +112,7 @@ def test_pretrained_weights_offline_fail_fast(monkeypatch):
     import segmentation_models_pytorch as smp
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(train.socket, "create_connection", lambda *a, **k: pytest.fail("tried the network"))
+    monkeypatch.setattr(model_module.socket, "create_connection", lambda *a, **k: pytest.fail("tried the network"))
     monkeypatch.setattr(smp, "Unet", lambda *a, **k: pytest.fail("smp would retry the download"))
     with pytest.raises(UsageError, match="HF_HUB_OFFLINE is set.*--encoder-weights none"):
         train.build_model("resnet18", "imagenet")
@@ -120,13 +124,37 @@ def test_unreachable_hub_fails_in_seconds(monkeypatch):
     def refuse(*args, **kwargs):
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(train.socket, "create_connection", refuse)
+    monkeypatch.setattr(model_module.socket, "create_connection", refuse)
     with pytest.raises(UsageError, match="not reachable"):
         train.check_weights_reachable("imagenet")
 
 
-def test_checkpoint_round_trip(tmp_path):
-    torch.manual_seed(0)
-    model = train.build_model("resnet18")
-    train.save_model(model, tmp_path / "m.pt", {"k": 1})
-    assert torch.equal(_weights(model), _weights(train.load_model(tmp_path / "m.pt", "resnet18")))
+def test_a_nan_or_diverging_loss_stops_the_run_with_its_reason(data):
+    images, masks = data
+    bad = train.TrainSettings(size=32, batch_size=4, steps_frozen=0, steps_unfrozen=30, lr_unfrozen=1e4,
+                              precision="fp32")
+    with pytest.raises(TrainingError, match="training diverged: the loss .* of stage 2 .*lower the learning rate"):
+        train.fine_tune(train.build_model("resnet18", seed=0), images, masks, bad, 0, 0)
+
+
+def test_best_val_keeps_the_weights_of_the_best_check_and_last_keeps_the_last(data):
+    images, masks = data
+    scores = iter([0.2, 0.9, 0.1, 0.3])  # check 2 (end of stage 1... step 4) is best
+    seen = []
+
+    def validate(model):
+        seen.append(_weights(model).clone())
+        return next(scores)
+
+    settings = train.TrainSettings(size=32, batch_size=4, steps_frozen=4, steps_unfrozen=4, precision="fp32",
+                                   select="best-val", checks=2)
+    model = train.build_model("resnet18", seed=0)
+    result = train.fine_tune(model, images, masks, settings, 0, 0, validate=validate)
+    assert [step for step, _ in result["checks"]] == [2, 4, 6, 8]
+    assert result["selected_step"] == 4
+    assert torch.equal(_weights(model), seen[1])
+    last = train.build_model("resnet18", seed=0)
+    scores = iter([0.2, 0.9, 0.1, 0.3])
+    result = train.fine_tune(last, images, masks, dataclasses.replace(settings, select="last"), 0, 0,
+                             validate=validate)
+    assert result["selected_step"] == 8 and torch.equal(_weights(last), _weights(model)) is False

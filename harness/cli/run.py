@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 from pathlib import Path
 
 from rich.console import Console
@@ -11,6 +12,8 @@ from harness.cli.data import add_data_arguments
 from harness.cli.report import add_statistics_arguments, options_from
 from harness.cli.options import add_model_arguments, parse_ns, parse_params, parse_strategies, settings_from
 from harness.errors import UsageError
+from harness.inits import parse_inits
+from harness.train.settings import SCHEDULES
 from harness.runner import Study
 from harness.store import RunStore
 
@@ -30,8 +33,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="studies/default", help="study folder (default studies/default)")
     p.add_argument("--strategy-param", action="append", default=[], metavar="STRATEGY.KEY=VALUE",
                    help="set a strategy parameter, e.g. subject_random.per_subject=20 (repeatable)")
+    p.add_argument("--init", default="source", metavar="INIT[,INIT...]",
+                   help="where fine-tuning starts, a grid axis: source (the phantom base model, default), "
+                        "checkpoint:PATH (your model), imagenet, random; a comma list compares them on the same "
+                        "subjects and seeds")
+    p.add_argument("--checkpoint-classes", default=None, metavar="background,rv,my,lv",
+                   help="classes of a plain state_dict's head, in order, when it has other than "
+                        "background, LV, MY (harness checkpoints say it in their card)")
+    p.add_argument("--schedule", choices=sorted(SCHEDULES), default="fast",
+                   help="fast (default): fixed steps per stage; paper: the published protocol (lr 1e-4 then 1e-5, "
+                        "E = round(epochs x pool images / subset images) epochs per stage)")
     p.add_argument("--steps", type=int, default=None,
-                   help="optimiser steps per fine-tuning stage (default 100 + 100)")
+                   help="fast schedule: optimiser steps per fine-tuning stage (default 100 + 100)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="paper schedule: epochs per stage on the whole pool (default 10, as published)")
+    p.add_argument("--select", choices=["last", "best-val"], default="last",
+                   help="keep the last weights (default, as published) or those with the best validation Dice "
+                        "(checked 10 times a stage, on validation subjects only)")
     p.add_argument("--empty", choices=["both-one", "ignore"], default="both-one",
                    help="Dice when both masks are empty: 1 (both-one, as published) or left out (ignore)")
     p.add_argument("--target-subjects", type=int, default=24, help="phantom target subjects (default 24)")
@@ -43,12 +61,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_statistics_arguments(p)
 
 
+def training_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The schedule's settings, then the flags that override them."""
+    if args.steps is not None and args.schedule != "fast":
+        raise UsageError("--steps sets the fast schedule's steps; with --schedule paper use --epochs")
+    if args.epochs is not None and args.schedule != "paper":
+        raise UsageError("--epochs sets the paper schedule's epochs; with --schedule fast use --steps")
+    out: dict[str, Any] = {"schedule": args.schedule, **SCHEDULES[args.schedule], "select": args.select}
+    if args.steps is not None:
+        if args.steps < 1:
+            raise UsageError(f"--steps {args.steps}: need at least 1 step per stage")
+        out.update(steps_frozen=args.steps, steps_unfrozen=args.steps)
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise UsageError(f"--epochs {args.epochs}: need at least 1 epoch per stage")
+        out["epochs"] = args.epochs
+    return out
+
+
 def execute(args: argparse.Namespace, console: Console) -> int:
     if args.seeds < 1:
         raise UsageError(f"--seeds {args.seeds}: need at least 1 (3 or more to see seed-to-seed variation)")
-    train = {} if args.steps is None else {"steps_frozen": args.steps, "steps_unfrozen": args.steps}
+    train = training_overrides(args)
     study = {"data": args.data, "data_format": args.format, "labels": args.labels, "skip_bad": args.skip_bad,
              "strategies": parse_strategies(args.strategy), "ns": parse_ns(args.n), "seeds": args.seeds,
+             "inits": tuple(i.text for i in parse_inits(args.init)), "checkpoint_classes": args.checkpoint_classes,
              "folds": args.folds,
              "params": parse_params(args.strategy_param), "empty": args.empty,
              "target_subjects": args.target_subjects, "source_subjects": args.source_subjects,

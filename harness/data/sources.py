@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,25 @@ DICOM_FORMATS = ("sunnybrook", "dicom-con", "dicom-nifti", "dicom-png")
 HINT_SOURCE = {"acdc": "Info.cfg", "mnms": "file name"}  # layouts whose metadata name ED/ES
 
 
+def walk_files(root: Path) -> list[Path]:
+    """Every file under ``root``, following symlinked folders (a data folder is often a set of links to
+    subjects kept elsewhere); each real folder is visited once, so link cycles end."""
+    seen: set[str] = set()
+    out = []
+    for folder, dirs, names in os.walk(root, followlinks=True, onerror=_raise):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        out += [Path(folder) / name for name in names if (Path(folder) / name).is_file()]
+    return sorted(out)
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
+
+
 @dataclass(frozen=True)
 class Located:
     """What was found in a data folder: the layout and one folder (or file group) per subject."""
@@ -43,12 +63,12 @@ class Located:
 
     def files(self) -> list[Path]:
         if self.format == "png":
-            return sorted(self.root.rglob("*.png"))
+            return [p for p in walk_files(self.root) if p.suffix == ".png"]
         folders = list(self.subjects)
         if self.format == "sunnybrook":
             folders += [self.root / "contourfiles"]
         extra = [self.root / "link.csv"] if self.format == "sunnybrook" else []
-        return sorted(extra + [p for folder in folders for p in folder.rglob("*") if p.is_file()])
+        return sorted(extra + [p for folder in folders for p in walk_files(folder)])
 
 
 def locate(root: Path, fmt: str | None = None) -> Located:
@@ -59,7 +79,7 @@ def locate(root: Path, fmt: str | None = None) -> Located:
     if fmt is not None and fmt not in FORMATS:
         raise UsageError(f"--format '{fmt}' is not known; choose one of {', '.join(FORMATS)}")
     try:
-        files = [p for p in root.rglob("*") if p.is_file()]  # one walk of the tree for every layout
+        files = walk_files(root)  # one walk of the tree for every layout
     except PermissionError as exc:
         raise DataError(f"{exc.filename}: permission denied; make it readable (chmod +r) or remove it") from None
     def folders(pattern: str) -> list[Path]:

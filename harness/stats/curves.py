@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import OptimizeWarning, curve_fit
 
-from harness.stats.tables import BASE
+from harness.stats.tables import fine_tuned
 
 
 def power_law(x: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
@@ -86,7 +86,7 @@ def fit_learning_curves(scores: pd.DataFrame, metric: str, targets: dict[str, fl
     target Dice with a percentile bootstrap CI over subjects (refitting the chosen curve)."""
     rng = np.random.default_rng(seed)
     rows = []
-    for strategy in sorted(set(scores["strategy"]) - {BASE}):
+    for strategy in sorted(set(fine_tuned(scores)["strategy"])):
         points = _points(scores, strategy, metric, axis)
         budgets = np.sort(points["x"].unique())
         row = {"strategy": strategy, "metric": metric, "axis": axis, "budgets": len(budgets),

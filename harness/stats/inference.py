@@ -22,7 +22,8 @@ import pandas as pd
 from scipy import stats as sps
 
 from harness.errors import UsageError
-from harness.stats.tables import BASE, by_seed, configurations, paired_by_seed, subject_differences
+from harness.stats.tables import (base_for, by_seed, configurations, fine_tuned, is_base, paired_by_seed,
+                                  subject_differences)
 
 TESTS = ("t", "wilcoxon", "permutation")
 EXACT_SIGN_FLIPS = 2 ** 16  # enumerate all sign patterns up to 16 subjects, else sample
@@ -251,8 +252,8 @@ def _with_holm(rows: list[dict]) -> pd.DataFrame:
 def compare_strategies(scores: pd.DataFrame, metric: str, method: str = "t") -> pd.DataFrame:
     """Every pair of strategies at each n; Holm over all pairs and n of this metric."""
     rows = []
-    fine_tuned = scores[scores["strategy"] != BASE]
-    for n, group in fine_tuned.groupby("n", sort=True):
+    tuned = fine_tuned(scores)
+    for n, group in tuned.groupby("n", sort=True):
         for a, b in combinations(sorted(group["strategy"].unique()), 2):
             rows.append({"n": int(n), "a": a, "b": b, "metric": metric,
                          **_difference(scores, (a, int(n)), (b, int(n)), metric, method)})
@@ -262,8 +263,8 @@ def compare_strategies(scores: pd.DataFrame, metric: str, method: str = "t") -> 
 def friedman(scores: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Omnibus test per n where three or more strategies were run: Friedman over subjects (complete blocks)."""
     rows = []
-    fine_tuned = scores[scores["strategy"] != BASE]
-    for n, group in fine_tuned.groupby("n", sort=True):
+    tuned = fine_tuned(scores)
+    for n, group in tuned.groupby("n", sort=True):
         wide = group.groupby(["subject", "strategy"])[metric].mean().unstack("strategy").dropna()
         if wide.shape[1] < 3 or wide.shape[0] < 2:
             continue
@@ -276,7 +277,7 @@ def friedman(scores: pd.DataFrame, metric: str) -> pd.DataFrame:
 def compare_budgets(scores: pd.DataFrame, metric: str, method: str = "t") -> pd.DataFrame:
     """Within each strategy, each budget against the next smaller one (nested subsets, same seeds)."""
     rows = []
-    for strategy, group in scores[scores["strategy"] != BASE].groupby("strategy", sort=True):
+    for strategy, group in fine_tuned(scores).groupby("strategy", sort=True):
         ns = sorted(int(n) for n in group["n"].unique())
         for small, large in zip(ns, ns[1:]):
             rows.append({"strategy": strategy, "n_small": small, "n_large": large, "metric": metric,
@@ -286,12 +287,11 @@ def compare_budgets(scores: pd.DataFrame, metric: str, method: str = "t") -> pd.
 
 def compare_to_base(scores: pd.DataFrame, metric: str, method: str = "t") -> pd.DataFrame:
     """Each fine-tuned strategy x n against the source-only base model on the same test subjects."""
-    if not (scores["strategy"] == BASE).any():
-        return pd.DataFrame()
-    rows = [{"strategy": strategy, "n": n, "metric": metric,
-             **_difference(scores, (strategy, n), (BASE, 0), metric, method)}
-            for strategy, n in configurations(scores) if strategy != BASE]
-    return _with_holm(rows)
+    available = set(scores["strategy"])
+    rows = [{"strategy": strategy, "n": n, "metric": metric, "base": base_for(strategy, available),
+             **_difference(scores, (strategy, n), (base_for(strategy, available), 0), metric, method)}
+            for strategy, n in configurations(scores) if not is_base(strategy) and base_for(strategy, available)]
+    return _with_holm(rows) if rows else pd.DataFrame()
 
 
 def noninferiority(paired: pd.DataFrame | np.ndarray, margin: float, level: float = 0.95) -> dict:
@@ -310,17 +310,17 @@ def noninferiority(paired: pd.DataFrame | np.ndarray, margin: float, level: floa
 def parse_reference(text: str | None, scores: pd.DataFrame) -> tuple[str, int] | None:
     """'STRATEGY@N' or 'STRATEGY' (its largest n) -> a configuration of the study; None = the default:
     all_frames at its largest n when it was run, else each strategy's own largest n."""
-    fine_tuned = scores[scores["strategy"] != BASE]
+    tuned = fine_tuned(scores)
     if text is None:
-        if (fine_tuned["strategy"] == "all_frames").any():
-            return "all_frames", int(fine_tuned.loc[fine_tuned["strategy"] == "all_frames", "n"].max())
+        if (tuned["strategy"] == "all_frames").any():
+            return "all_frames", int(tuned.loc[tuned["strategy"] == "all_frames", "n"].max())
         return None
     strategy, _, n_text = text.partition("@")
-    known = sorted(fine_tuned["strategy"].unique())
+    known = sorted(tuned["strategy"].unique())
     if strategy not in known:
         raise UsageError(f"--reference '{text}': strategy '{strategy}' is not in this study "
                          f"(it has {', '.join(known)}); write STRATEGY or STRATEGY@N")
-    ns = sorted(int(n) for n in fine_tuned.loc[fine_tuned["strategy"] == strategy, "n"].unique())
+    ns = sorted(int(n) for n in tuned.loc[tuned["strategy"] == strategy, "n"].unique())
     if not n_text:
         return strategy, ns[-1]
     try:
@@ -339,8 +339,8 @@ def noninferiority_table(scores: pd.DataFrame, metric: str, reference: tuple[str
     claim holds at family-wise level alpha without correction. ``reference`` None = each strategy's own
     largest n ("is a smaller budget as good as the largest studied?")."""
     rows = []
-    fine_tuned = scores[scores["strategy"] != BASE]
-    for strategy, group in fine_tuned.groupby("strategy", sort=True):
+    tuned = fine_tuned(scores)
+    for strategy, group in tuned.groupby("strategy", sort=True):
         ns = sorted((int(n) for n in group["n"].unique()), reverse=True)
         ref = reference or (strategy, ns[0])
         going = True
@@ -388,7 +388,7 @@ def image_level_comparisons(images: pd.DataFrame, reference: tuple[str, int] | N
     right = pick(reference)
     rows = []
     for config in configurations(images):
-        if config == reference or config[0] == BASE:
+        if config == reference or is_base(config[0]):
             continue
         left = pick(config)
         joined = pd.concat([left.rename("a"), right.rename("b")], axis=1, join="inner").dropna()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from harness.stats.tables import BASE
+from harness.stats.tables import fine_tuned
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ def fit_mixed(scores: pd.DataFrame, metric: str) -> MixedFit | None:
     """None when the study cannot support the model (one budget, or fewer than 3 subjects)."""
     import statsmodels.formula.api as smf
 
-    data = scores[(scores["strategy"] != BASE) & scores[metric].notna()].copy()
+    data = fine_tuned(scores)[lambda d: d[metric].notna()].copy()
     if data["n"].nunique() < 2 or data["subject"].nunique() < 3:
         return None
     data = data.rename(columns={metric: "dice"})

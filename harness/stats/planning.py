@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness.stats.tables import BASE, paired_by_seed
+from harness.stats.tables import fine_tuned, paired_by_seed
 
 SEED_CHOICES = (1, 2, 3, 5, 10)
 MAX_SUBJECTS = 10_000
@@ -59,8 +59,8 @@ def plan(scores: pd.DataFrame, metric: str, reference: tuple[str, int] | None, m
     """Per strategy: pooled variance components of its non-inferiority comparisons, the power this study
     had for the margin, and the test subjects needed for 80% power at several seed counts."""
     rows = []
-    fine_tuned = scores[scores["strategy"] != BASE]
-    for strategy, group in fine_tuned.groupby("strategy", sort=True):
+    tuned = fine_tuned(scores)
+    for strategy, group in tuned.groupby("strategy", sort=True):
         ns = sorted((int(n) for n in group["n"].unique()), reverse=True)
         ref = reference or (strategy, ns[0])
         parts = [paired_by_seed(scores, (strategy, n), ref, metric) for n in ns if (strategy, n) != ref]

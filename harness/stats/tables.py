@@ -13,9 +13,29 @@ import pandas as pd
 from harness.evaluate import CLASSES, dice
 
 METRICS = tuple(f"dice_{c}" for c in CLASSES)
-BASE = "base"  # the pre-trained model without fine-tuning (n = 0, no seeds)
+BASE = "base"  # the pre-trained model without fine-tuning (n = 0, no seeds); "base+<init>" for a second one
 KEYS = ["strategy", "n", "seed", "fold", "subject"]
 VOLUME_METRICS = ("edv_error_ml", "esv_error_ml", "ef_error_pct")
+
+
+def is_base(strategy: pd.Series | str) -> pd.Series | bool:
+    """Rows (or a name) of models evaluated without fine-tuning: 'base', or 'base+<init>' when a study
+    compares several pre-trained inits."""
+    if isinstance(strategy, str):
+        return strategy == BASE or strategy.startswith(BASE + "+")
+    return (strategy == BASE) | strategy.astype(str).str.startswith(BASE + "+")
+
+
+def fine_tuned(scores: pd.DataFrame) -> pd.DataFrame:
+    return scores[~is_base(scores["strategy"])]
+
+
+def base_for(strategy: str, available: set[str]) -> str | None:
+    """The base model a fine-tuned method is compared with: its own init's ('ed_es+ckpt-a' -> 'base+ckpt-a')
+    where the study has it, else the study's 'base'."""
+    _, plus, init = strategy.partition("+")
+    own = f"{BASE}+{init}" if plus else None
+    return own if own in available else BASE if BASE in available else None
 
 
 def with_dice(images: pd.DataFrame, empty: str = "both-one") -> pd.DataFrame:
