@@ -31,7 +31,7 @@ from harness.inits import Init, parse_inits
 from harness.pretraining import pretrain_on
 from harness.store import RunSpec, RunStore
 from harness.train import PretrainSettings, TrainSettings, check_weights_reachable, resolve_precision
-from harness.train.settings import stage_steps
+from harness.train.settings import config_key, stage_steps, with_params
 
 BASE = "base"  # pseudo-strategy: the pre-trained model evaluated without fine-tuning
 STREAMS = ("subset", "select", "init", "order", "augment")
@@ -46,6 +46,7 @@ class StudySettings:
     strategies: tuple[str, ...] = ("ed_es",)
     inits: tuple[str, ...] = ("source",)  # --init: source, checkpoint:PATH, imagenet, random (harness.inits)
     checkpoint_classes: str | None = None  # head classes of a plain state_dict, e.g. "background,rv,my,lv"
+    tuned: dict[str, dict[str, Any]] = field(default_factory=dict)  # config key -> tuned params (run --tuned)
     params: dict[str, dict[str, str]] = field(default_factory=dict)  # strategy -> parameter -> text
     ns: tuple[int, ...] = (2, 5, 10)
     seeds: int = 2
@@ -141,9 +142,11 @@ def plan(settings: StudySettings, strategies: dict[str, SamplingStrategy], datas
     """The grid, base-model evaluations first, then by n, seed, fold, init and strategy (small runs first).
     Run streams derive from (seed, fold): inits and strategies at one seed and fold share their subject
     draws, so they are compared on the same subjects (paired). ``inits``: name -> (init, fingerprint)."""
-    def common(fold: int, init: str) -> dict[str, Any]:
+    def common(fold: int, init: str, strategy: str = BASE, n: int = 0) -> dict[str, Any]:
+        tuned = settings.tuned.get(config_key(strategy, init, n))
+        train_settings = with_params(settings.train, tuned["params"]) if tuned else settings.train
         return {"fold": fold, "dataset": dataset.fingerprint, "split": splits[fold], "init": init,
-                "init_fingerprint": inits[init][1], "train": settings.train.to_dict()}
+                "init_fingerprint": inits[init][1], "train": train_settings.to_dict()}
 
     specs = [RunSpec(strategy=BASE, n=0, seed=0, params={}, streams=stream_seeds(0), **common(f, name))
              for name, (init, _) in inits.items() if init.has_base for f in range(len(splits))]
@@ -154,7 +157,7 @@ def plan(settings: StudySettings, strategies: dict[str, SamplingStrategy], datas
                 for init in inits:
                     for name, strategy in strategies.items():
                         specs.append(RunSpec(strategy=name, n=n, seed=seed, params=registry.parameters(strategy),
-                                             streams=streams, **common(fold, init)))
+                                             streams=streams, **common(fold, init, name, n)))
     return specs
 
 
@@ -307,6 +310,10 @@ class Study:
         for split in splits:
             check_budgets(s.ns, len(split["pool"]), len(split["test"]), len(split["validation"]))
         inits = self.init_fingerprints()
+        stale = sorted(key for key, t in s.tuned.items() if t.get("dataset") not in (None, target.fingerprint))
+        if stale:
+            raise UsageError(f"--tuned: {stale[0]} was tuned on other data (fingerprint "
+                             f"{s.tuned[stale[0]]['dataset']}; this study's is {target.fingerprint}); tune again")
         specs = plan(s, self.strategies, target, splits, inits)
         self.store.write_study({**s.to_dict(), "split": splits[0], "splits": splits,
                                 "init_names": list(inits),

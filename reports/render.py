@@ -507,6 +507,7 @@ def _study_lines(a: Analysis) -> list[str]:
         f"segmentation-models-pytorch {smp_version}).",
         *init_lines(s),
         fine_tuning_text(t),
+        *tuned_lines(s),
         f"Software: torch {torch_version}, Python {platform.python_version()}.",
     ]
 
@@ -558,13 +559,26 @@ def fine_tuning_text(t: dict) -> str:
     kept = ("last step kept" if t.get("select", "last") == "last" else
             f"the weights with the best validation Dice (LV and MY averaged, validation subjects only, "
             f"{t.get('checks', 10)} checks per stage) kept")
-    tuned = (f" Tuned settings: {t['tuned']}." if t.get("tuned") else "")
     return (f"Fine-tuning: {steps}; AdamW (weight decay {t['weight_decay']:g}), batch {t['batch_size']}, "
             f"cross-entropy; {kept}. Images {t['size']} px (zero-padded to square, resampled, scaled per image to "
             f"its 1st-99th percentiles). Augmentation: flips, rotation ±{t['rotate_deg']:g}°, zoom up to "
             f"{t['zoom']:g}, brightness/contrast ±{t['brightness']:g}/{t['contrast']:g}. Precision "
             f"{t['precision']} (autocast), channels_last {t['channels_last']}. Dice after argmax at {t['size']} px; "
-            f"RV is not a learned class.{tuned}")
+            f"RV is not a learned class.")
+
+
+def tuned_lines(s: dict) -> list[str]:
+    """What `harness tune` chose, per configuration, and on which subjects (run --tuned)."""
+    tuned = s.get("tuned") or {}
+    lines = []
+    for key, t in sorted(tuned.items()):
+        params = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(t["params"].items()))
+        lines.append(f"Tuned with Optuna (`{key}`): {t['trials']} trials of a seeded TPE sampler with median pruning, "
+                     f"maximising validation Dice ({t['metric']}) on fold 0's validation subjects "
+                     f"({', '.join(t['validation_subjects'])}), never on test subjects; best {t['value']:.3f} with "
+                     f"{params}. With cross-validation these validation subjects are test subjects of another fold, "
+                     "so the tuned settings saw their labels once.")
+    return lines
 
 
 def caveats(a: Analysis) -> list[str]:

@@ -14,7 +14,7 @@ from harness.cli.options import add_model_arguments, parse_ns, parse_params, par
 from harness.errors import UsageError
 from harness.inits import parse_inits
 from harness.train.settings import SCHEDULES
-from harness.runner import Study
+from harness.runner import Study, StudySettings
 from harness.store import RunStore
 
 HELP = "run a data-efficiency study (strategies x n x seeds) and write report.md / report.html"
@@ -47,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fast schedule: optimiser steps per fine-tuning stage (default 100 + 100)")
     p.add_argument("--epochs", type=int, default=None,
                    help="paper schedule: epochs per stage on the whole pool (default 10, as published)")
+    p.add_argument("--tuned", action="store_true",
+                   help="use the best parameters `harness tune` found for each strategy / init / n (tuned.json "
+                        "in --out)")
     p.add_argument("--select", choices=["last", "best-val"], default="last",
                    help="keep the last weights (default, as published) or those with the best validation Dice "
                         "(checked 10 times a stage, on validation subjects only)")
@@ -79,18 +82,28 @@ def training_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def execute(args: argparse.Namespace, console: Console) -> int:
+def study_settings(args: argparse.Namespace) -> StudySettings:
+    """The study `run` (and `tune`) describe, from the command line."""
     if args.seeds < 1:
         raise UsageError(f"--seeds {args.seeds}: need at least 1 (3 or more to see seed-to-seed variation)")
     train = training_overrides(args)
+    inits = parse_inits(args.init)
     study = {"data": args.data, "data_format": args.format, "labels": args.labels, "skip_bad": args.skip_bad,
              "strategies": parse_strategies(args.strategy), "ns": parse_ns(args.n), "seeds": args.seeds,
-             "inits": tuple(i.text for i in parse_inits(args.init)), "checkpoint_classes": args.checkpoint_classes,
+             "inits": tuple(i.text for i in inits), "checkpoint_classes": args.checkpoint_classes,
              "folds": args.folds,
              "params": parse_params(args.strategy_param), "empty": args.empty,
              "target_subjects": args.target_subjects, "source_subjects": args.source_subjects,
              "test_subjects": args.test_subjects, "val_subjects": args.val_subjects}
-    settings = settings_from(args, study, train)
+    if getattr(args, "tuned", False):
+        from harness.tune import tuned_overrides
+
+        study["tuned"] = tuned_overrides(Path(args.out), study["strategies"], [i.name for i in inits], study["ns"])
+    return settings_from(args, study, train)
+
+
+def execute(args: argparse.Namespace, console: Console) -> int:
+    settings = study_settings(args)
     store = RunStore(Path(args.out))
     store.prepare()
     study = Study(settings, store, console, Path(args.cache_dir) if args.cache_dir else None)

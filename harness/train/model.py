@@ -260,7 +260,7 @@ def save_checkpoint(model: torch.nn.Module, path: Path, card: dict[str, Any]) ->
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    card = {**card, "fingerprint": tensor_fingerprint(state)}
+    card = json.loads(json.dumps({**card, "fingerprint": tensor_fingerprint(state)}, default=str))  # plain JSON types
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save({FORMAT_KEY: 1, "state_dict": state, "card": card}, tmp)
     card_tmp = path.with_name(f".{path.stem}.json.tmp")

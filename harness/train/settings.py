@@ -84,3 +84,21 @@ class PretrainSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def config_key(strategy: str, init: str, n: int) -> str:
+    """Names one tuned configuration (strategy, init, n)."""
+    return f"{strategy}__{init}__n{n}"
+
+
+def with_params(settings: TrainSettings, params: dict[str, object]) -> TrainSettings:
+    """Settings with tuned parameters in place; 'augment' is one strength in [0, 1] that scales rotation (up
+    to 90 degrees), zoom (up to 1.2), brightness and contrast (up to 0.4) together."""
+    from dataclasses import replace
+
+    params = dict(params)
+    strength = params.pop("augment", None)
+    if strength is not None:
+        s = float(strength)
+        params.update(rotate_deg=90.0 * s, zoom=1.0 + 0.2 * s, brightness=0.4 * s, contrast=0.4 * s)
+    return replace(settings, **params)

@@ -1,0 +1,72 @@
+"""`harness tune`: Optuna search of training settings for one strategy / init / n, on validation subjects."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from harness.cli import run
+from harness.errors import UsageError
+
+HELP = "tune training settings with Optuna for one strategy / init / n on validation subjects (resumable)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    run.add_arguments(p)
+    p.add_argument("--trials", type=int, default=30, help="trials in all, counting earlier ones (default 30)")
+    p.add_argument("--storage", default=None,
+                   help="Optuna storage URL (default sqlite in --out), or journal:PATH for a shared filesystem")
+    p.add_argument("--space", type=Path, default=None,
+                   help='JSON file replacing parts of the search space, e.g. {"lr_frozen": ["log", 1e-4, 1e-2], '
+                        '"augment": null}')
+    p.add_argument("--metric", choices=["both", "lv", "my"], default="both",
+                   help="validation Dice to maximise: LV and MY averaged (default), or one")
+    p.add_argument("--tune-seeds", type=int, default=1,
+                   help="fine-tunes per trial (other subsets and init draws), averaged (default 1)")
+    p.add_argument("--sampler-seed", type=int, default=0, help="seed of the TPE sampler (default 0)")
+
+
+def execute(args: argparse.Namespace, console: Console) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    from harness.inits import parse_inits
+    from harness.runner import Study
+    from harness.store import RunStore
+    from harness.tune import Tuner, TuneRequest, search_space
+
+    args.tuned = False
+    settings = run.study_settings(args)
+    if len(settings.strategies) != 1 or len(settings.ns) != 1 or len(settings.inits) != 1:
+        raise UsageError("tune takes one configuration: one --strategy, one --n and one --init (run it once per "
+                         "configuration; `run --tuned` then uses each)")
+    if args.trials < 1 or args.tune_seeds < 1:
+        raise UsageError("--trials and --tune-seeds must be at least 1")
+    store = RunStore(Path(args.out))
+    store.prepare()
+    study = Study(settings, store=None, console=console, cache=Path(args.cache_dir) if args.cache_dir else None)
+    request = TuneRequest(strategy=settings.strategies[0], init=parse_inits(args.init)[0].name, n=settings.ns[0],
+                          trials=args.trials, seeds=args.tune_seeds, metric=args.metric,
+                          sampler_seed=args.sampler_seed, space=search_space(settings.train.schedule, args.space))
+    tuner = Tuner(study, request, store.root, args.storage)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("ETA"), TimeRemainingColumn(), console=console) as progress:
+        trials = progress.add_task("trials", total=args.trials)
+        steps = progress.add_task("fine-tuning steps", total=None)
+        summary = tuner.run(on_trial=lambda done, total, value: progress.update(trials, completed=done),
+                            on_step=lambda: progress.advance(steps))
+    table = Table("parameter", "best", "default")
+    defaults = settings.train.to_dict()
+    for name, value in summary["params"].items():
+        default = "1.0 (rotation 90, zoom 1.2, ±0.4)" if name == "augment" else defaults.get(name)
+        table.add_row(name, f"{value:.4g}" if isinstance(value, float) else str(value), str(default))
+    Console().print(table)
+    console.print(f"validation Dice ({summary['metric']}): best {summary['value']:.4f} vs defaults "
+                  f"{summary['default_value']:.4f}; {summary['trials']} trials ({summary['complete']} complete, "
+                  f"{summary['pruned']} pruned, {summary['failed']} failed) on validation subjects "
+                  f"{', '.join(summary['validation_subjects'])}\nstored in {summary['storage']} "
+                  f"(study {summary['study_name']}) and {store.root / 'tuned.json'}; use them with `run --tuned`",
+                  highlight=False)
+    return 0

@@ -1,0 +1,259 @@
+"""Optuna tuning of one (strategy, n, init) configuration on validation subjects only.
+
+The objective is the validation Dice (LV and MY averaged, or one of them) of fine-tunes of the
+configuration on fold 0: its training pool gives the subsets, its validation subjects the score; its test
+subjects are never predicted. The search space is plain data (``SEARCH_SPACE``, overridable with a JSON
+file); the sampler is a seeded TPE and a median pruner stops trials whose intermediate validation Dice (at
+the training's validation checks) falls below the median of earlier trials at the same check.
+
+Trials live in an Optuna storage (SQLite in the study folder by default; any Optuna URL; ``journal:PATH``
+for a journal file on a shared filesystem), so the same command resumes them. The best parameters of each
+configuration are written to ``tuned.json`` in the study folder, where ``run --tuned`` finds them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness import train
+from harness.data.dataset import fingerprint
+from harness.errors import TrainingError, UsageError
+from harness.runner import BASE, Study, fold_splits, select, stream_seeds, validation_score
+from harness.store import RunSpec, write_json
+from harness.train.settings import config_key, stage_steps, with_params
+
+#: name -> [kind, low, high]; kind "log" (log-uniform float), "float" or "int". Names are TrainSettings
+#: fields, plus "augment": one strength in [0, 1] scaling rotation (up to 90 degrees), zoom (up to 1.2),
+#: brightness and contrast (up to 0.4) together. Steps apply to the fast schedule, epochs to the paper one.
+SEARCH_SPACE: dict[str, list[Any]] = {
+    "lr_frozen": ["log", 1e-5, 1e-2],
+    "lr_unfrozen": ["log", 1e-6, 1e-3],
+    "steps_frozen": ["int", 0, 300],  # freeze length
+    "steps_unfrozen": ["int", 20, 400],
+    "epochs": ["int", 1, 20],
+    "weight_decay": ["log", 1e-6, 1e-2],
+    "augment": ["float", 0.0, 1.0],
+}
+SCHEDULE_ONLY = {"fast": {"epochs"}, "paper": {"steps_frozen", "steps_unfrozen"}}  # left out per schedule
+METRICS = {"both": None, "lv": "dice_lv", "my": "dice_my"}
+
+
+def search_space(schedule: str, path: Path | None = None) -> dict[str, list[Any]]:
+    """The default space for the schedule, with a JSON file's entries replacing or removing (null) names."""
+    space = {k: v for k, v in SEARCH_SPACE.items() if k not in SCHEDULE_ONLY.get(schedule, set())}
+    if path is not None:
+        try:
+            override = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--space '{path}': cannot read it as JSON ({exc}); give a mapping such as "
+                             '{"lr_frozen": ["log", 1e-4, 1e-2], "augment": null}') from None
+        for name, value in override.items():
+            if name not in SEARCH_SPACE:
+                raise UsageError(f"--space '{path}': '{name}' cannot be tuned; names: {', '.join(SEARCH_SPACE)}")
+            if value is None:
+                space.pop(name, None)
+            elif not (isinstance(value, list) and len(value) == 3 and value[0] in ("log", "float", "int")
+                      and value[1] <= value[2]):
+                raise UsageError(f"--space '{path}': '{name}' must be [\"log\"|\"float\"|\"int\", low, high], "
+                                 f"got {value}")
+            else:
+                space[name] = value
+    return space
+
+
+def storage_for(url: str | None, folder: Path):
+    """An Optuna storage: SQLite in the study folder by default; 'journal:PATH' for a journal file."""
+    import optuna
+
+    if url is None:
+        return f"sqlite:///{(folder / 'tune.db').resolve()}"
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        return JournalStorage(JournalFileBackend(url[len("journal:"):]))
+    try:
+        optuna.storages.get_storage(url)
+    except Exception as exc:  # optuna raises several kinds for a bad URL
+        raise UsageError(f"--storage '{url}' cannot be opened ({exc.__class__.__name__}: {exc}); give an Optuna "
+                         "storage URL (sqlite:///file.db, postgresql://...) or journal:PATH") from None
+    return url
+
+
+@dataclass(frozen=True)
+class TuneRequest:
+    strategy: str
+    init: str  # an init name of the study (source, ckpt-<name>, imagenet, random)
+    n: int
+    trials: int = 30
+    seeds: int = 1  # fine-tunes per trial (different subsets and init draws), averaged
+    metric: str = "both"
+    sampler_seed: int = 0
+    space: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+
+
+class Tuner:
+    """Tunes one configuration of a study (its data, split and inits) on fold 0's validation subjects."""
+
+    def __init__(self, study: Study, request: TuneRequest, folder: Path, storage_url: str | None = None):
+        if request.metric not in METRICS:
+            raise UsageError(f"--metric {request.metric}: choose one of {', '.join(METRICS)}")
+        if request.strategy not in study.strategies:
+            raise UsageError(f"tune: strategy '{request.strategy}' is not in --strategy")
+        self.study, self.request, self.folder = study, request, Path(folder)
+        self.storage = storage_for(storage_url, self.folder)
+        self.storage_text = storage_url or f"sqlite:///{self.folder / 'tune.db'}"
+
+    def _prepare(self):
+        s = self.study.settings
+        dataset = self.study.load_target()
+        split = fold_splits(dataset.subjects, s)[0]
+        if self.request.n > len(split["pool"]):
+            raise UsageError(f"tune --n {self.request.n} is larger than fold 0's training pool of "
+                             f"{len(split['pool'])} subjects")
+        inits = self.study.init_fingerprints()
+        if self.request.init not in inits:
+            raise UsageError(f"tune: init '{self.request.init}' is not in --init ({', '.join(inits)})")
+        val = dataset.rows_of(split["validation"])
+        val = val[val["phase"].notna()]
+        return dataset, split, inits[self.request.init][1], val
+
+    def study_name(self, dataset_key: str, init_key: str) -> str:
+        r = self.request
+        key = fingerprint({"dataset": dataset_key, "init": init_key, "train": self.study.settings.train.to_dict(),
+                           "space": r.space, "seeds": r.seeds, "metric": r.metric, "split": self.study.settings.split_seed,
+                           "folds": self.study.settings.folds, "strategy": self.study.strategies[r.strategy].__class__.__name__})
+        return f"{config_key(r.strategy, r.init, r.n)}__{key}"
+
+    def run(self, on_trial: Callable[[int, int, float | None], None] | None = None,
+            on_step: Callable[[], None] | None = None) -> dict[str, Any]:
+        """Run the trials still missing (the storage keeps earlier ones); returns the summary it stores."""
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        r = self.request
+        dataset, split, init_key, val = self._prepare()
+        name = self.study_name(dataset.fingerprint, init_key)
+        study = optuna.create_study(study_name=name, storage=self.storage, direction="maximize", load_if_exists=True,
+                                    sampler=optuna.samplers.TPESampler(seed=r.sampler_seed),
+                                    pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1))
+        settled = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE,
+                                                          optuna.trial.TrialState.PRUNED,
+                                                          optuna.trial.TrialState.FAIL)]
+        remaining = max(0, r.trials - len(settled))
+        score = validation_score(dataset, val, self.study.settings.train, self.study.settings.empty,
+                                 METRICS[r.metric])
+        started = time.perf_counter()
+
+        def objective(trial: optuna.Trial) -> float:
+            params = {}
+            for pname, (kind, low, high) in r.space.items():
+                if kind == "int":
+                    params[pname] = trial.suggest_int(pname, int(low), int(high))
+                else:
+                    params[pname] = trial.suggest_float(pname, float(low), float(high), log=kind == "log")
+            settings = with_params(self.study.settings.train, params)
+            values, checks_done = [], 0
+            for seed in range(r.seeds):
+                spec = RunSpec(strategy=r.strategy, n=r.n, seed=seed, fold=0, params={}, streams=stream_seeds(seed, 0),
+                               dataset=dataset.fingerprint, split=split, init=r.init, init_fingerprint=init_key,
+                               train=settings.to_dict())
+                rows = select(spec, self.study.strategies[r.strategy], dataset).index.to_numpy()
+                steps = stage_steps(settings, len(rows), len(dataset.rows_of(split["pool"])))
+                model = self.study.initial_model(spec, settings)
+
+                def check(number: int, value: float, offset: int = checks_done) -> None:
+                    trial.report(value, offset + number)
+                    if trial.should_prune():
+                        raise optuna.TrialPruned(f"validation Dice {value:.3f} at check {offset + number}")
+
+                result = train.fine_tune(model, dataset.images[rows], dataset.masks[rows], settings,
+                                         spec.streams["order"], spec.streams["augment"], on_step, steps=steps,
+                                         validate=score, on_check=check)
+                checks_done += len(result["checks"])
+                chosen = [v for step, v in result["checks"] if step == result["selected_step"]]
+                values.append(chosen[-1] if chosen else score(model))
+            return float(np.mean(values))
+
+        def progress(study_: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            if on_trial:
+                on_trial(trial.number + 1, r.trials, trial.value)
+
+        if remaining:
+            study.optimize(objective, n_trials=remaining, catch=(TrainingError,), callbacks=[progress])
+        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if not complete:
+            raise UsageError(f"tune: none of {len(study.trials)} trials of {name} completed (all pruned or failed); "
+                             "widen --space or lower the learning rates")
+        best = study.best_trial
+        baseline = self._default_score(dataset, split, init_key, score)
+        summary = {
+            "strategy": r.strategy, "init": r.init, "n": r.n, "params": best.params, "value": best.value,
+            "default_value": baseline, "metric": r.metric, "trials": len(study.trials), "complete": len(complete),
+            "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
+            "failed": sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials), "seeds": r.seeds,
+            "space": r.space, "sampler": f"TPE (seed {r.sampler_seed})", "pruner": "median (5 startup trials)",
+            "validation_subjects": split["validation"], "dataset": dataset.fingerprint, "init_fingerprint": init_key,
+            "storage": self.storage_text, "study_name": name, "seconds_this_call": round(time.perf_counter() - started, 1),
+        }
+        record(self.folder, summary)
+        return summary
+
+    def _default_score(self, dataset, split, init_key: str, score) -> float:
+        """The untuned settings' validation Dice on the same subsets (seeds) as the trials, for comparison."""
+        r, settings = self.request, self.study.settings.train
+        values = []
+        for seed in range(r.seeds):
+            spec = RunSpec(strategy=r.strategy, n=r.n, seed=seed, fold=0, params={}, streams=stream_seeds(seed, 0),
+                           dataset=dataset.fingerprint, split=split, init=r.init, init_fingerprint=init_key,
+                           train=settings.to_dict())
+            rows = select(spec, self.study.strategies[r.strategy], dataset).index.to_numpy()
+            model = self.study.initial_model(spec, settings)
+            if r.strategy != BASE:
+                train.fine_tune(model, dataset.images[rows], dataset.masks[rows], settings, spec.streams["order"],
+                                spec.streams["augment"],
+                                steps=stage_steps(settings, len(rows), len(dataset.rows_of(split["pool"]))))
+            values.append(score(model))
+        return float(np.mean(values))
+
+
+def record(folder: Path, summary: dict[str, Any]) -> None:
+    path = Path(folder) / "tuned.json"
+    folder.mkdir(parents=True, exist_ok=True)
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[config_key(summary["strategy"], summary["init"], summary["n"])] = summary
+    write_json(path, data)
+
+
+def tuned_overrides(folder: Path, strategies: tuple[str, ...], inits: list[str], ns: tuple[int, ...],
+                    dataset_key: str | None = None) -> dict[str, dict[str, Any]]:
+    """config key -> best parameters and where they came from, for every configuration of a run; a missing
+    one is an error naming the tune command that makes it."""
+    path = Path(folder) / "tuned.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    out, missing = {}, []
+    for strategy in strategies:
+        for init in inits:
+            for n in ns:
+                key = config_key(strategy, init, n)
+                if key not in data:
+                    missing.append((strategy, init, n))
+                    continue
+                if dataset_key is not None and data[key]["dataset"] != dataset_key:
+                    raise UsageError(f"--tuned: {key} in {path} was tuned on other data (fingerprint "
+                                     f"{data[key]['dataset']}, this study's is {dataset_key}); tune again")
+                out[key] = {"params": data[key]["params"], "dataset": data[key]["dataset"],
+                            "trials": data[key]["trials"], "validation_subjects": data[key]["validation_subjects"],
+                            "metric": data[key]["metric"], "value": data[key]["value"]}
+    if missing:
+        s, i, n = missing[0]
+        raise UsageError(f"--tuned: {len(missing)} configurations have no tuned parameters in {path}, first "
+                         f"{s} / {i} / n={n}; run `harness tune --strategy {s} --init ... --n {n}` with the same "
+                         "--out first")
+    return out

@@ -1,0 +1,178 @@
+"""A lab's own source model end to end: pretrain --data, run --init checkpoint:... against random,
+the paper schedule, failures recorded per run, and Optuna tuning that never looks at test subjects."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from harness import runner, train
+from harness.cli import main
+from harness.store import RunSpec
+from harness.train.settings import SCHEDULES, TrainSettings, stage_steps
+
+TINY = ["--steps", "3", "--target-subjects", "6", "--test-subjects", "2", "--seeds", "1", "--folds", "1",
+        "--n", "1"]
+
+
+@pytest.fixture(scope="module")
+def source_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("source-data")
+    assert main(["data", "phantom", "--out", str(out), "--domain", "source", "--subjects", "4"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def checkpoint(source_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("models") / "lab.pt"
+    cache = tmp_path_factory.getbasetemp() / "cache"
+    assert main(["pretrain", "--data", str(source_dir), "--out", str(out), "--steps", "6", "--size", "64",
+                 "--val-subjects", "1", "--cache-dir", str(cache)]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_pretrain_on_a_data_folder_writes_a_checkpoint_with_its_card(checkpoint):
+    card = json.loads(checkpoint.with_suffix(".json").read_text())
+    assert card["architecture"]["encoder"] == "resnet18" and card["architecture"]["size"] == 64
+    assert card["architecture"]["classes"] == ["background", "LV", "MY"]
+    assert card["training"]["subjects"] == 3 and len(card["training"]["validation_subjects"]) == 1
+    assert 0 <= card["validation"]["dice_lv"] <= 1 and card["validation"]["subjects"] == 1
+    assert card["training"]["steps"] == 6 and card["versions"]["torch"]
+    assert card == train.read_checkpoint(checkpoint).card  # the same card inside the file
+    assert not list(checkpoint.parent.glob(".*tmp"))
+
+
+@pytest.mark.slow
+def test_run_compares_a_checkpoint_with_random_init_paired(checkpoint, tmp_path, cache):
+    out = tmp_path / "study"
+    assert main(["run", *TINY, "--init", f"checkpoint:{checkpoint},random", "--out", str(out),
+                 "--cache-dir", str(cache)]) == 0  # no --size: the card's 64 px
+    specs = [RunSpec.from_dict(json.loads(p.read_text())) for p in out.glob("runs/*/spec.json")]
+    by_init = {s.init: s for s in specs if s.strategy != "base"}
+    assert set(by_init) == {"ckpt-lab", "random"}
+    assert [s.init for s in specs if s.strategy == "base"] == ["ckpt-lab"]  # random has no base model
+    assert by_init["ckpt-lab"].init_fingerprint == train.read_checkpoint(checkpoint).fingerprint
+    assert by_init["ckpt-lab"].streams == by_init["random"].streams  # paired: same subsets and seeds
+    assert by_init["ckpt-lab"].train["size"] == 64
+    report = (out / "report.md").read_text()
+    assert "Init `ckpt-lab`: your checkpoint, pre-trained on" in report and "ed_es+random" in report
+    assert "ed_es+ckpt-lab" in (out / "tables" / "strategies.csv").read_text()
+
+
+@pytest.mark.slow
+def test_a_changed_checkpoint_never_reuses_old_runs(checkpoint, tmp_path, cache, capsys):
+    copy = tmp_path / "lab.pt"
+    copy.write_bytes(checkpoint.read_bytes())
+    out = tmp_path / "study"
+    args = ["run", *TINY, "--init", f"checkpoint:{copy}", "--out", str(out), "--cache-dir", str(cache)]
+    assert main(args) == 0
+    first = {p.name for p in (out / "runs").iterdir()}
+    state = train.read_checkpoint(copy)
+    model = train.model_from_checkpoint(state, "resnet18", train.DECODER_CHANNELS)
+    with torch.no_grad():
+        model.segmentation_head[0].bias += 0.1
+    train.save_checkpoint(model, copy, state.card)
+    assert main(args) == 0
+    assert "0 already finished" in capsys.readouterr().err
+    assert first.isdisjoint({p.name for p in (out / "runs").iterdir()} - first) and \
+        len(list((out / "runs").iterdir())) == 2 * len(first)
+
+
+def test_flags_that_contradict_the_card_are_refused(checkpoint, capsys):
+    assert main(["run", "--init", f"checkpoint:{checkpoint}", "--size", "128"]) == 2
+    err = capsys.readouterr().err
+    assert "--size 128 differs from checkpoint" in err and "trained with 64" in err
+
+
+def test_paper_schedule_gives_every_subset_the_same_steps_as_published():
+    paper = TrainSettings(**{**SCHEDULES["paper"], "schedule": "paper"})
+    assert stage_steps(paper, 5076, 5076) == (10 * 635, 10 * 635)  # E = 10 on the full set, batch 8
+    assert stage_steps(paper, 448, 5076) == (113 * 56, 113 * 56)  # esed: E = round(10 * 5076 / 448) = 113
+    assert stage_steps(paper, 306, 5076)[0] == 166 * 39  # v1
+    for size in (306, 448, 1001, 2626, 5076):  # about the same optimiser steps whatever the subset
+        assert abs(stage_steps(paper, size, 5076)[0] - 6345) / 6345 < 0.03  # partial last batches
+    assert stage_steps(TrainSettings(), 10, 5076) == (100, 100)
+
+
+@pytest.mark.slow
+def test_paper_schedule_runs_and_the_report_says_so(tmp_path, cache):
+    out = tmp_path / "study"
+    args = [a for a in TINY if a not in ("--steps", "3")] + ["--size", "64", "--pretrain-steps", "4",
+                                                             "--source-subjects", "3"]
+    assert main(["run", *args, "--schedule", "paper", "--epochs", "1", "--out", str(out),
+                 "--cache-dir", str(cache)]) == 0
+    status = [json.loads(p.read_text()) for p in out.glob("runs/ed_es*/status.json")]
+    pool_images = len(json.loads(next(out.glob("runs/ed_es*/spec.json")).read_text())["split"]["pool"])
+    assert pool_images == 2
+    steps = status[0]["train"]["steps"]
+    assert steps[0] == steps[1] and steps[0] > 3
+    assert "the published schedule: stage 1 encoder frozen" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_diverging_run_is_recorded_as_failed_and_the_grid_goes_on(tmp_path, cache, monkeypatch, capsys):
+    monkeypatch.setitem(SCHEDULES, "fast", {"lr_frozen": 1e9, "lr_unfrozen": 1e9})
+    out = tmp_path / "study"
+    assert main(["run", *TINY, "--n", "1,2", "--size", "64", "--pretrain-steps", "4", "--source-subjects", "3",
+                 "--out", str(out), "--cache-dir", str(cache)]) == 1
+    states = {p.parent.name.split("__")[0] + p.parent.name.split("__")[2]: json.loads(p.read_text())
+              for p in out.glob("runs/*/status.json")}
+    assert states["basen0"]["state"] == "done"
+    assert states["ed_esn1"]["state"] == states["ed_esn2"]["state"] == "failed"  # both tried: the grid went on
+    assert "training diverged" in states["ed_esn1"]["reason"]
+    assert "2 failed" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tuning_never_predicts_test_subjects_and_resumes(tmp_path, cache, monkeypatch):
+    """Test subjects' images are replaced by NaN: any prediction on them would show up in the spy."""
+    real_load = runner.Study.load_target
+    seen = []
+
+    def poisoned(self):
+        data = real_load(self)
+        split = runner.fold_splits(data.subjects, self.settings)[0]
+        images = data.images.copy()
+        images[data.rows_of(split["test"]).index] = np.nan
+        import dataclasses
+        return dataclasses.replace(data, images=images)
+
+    real_predict = train.predict
+
+    def spy(model, images, *args, **kwargs):
+        seen.append(bool(np.isnan(images.astype(np.float32)).any()))
+        return real_predict(model, images, *args, **kwargs)
+
+    monkeypatch.setattr(runner.Study, "load_target", poisoned)
+    monkeypatch.setattr(train, "predict", spy)
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"steps_frozen": ["int", 1, 3], "steps_unfrozen": ["int", 1, 3]}))
+    out = tmp_path / "study"
+    args = ["tune", *TINY, "--size", "64", "--pretrain-steps", "4", "--source-subjects", "3", "--trials", "2",
+            "--space", str(space), "--out", str(out), "--cache-dir", str(cache)]
+    assert main(args) == 0
+    assert seen and not any(seen), "tuning predicted an image of a test subject"
+    tuned = json.loads((out / "tuned.json").read_text())["ed_es__source__n1"]
+    assert tuned["trials"] == 2 and 1 <= tuned["params"]["steps_frozen"] <= 3
+    assert set(tuned["params"]) == {"lr_frozen", "lr_unfrozen", "steps_frozen", "steps_unfrozen", "weight_decay",
+                                    "augment"}
+    assert (out / "tune.db").exists()
+    assert main([*args[:args.index("--trials") + 1], "3", *args[args.index("--trials") + 2:]]) == 0
+    assert json.loads((out / "tuned.json").read_text())["ed_es__source__n1"]["trials"] == 3  # resumed: one more
+    monkeypatch.setattr(train, "predict", real_predict)
+    run = ["run", *[a for a in TINY if a not in ("--steps", "3")], "--size", "64", "--pretrain-steps", "4",
+           "--source-subjects", "3", "--tuned", "--out", str(out), "--cache-dir", str(cache)]
+    assert main(run) == 0
+    best = json.loads((out / "tuned.json").read_text())["ed_es__source__n1"]["params"]
+    spec = json.loads(next(out.glob("runs/ed_es__*/spec.json")).read_text())
+    assert spec["train"]["steps_frozen"] == best["steps_frozen"] and spec["train"]["lr_frozen"] == best["lr_frozen"]
+    assert "Tuned with Optuna" in (out / "report.md").read_text()
+
+
+def test_tuned_without_a_tune_names_the_command(tmp_path, capsys):
+    assert main(["run", "--tuned", "--out", str(tmp_path / "s")]) == 2
+    assert "run `harness tune --strategy ed_es --init ... --n 2` with the same --out first" in capsys.readouterr().err
