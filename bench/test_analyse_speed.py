@@ -38,7 +38,7 @@ def study(tmp_path_factory):
     subjects = [f"s{i:02d}" for i in range(SUBJECTS)]
     splits = [{"test": subjects[f::FOLDS], "validation": [], "pool": []} for f in range(FOLDS)]
     settings = StudySettings(strategies=STRATEGIES, ns=NS, seeds=SEEDS, folds=FOLDS)
-    common = {"params": {}, "dataset": "bench", "base_model": "bench", "train": {}}
+    common = {"params": {}, "dataset": "bench", "init": "source", "init_fingerprint": "bench", "train": {}}
     selection = pd.DataFrame({"subject": ["x"], "slice": [0], "frame": [0], "phase": [None]})
     configs = [("base", 0, 0)] + [(s, n, seed) for s in STRATEGIES for n in NS for seed in range(SEEDS)]
     names = []
@@ -49,7 +49,7 @@ def study(tmp_path_factory):
             quality = 0.75 + 0.1 * np.log1p(n) / np.log(11)
             store.save_run(spec, selection, _images(rng, splits[fold]["test"], quality), pd.DataFrame(), {})
             names.append(spec.folder_name)
-    store.write_study({**settings.to_dict(), "split": splits[0], "splits": splits, "base_model": "bench",
+    store.write_study({**settings.to_dict(), "split": splits[0], "splits": splits, "init_names": ["source"],
                        "dataset": "bench", "dataset_name": "bench", "runs": names})
     return root
 

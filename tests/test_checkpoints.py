@@ -121,3 +121,43 @@ def test_init_names_and_errors():
                        ("", "empty")):
         with pytest.raises(UsageError, match=match):
             parse_inits(bad)
+
+
+def test_a_runs_init_stream_seeds_random_weights_but_not_a_checkpoints(tmp_path, small):
+    from harness.runner import Study, StudySettings, stream_seeds
+    from harness.store import RunSpec
+
+    path = tmp_path / "lab.pt"
+    train.save_checkpoint(small, path, {"architecture": architecture("resnet18", train.DECODER_CHANNELS, 128)})
+    study = Study(StudySettings(inits=(f"checkpoint:{path}", "random")), store=None, cache=tmp_path)
+    settings = train.TrainSettings()
+
+    def start(init: str, seed: int) -> torch.Tensor:
+        fingerprint = study.checkpoints["ckpt-lab"].fingerprint if init == "ckpt-lab" else "random"
+        spec = RunSpec(strategy="ed_es", n=1, seed=seed, fold=0, params={}, streams=stream_seeds(seed), dataset="d",
+                       split={}, init=init, init_fingerprint=fingerprint, train=settings.to_dict())
+        return _weights(study.initial_model(spec, settings))
+
+    assert torch.equal(start("ckpt-lab", 0), start("ckpt-lab", 1)) and torch.equal(start("ckpt-lab", 0), _weights(small))
+    assert torch.equal(start("random", 0), start("random", 0))
+    assert not torch.equal(start("random", 0), start("random", 1))
+
+
+def test_imagenet_init_fails_fast_offline(capsys, tmp_path):
+    from harness.cli import main
+
+    assert main(["run", "--init", "imagenet", "--out", str(tmp_path / "s"), "--cache-dir", str(tmp_path)]) == 2
+    assert "HF_HUB_OFFLINE is set" in capsys.readouterr().err
+
+
+def test_tuning_storage_can_be_a_journal_file_for_shared_filesystems(tmp_path):
+    import optuna
+
+    from harness.tune import storage_for
+
+    storage = storage_for(f"journal:{tmp_path / 'tune.log'}", tmp_path)
+    study = optuna.create_study(study_name="x", storage=storage, load_if_exists=True)
+    study.optimize(lambda trial: trial.suggest_float("a", 0, 1), n_trials=2)
+    again = optuna.load_study(study_name="x", storage=storage_for(f"journal:{tmp_path / 'tune.log'}", tmp_path))
+    assert len(again.trials) == 2 and (tmp_path / "tune.log").stat().st_size > 0
+    assert storage_for(None, tmp_path).startswith("sqlite:///")

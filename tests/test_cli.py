@@ -89,7 +89,7 @@ def test_study_writes_every_run_and_the_reports(tiny_study):
     specs = {name: json.loads((out / "runs" / name / "spec.json").read_text()) for name in runs}
     for name, spec in specs.items():
         assert set(spec["streams"]) == {"subset", "select", "init", "order", "augment"}
-        assert name.startswith(f"{spec['strategy']}__n{spec['n']}__s{spec['seed']}__f0__")
+        assert name.startswith(f"{spec['strategy']}__{spec['init']}__n{spec['n']}__s{spec['seed']}__f0__")
         status = json.loads((out / "runs" / name / "status.json").read_text())
         assert status["state"] == "done"
         images = pd.read_csv(out / "runs" / name / "images.csv")
@@ -151,7 +151,7 @@ def test_second_identical_command_resumes_and_redoes_only_missing_runs(tiny_stud
     capsys.readouterr()
     assert main(args) == 0
     assert "0 runs done, 9 already finished, 0 failed" in capsys.readouterr().err
-    victim = next(p for p in (out / "runs").iterdir() if p.name.startswith("ed_es__n2__s1"))
+    victim = next(p for p in (out / "runs").iterdir() if p.name.startswith("ed_es__source__n2__s1"))
     (victim / "status.json").unlink()  # as if the process died while writing it
     assert main(args) == 0
     assert "1 runs done, 8 already finished" in capsys.readouterr().err

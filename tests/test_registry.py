@@ -85,7 +85,7 @@ def test_installed_plugin_runs_in_a_study(installed_plugin, tmp_path, cache):
                        "--cache-dir", str(cache), *TINY_RUN, "--seeds", "1"], installed_plugin, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = sorted(p.name for p in (out / "runs").iterdir())
-    assert sum(name.startswith("every_other__n") for name in runs) == 2  # 2 budgets x 1 seed
+    assert sum(name.startswith("every_other__source__n") for name in runs) == 2  # 2 budgets x 1 seed
     report = (out / "report.md").read_text()
     assert "every_other" in report
     assert "| every_other | 1 |" in report and "| – |" in report  # one seed: no seed SD, shown as a dash
