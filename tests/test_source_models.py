@@ -176,3 +176,29 @@ def test_tuning_never_predicts_test_subjects_and_resumes(tmp_path, cache, monkey
 def test_tuned_without_a_tune_names_the_command(tmp_path, capsys):
     assert main(["run", "--tuned", "--out", str(tmp_path / "s")]) == 2
     assert "run `harness tune --strategy ed_es --init ... --n 2` with the same --out first" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_real_data_source_model_transfers_to_another_real_dataset(tmp_path, cache):
+    """Pre-train on the real ACDC NIfTI cines (a few subjects, a few steps: the plumbing, not the Dice), then
+    fine-tune it against random init on the real Sunnybrook DICOM series, paired, with cross-validation."""
+    from tests.conftest import shared
+
+    acdc, sunnybrook = shared("acdc", "training"), shared("sunnybrook")
+    subset = tmp_path / "acdc"
+    subset.mkdir()
+    for name in ("patient001", "patient021", "patient041", "patient061"):
+        (subset / name).symlink_to(acdc / name, target_is_directory=True)
+    model = tmp_path / "acdc.pt"
+    assert main(["pretrain", "--data", str(subset), "--out", str(model), "--steps", "4", "--size", "64",
+                 "--val-subjects", "1", "--cache-dir", str(cache)]) == 0
+    card = json.loads(model.with_suffix(".json").read_text())
+    assert card["training"]["subjects"] == 3 and card["training"]["data"].startswith("acdc")
+    out = tmp_path / "study"
+    assert main(["run", "--data", str(sunnybrook), "--init", f"checkpoint:{model},random", "--n", "1",
+                 "--folds", "3", "--val-subjects", "1", "--seeds", "1", "--steps", "2", "--out", str(out),
+                 "--cache-dir", str(cache)]) == 0
+    runs = sorted(p.name.split("__")[0] + "+" + p.name.split("__")[1] for p in (out / "runs").iterdir())
+    assert runs == ["base+ckpt-acdc"] * 3 + ["ed_es+ckpt-acdc"] * 3 + ["ed_es+random"] * 3
+    report = (out / "report.md").read_text()
+    assert "ed_es+ckpt-acdc" in report and "pre-trained on acdc" in report
