@@ -472,7 +472,7 @@ def _reference_text(a: Analysis) -> str:
 
 def _study_lines(a: Analysis) -> list[str]:
     s = a.settings
-    t, p = s["train"], s["pretrain"]
+    t = s["train"]
     splits = s.get("splits") or [s["split"]]
     try:
         smp_version = metadata.version("segmentation-models-pytorch")
