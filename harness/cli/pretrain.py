@@ -27,14 +27,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="subjects held out for validation Dice (default: 10%% of the subjects, at least 1; "
                         "0 with the phantom)")
     p.add_argument("--steps", type=int, default=None, dest="steps",
-                   help="optimiser steps (default 600 on the phantom, 6000 with --data)")
+                   help="optimiser steps (default 600 on the phantom, 10000 with --data)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate of the one-cycle schedule (default 1e-3)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, data order, augmentation and the "
                    "validation draw (default 0)")
     add_model_arguments(p)
 
 
-REAL_DATA_STEPS = 6000
+REAL_DATA_STEPS = 10000
 
 
 def execute(args: argparse.Namespace, console: Console) -> int:
