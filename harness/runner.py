@@ -293,8 +293,8 @@ class Study:
             return train.build_model(settings.encoder, "imagenet", decoder, seed=seed)
         if init.kind == "source":  # cached under its settings' fingerprint, which the spec records
             return train.model_from_checkpoint(train.read_checkpoint(self.base_path()[0]), settings.encoder, decoder)
-        checkpoint = self.checkpoints[init.name]
-        if train.read_checkpoint(init.path, checkpoint.classes).fingerprint != spec.init_fingerprint:
+        checkpoint = train.read_checkpoint(init.path, checkpoint_classes(self.settings))  # re-read only if changed
+        if checkpoint.fingerprint != spec.init_fingerprint:
             raise UsageError(f"the weights of init '{spec.init}' changed while the study ran ({checkpoint.path}); "
                              "run the study again to start over with the new file")
         return train.model_from_checkpoint(checkpoint, settings.encoder, decoder)

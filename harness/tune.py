@@ -25,7 +25,7 @@ import numpy as np
 from harness import train
 from harness.data.dataset import fingerprint
 from harness.errors import TrainingError, UsageError
-from harness.runner import BASE, Study, fold_splits, select, stream_seeds, validation_score
+from harness.runner import Study, fold_splits, select, stream_seeds, validation_score
 from harness.store import RunSpec, write_json
 from harness.train.settings import config_key, stage_steps, with_params
 
@@ -161,21 +161,12 @@ class Tuner:
             settings = with_params(self.study.settings.train, params)
             values, checks_done = [], 0
             for seed in range(r.seeds):
-                spec = RunSpec(strategy=r.strategy, n=r.n, seed=seed, fold=0, params={}, streams=stream_seeds(seed, 0),
-                               dataset=dataset.fingerprint, split=split, init=r.init, init_fingerprint=init_key,
-                               train=settings.to_dict())
-                rows = select(spec, self.study.strategies[r.strategy], dataset).index.to_numpy()
-                steps = stage_steps(settings, len(rows), len(dataset.rows_of(split["pool"])))
-                model = self.study.initial_model(spec, settings)
-
                 def check(number: int, value: float, offset: int = checks_done) -> None:
                     trial.report(value, offset + number)
                     if trial.should_prune():
                         raise optuna.TrialPruned(f"validation Dice {value:.3f} at check {offset + number}")
 
-                result = train.fine_tune(model, dataset.images[rows], dataset.masks[rows], settings,
-                                         spec.streams["order"], spec.streams["augment"], on_step, steps=steps,
-                                         validate=score, on_check=check)
+                model, result = self._fine_tune(dataset, split, init_key, settings, seed, on_step, score, check)
                 checks_done += len(result["checks"])
                 chosen = [v for step, v in result["checks"] if step == result["selected_step"]]
                 values.append(chosen[-1] if chosen else score(model))
@@ -205,22 +196,26 @@ class Tuner:
         record(self.folder, summary)
         return summary
 
+    def _fine_tune(self, dataset, split, init_key: str, settings, seed: int, on_step=None, validate=None,
+                   on_check=None):
+        """One fine-tune of the configuration on fold 0 at ``seed``: the subset and init a run would use."""
+        r = self.request
+        spec = RunSpec(strategy=r.strategy, n=r.n, seed=seed, fold=0, params={}, streams=stream_seeds(seed, 0),
+                       dataset=dataset.fingerprint, split=split, init=r.init, init_fingerprint=init_key,
+                       train=settings.to_dict())
+        rows = select(spec, self.study.strategies[r.strategy], dataset).index.to_numpy()
+        model = self.study.initial_model(spec, settings)
+        result = train.fine_tune(model, dataset.images[rows], dataset.masks[rows], settings, spec.streams["order"],
+                                 spec.streams["augment"], on_step,
+                                 steps=stage_steps(settings, len(rows), len(dataset.rows_of(split["pool"]))),
+                                 validate=validate, on_check=on_check)
+        return model, result
+
     def _default_score(self, dataset, split, init_key: str, score) -> float:
         """The untuned settings' validation Dice on the same subsets (seeds) as the trials, for comparison."""
-        r, settings = self.request, self.study.settings.train
-        values = []
-        for seed in range(r.seeds):
-            spec = RunSpec(strategy=r.strategy, n=r.n, seed=seed, fold=0, params={}, streams=stream_seeds(seed, 0),
-                           dataset=dataset.fingerprint, split=split, init=r.init, init_fingerprint=init_key,
-                           train=settings.to_dict())
-            rows = select(spec, self.study.strategies[r.strategy], dataset).index.to_numpy()
-            model = self.study.initial_model(spec, settings)
-            if r.strategy != BASE:
-                train.fine_tune(model, dataset.images[rows], dataset.masks[rows], settings, spec.streams["order"],
-                                spec.streams["augment"],
-                                steps=stage_steps(settings, len(rows), len(dataset.rows_of(split["pool"]))))
-            values.append(score(model))
-        return float(np.mean(values))
+        settings = self.study.settings.train
+        return float(np.mean([score(self._fine_tune(dataset, split, init_key, settings, seed)[0])
+                              for seed in range(self.request.seeds)]))
 
 
 def record(folder: Path, summary: dict[str, Any]) -> None:
@@ -231,10 +226,10 @@ def record(folder: Path, summary: dict[str, Any]) -> None:
     write_json(path, data)
 
 
-def tuned_overrides(folder: Path, strategies: tuple[str, ...], inits: list[str], ns: tuple[int, ...],
-                    dataset_key: str | None = None) -> dict[str, dict[str, Any]]:
+def tuned_overrides(folder: Path, strategies: tuple[str, ...], inits: list[str],
+                    ns: tuple[int, ...]) -> dict[str, dict[str, Any]]:
     """config key -> best parameters and where they came from, for every configuration of a run; a missing
-    one is an error naming the tune command that makes it."""
+    one is an error naming the tune command that makes it (the study checks the data fingerprint)."""
     path = Path(folder) / "tuned.json"
     data = json.loads(path.read_text()) if path.exists() else {}
     out, missing = {}, []
@@ -245,9 +240,6 @@ def tuned_overrides(folder: Path, strategies: tuple[str, ...], inits: list[str],
                 if key not in data:
                     missing.append((strategy, init, n))
                     continue
-                if dataset_key is not None and data[key]["dataset"] != dataset_key:
-                    raise UsageError(f"--tuned: {key} in {path} was tuned on other data (fingerprint "
-                                     f"{data[key]['dataset']}, this study's is {dataset_key}); tune again")
                 out[key] = {"params": data[key]["params"], "dataset": data[key]["dataset"],
                             "trials": data[key]["trials"], "validation_subjects": data[key]["validation_subjects"],
                             "metric": data[key]["metric"], "value": data[key]["value"]}

@@ -78,8 +78,11 @@ def test_a_changed_checkpoint_never_reuses_old_runs(checkpoint, tmp_path, cache,
     train.save_checkpoint(model, copy, state.card)
     assert main(args) == 0
     assert "0 already finished" in capsys.readouterr().err
-    assert first.isdisjoint({p.name for p in (out / "runs").iterdir()} - first) and \
-        len(list((out / "runs").iterdir())) == 2 * len(first)
+    second = {p.name for p in (out / "runs").iterdir()} - first
+    assert len(second) == len(first)  # every run again, in new folders
+    fingerprints = {json.loads((out / "runs" / name / "spec.json").read_text())["init_fingerprint"]
+                    for name in first | second}
+    assert fingerprints == {state.fingerprint, train.read_checkpoint(copy).fingerprint} and len(fingerprints) == 2
 
 
 def test_flags_that_contradict_the_card_are_refused(checkpoint, capsys):

@@ -139,7 +139,7 @@ def test_a_nan_or_diverging_loss_stops_the_run_with_its_reason(data):
 
 def test_best_val_keeps_the_weights_of_the_best_check_and_last_keeps_the_last(data):
     images, masks = data
-    scores = iter([0.2, 0.9, 0.1, 0.3])  # check 2 (end of stage 1... step 4) is best
+    scores = iter([0.2, 0.9, 0.1, 0.3])  # the second check (step 4, end of stage 1) is best
     seen = []
 
     def validate(model):
@@ -157,4 +157,4 @@ def test_best_val_keeps_the_weights_of_the_best_check_and_last_keeps_the_last(da
     scores = iter([0.2, 0.9, 0.1, 0.3])
     result = train.fine_tune(last, images, masks, dataclasses.replace(settings, select="last"), 0, 0,
                              validate=validate)
-    assert result["selected_step"] == 8 and torch.equal(_weights(last), _weights(model)) is False
+    assert result["selected_step"] == 8 and not torch.equal(_weights(last), _weights(model))

@@ -7,6 +7,7 @@ beside it as JSON; a plain ``state_dict`` of an smp U-Net saved elsewhere loads 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -181,6 +182,19 @@ def parse_classes(text: str) -> tuple[str, ...]:
 
 
 def read_checkpoint(path: Path, classes: tuple[str, ...] | None = None) -> Checkpoint:
+    """``_read_checkpoint`` once per file version: a study (and its CLI) asks for the same file many times;
+    the key holds the file's size and modification time, so a changed file is read (and hashed) again."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+        version = (stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        version = None  # _read_checkpoint says what is wrong
+    return _read_checkpoint(path.resolve(), classes, version)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_checkpoint(path: Path, classes: tuple[str, ...] | None, version: tuple[int, int] | None) -> Checkpoint:
     """Read a checkpoint and map its head to (background, LV, MY).
 
     The head mapping rule: a head whose classes are named (the harness's card, or ``classes`` for a plain
