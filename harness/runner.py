@@ -362,7 +362,9 @@ class Study:
             selection = dataset.index.iloc[:0]
         else:
             selection = select(spec, self.strategies[spec.strategy], dataset)
-            rows = selection.index.to_numpy()
+            # canonical order: the same images selected by two strategies give the same training (the run's
+            # order stream shuffles them), so paired comparisons share their training noise
+            rows = np.sort(selection.index.to_numpy())
             steps = stage_steps(settings, len(rows), len(dataset.rows_of(spec.split["pool"])))
             on_total(sum(steps))
             needs_val = settings.select == "best-val"

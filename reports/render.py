@@ -19,8 +19,7 @@ from harness import stats
 from harness.errors import StoreError
 from harness.store import RunStore, finished_runs, method_label
 from reports.figures import learning_curves
-
-METRIC_NAMES = {"dice_lv": "LV", "dice_my": "MY"}
+from reports.guideline import METRIC_NAMES, ci_text, config_text, guideline, level_text, p_text, signed
 EMPTY_TEXT = {
     "both-one": "an image where both the reference and the prediction are empty for a class scores 1, "
                 "one empty and the other not scores 0 (the published study's convention)",
@@ -37,24 +36,10 @@ class Table:
     note: str = ""
 
 
-def p_text(p: float) -> str:
-    if p != p:
-        return "n/a"
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
-
-
 def p_cell(p: float) -> str:
     if p != p:
         return "n/a"
     return "<0.0001" if p < 0.0001 else f"{p:.4f}"
-
-
-def ci_text(low: float, high: float, digits: int = 3) -> str:
-    return "n/a" if low != low else f"{low:.{digits}f} to {high:.{digits}f}"
-
-
-def signed(x: float) -> str:
-    return f"{x:+.3f}"
 
 
 @dataclass(frozen=True)
@@ -68,6 +53,7 @@ class Options:
     empty: str = "both-one"
 
 
+DEFAULT_MARGIN = 0.02
 MARGIN_REASON = ("0.02 Dice is about a third of the gap between the source-only model and fine-tuning in the "
                  "published 7T study, and below the 0.03 by which human experts differ on myocardium there")
 
@@ -171,91 +157,6 @@ def raise_no_runs(study_dir: Path, failed: list[tuple[str, str]]) -> None:
     raise StoreError(f"study '{study_dir}' has no finished runs to report{reason}")
 
 
-def config_text(strategy: str, n: int) -> str:
-    return strategy if n == 0 else f"{strategy} at n = {n}"
-
-
-def _ni_clause(row, named: bool = True) -> str:
-    return ((f"{METRIC_NAMES[row.metric]} " if named else "") + f"difference {signed(row.difference)}, 95% CI "
-            f"{ci_text(row.ci_low, row.ci_high)}, {p_text(row.p)}")
-
-
-def _metric_outcome(part: pd.DataFrame, metric: str) -> str:
-    """Where one metric's fixed sequence stopped: its first failure, else its smallest n shown, else why
-    it was never tested."""
-    name = METRIC_NAMES[metric]
-    tested = part[(part["metric"] == metric) & part["tested"]].sort_values("n", ascending=False)
-    if not len(tested):
-        return f"{name} not tested: fewer than 2 test subjects scored on it"
-    failed = tested[~tested["non_inferior"]]
-    r = failed.iloc[0] if len(failed) else tested.iloc[-1]
-    where = "" if r["n"] == 0 else f" at n = {int(r['n'])}" if len(failed) else f" down to n = {int(r['n'])}"
-    return f"{name} {'not shown' if len(failed) else 'shown'}{where}: {_ni_clause(r, named=False)}"
-
-
-def guideline(a: Analysis) -> list[str]:
-    """Sentences that answer 'how much target data is enough', each with effect, CI, p and margin."""
-    sentences = []
-    margin = a.options.margin
-    ni = a.noninferiority
-    images = a.summary[a.summary["metric"] == "dice_lv"].set_index(["strategy", "n"])["labelled_images"]
-    for row in a.enough.itertuples() if len(a.enough) else []:
-        part = ni[ni["strategy"] == row.strategy]
-        ref_strategy, _, ref_n = row.reference.partition("@")
-        ref_text = config_text(ref_strategy, int(ref_n))
-        if row.n_enough is not None and row.n_enough == row.n_enough:
-            n = int(row.n_enough)
-            chosen = part[part["n"] == n]
-            count = images.get((row.strategy, n), float("nan"))
-            what = (f"**{config_text(row.strategy, n)}**" + (f" ({count:.0f} labelled images)" if count == count else ""))
-            sentences.append(f"{what} is non-inferior to {ref_text} on both LV and MY ("
-                             + "; ".join(_ni_clause(r) for r in chosen.itertuples())
-                             + f"; margin {margin:g}; one-sided t-test on {int(chosen['subjects'].min())} "
-                             f"test subjects, fixed sequence from the largest n).")
-        elif part["tested"].any():
-            what = "was not shown" if (part["n"] == 0).all() else "at no budget studied was shown"
-            outcomes = "; ".join(_metric_outcome(part, metric) for metric in stats.METRICS)
-            sentences.append(f"**{row.strategy}** {what} non-inferior to {ref_text} on both LV and MY "
-                             f"within margin {margin:g} ({outcomes}).")
-    if len(a.versus_base):
-        for strategy, part in a.versus_base.groupby("strategy", sort=True):
-            n = int(part["n"].min())
-            rows = part[part["n"] == n]
-            sentences.append(f"Fine-tuning on {config_text(strategy, n)} against the source-only base model: "
-                             + "; ".join(f"{METRIC_NAMES[r.metric]} {signed(r.difference)}, 95% CI "
-                                         f"{ci_text(r.ci_low, r.ci_high)}, better in {r.better} of {r.subjects} "
-                                         f"test subjects, {p_text(r.p_holm)} (Holm)" for r in rows.itertuples()) + ".")
-    for r in a.curves.itertuples() if len(a.curves) else []:
-        if r.curve is None or r.curve != r.curve or r.metric != "dice_lv":
-            continue
-        unit = "subjects" if r.axis == "subjects" else "labelled images"
-        star = "not reached (the fitted plateau is below the target)" if np.isinf(r.x_star) else f"{r.x_star:.1f} {unit}"
-        interval = (f"95% CI {r.x_star_low:.1f} to " + ("∞" if np.isinf(r.x_star_high) else f"{r.x_star_high:.1f}")
-                    if r.x_star_low == r.x_star_low else "CI n/a")
-        flag = f"; extrapolated beyond the largest budget studied ({r.largest:.0f})" if r.extrapolated else ""
-        sentences.append(f"Learning curve ({r.curve.replace('_', ' ')}, LV) of {r.strategy}: the target "
-                         f"{r.target:.3f} (reference − margin) is reached at {star} ({interval}{flag}).")
-    for r in a.planning.itertuples() if len(a.planning) else []:
-        if r.metric != "dice_lv":
-            continue
-        need = getattr(r, f"subjects_at_{r.seeds}_seeds", None) if r.seeds in stats.planning.SEED_CHOICES else None
-        verdict = "under-powered" if r.power < 0.8 else "adequately powered"
-        sentences.append(f"Power ({r.strategy}, LV): with {r.subjects} test subjects and {r.seeds} seed(s), the study "
-                         f"had {r.power:.0%} power to show non-inferiority within {r.margin:g} if the true "
-                         f"difference were 0 ({verdict})" + (f"; 80% needs {need} test subjects at that many seeds"
-                                                              if need else "") + ".")
-    for n, part in a.strategies.groupby("n", sort=True) if len(a.strategies) else []:
-        significant = part[part["p_holm"] < a.options.alpha]
-        where = f"At n = {n}" if n else "Between methods"
-        if len(significant):
-            sentences.append(f"{where}: " + "; ".join(
-                f"{r.a} vs {r.b} ({METRIC_NAMES[r.metric]}): {signed(r.difference)}, 95% CI "
-                f"{ci_text(r.ci_low, r.ci_high)}, {p_text(r.p_holm)} (Holm)" for r in significant.itertuples()) + ".")
-        else:
-            sentences.append(f"{where} no two strategies differed significantly (Holm-adjusted, α = {a.options.alpha:g}).")
-    return sentences
-
-
 def _summary_table(a: Analysis) -> Table:
     rows = []
     both = pd.concat([a.base, a.summary])
@@ -285,6 +186,11 @@ def _summary_table(a: Analysis) -> Table:
 def _comparison_table(title: str, table: pd.DataFrame, label_columns: list[tuple[str, str]], note: str) -> Table:
     rows = []
     for r in table.itertuples():
+        if r.reason:
+            rows.append([str(getattr(r, c)) for _, c in label_columns] + [
+                METRIC_NAMES[r.metric], signed(r.difference), "n/a", "n/a",
+                f"{r.better}/{r.subjects}" if r.subjects else "–", "n/a", r.reason])
+            continue
         rows.append([str(getattr(r, c)) for _, c in label_columns] + [
             METRIC_NAMES[r.metric], signed(r.difference), ci_text(r.ci_low, r.ci_high),
             "n/a" if r.dz != r.dz else f"{r.dz:.2f}", f"{r.better}/{r.subjects}", p_cell(r.p), p_cell(r.p_holm)])
@@ -292,22 +198,33 @@ def _comparison_table(title: str, table: pd.DataFrame, label_columns: list[tuple
                                                           "better/subjects", "p", "p (Holm)"], rows, note)
 
 
+def margin_reason(margin: float) -> str:
+    """Why the margin is what it is: the default's published justification, or that the user chose it."""
+    return MARGIN_REASON if margin == DEFAULT_MARGIN else f"{margin:g} Dice was set with --margin"
+
+
 def _ni_table(a: Analysis) -> Table:
     rows = []
-    for r in a.noninferiority.itertuples():
-        verdict = "non-inferior" if r.non_inferior else ("not shown" if r.tested else "not tested (sequence stopped)")
+    ni = a.noninferiority
+    level = level_text(float(ni["ci_level"].iloc[0])) if len(ni) else "CI"
+    for r in ni.itertuples():
+        verdict = "non-inferior" if r.non_inferior else ("not shown" if r.tested else r.reason)
         rows.append([r.strategy, str(r.n), r.reference, METRIC_NAMES[r.metric], signed(r.difference),
                      ci_text(r.ci_low, r.ci_high), str(r.subjects), p_cell(r.p), p_cell(r.p_tost), verdict])
     return Table(f"Non-inferiority to the reference (margin {a.options.margin:g})",
-                 ["strategy", "n", "reference", "metric", "difference", "95% CI", "subjects", "p (NI)", "p (TOST)",
+                 ["strategy", "n", "reference", "metric", "difference", level, "subjects", "p (NI)", "p (TOST)",
                   "verdict"], rows,
                  f"Difference = strategy − reference, paired by test subject and seed. p (NI): one-sided t-test of "
-                 f"H0 difference ≤ −{a.options.margin:g}, with the variance of a crossed subjects × training-runs "
-                 "design (with one seed: the paired t-test on subject means); tested from the largest n downwards "
-                 "and stopped at the first failure, so each strategy's claim keeps α = "
-                 f"{a.options.alpha:g} without correction; a claim on both metrics needs both (intersection–union). "
-                 f"p (TOST): equivalence within ±{a.options.margin:g}. The 95% CI is the two-sided t interval. "
-                 f"Margin: {MARGIN_REASON}.")
+                 f"H0 difference ≤ −{a.options.margin:g} at α = {a.options.alpha:g}, with the variance of a crossed "
+                 "subjects × training-runs design (with one seed: the paired t-test on subject means). "
+                 f"{level}: the two-sided {level_text(1 - 2 * a.options.alpha)[:-3]} t interval, as the CONSORT "
+                 "extension for non-inferiority trials asks beside a one-sided test at α: the difference is "
+                 f"non-inferior exactly when the interval's lower end is above −{a.options.margin:g}. Multiplicity: each "
+                 "strategy is tested from its largest n downwards and stops at the first failure (a fixed "
+                 "sequence), so each strategy's claim keeps α without correction; strategies are separate "
+                 "questions and are not corrected across; a claim on both metrics needs both (intersection–union, "
+                 f"no correction needed). p (TOST): equivalence within ±{a.options.margin:g}, shown, not used in "
+                 f"verdicts. Margin: {margin_reason(a.options.margin)}.")
 
 
 def _curve_table(a: Analysis) -> Table:
@@ -316,18 +233,24 @@ def _curve_table(a: Analysis) -> Table:
         if r.curve is None or r.curve != r.curve:
             rows.append([r.strategy, METRIC_NAMES[r.metric], r.axis, "–", "–", "–", "–", r.note])
             continue
-        high = "∞" if np.isinf(r.x_star_high) else f"{r.x_star_high:.1f}"
-        star = "∞" if np.isinf(r.x_star) else f"{r.x_star:.1f}"
+        if r.x_star_status in ("estimated", "extrapolated"):
+            high = "∞" if np.isinf(r.x_star_high) else f"{r.x_star_high:.1f}"
+            interval = f"{r.x_star_low:.1f} to {high}" if r.x_star_low == r.x_star_low else "CI n/a"
+            star = f"{r.x_star:.1f} ({interval})" + (" extrapolated" if r.extrapolated else "")
+        else:
+            star = r.x_star_status
         rows.append([r.strategy, METRIC_NAMES[r.metric], r.axis, r.curve,
                      f"{r.a:.3f} − {r.b:.3f}·" + ("x^−" if r.curve == "power_law" else "exp(−") + f"{r.c:.3f}"
                      + ("" if r.curve == "power_law" else "·x)"),
-                     f"{r.target:.3f}", f"{star} ({r.x_star_low:.1f} to {high})" + (" extrapolated" if r.extrapolated else ""),
+                     f"{r.target:.3f}", star,
                      f"AIC power {r.aic_power_law:.1f}, exp {r.aic_exp_plateau:.1f}. {r.note}".strip()])
     return Table("Learning curves", ["strategy", "metric", "x", "curve", "fit", "target", "x* (95% CI)", "note"], rows,
                  "Least-squares fits to subject-level points of an inverse power law a − b·x^−c and an exponential "
                  "plateau a − b·exp(−c·x), chosen by AIC; x = labelled subjects, or mean labelled images (annotation "
                  "cost). Target = reference mean − margin. x*: where the curve reaches it; CI: percentile bootstrap "
-                 "over test subjects (300 refits); ∞ = the plateau stays below the target.")
+                 "over test subjects (300 refits; refits at a parameter bound count as failed). x* is not estimated "
+                 "from 3 budgets (the curve passes through the means exactly) or from a fit at a parameter bound; "
+                 "outside the budgets studied it is an extrapolation.")
 
 
 def _mixed_tables(a: Analysis) -> list[Table]:
@@ -351,16 +274,22 @@ def _planning_table(a: Analysis) -> Table:
     rows = []
     for r in a.planning.itertuples():
         needed = [getattr(r, f"subjects_at_{s}_seeds") for s in stats.planning.SEED_CHOICES]
-        rows.append([r.strategy, METRIC_NAMES[r.metric], r.reference, f"{r.sd_between:.4f}", f"{r.sd_within:.4f}",
-                     f"{r.subjects} / {r.seeds}", f"{r.power:.2f}"] +
-                    [">10000" if v is None or v != v else str(int(v)) for v in needed])
+        rows.append([r.strategy, METRIC_NAMES[r.metric], r.reference, f"{r.sd_between:.4f}",
+                     f"{r.sd_run:.4f}" if r.separable else "–", f"{r.sd_residual:.4f}" if r.separable else "–",
+                     f"{r.subjects} / {r.folds} / {r.seeds}", "n/a" if r.power != r.power else f"{r.power:.2f}"] +
+                    [f">{stats.planning.MAX_SUBJECTS}" if v is None or v != v else str(int(v)) for v in needed] +
+                    [r.note or ""])
     return Table("Planning: test subjects needed for 80% power",
-                 ["strategy", "metric", "reference", "SD between subjects", "SD seed-to-seed", "subjects / seeds",
-                  "power now"] + [f"subjects at {s} seeds" for s in stats.planning.SEED_CHOICES], rows,
+                 ["strategy", "metric", "reference", "SD between subjects", "SD training run", "SD residual",
+                  "subjects / folds / seeds", "power now"] +
+                 [f"subjects at {s} seeds" for s in stats.planning.SEED_CHOICES] + ["note"], rows,
                  f"Power of the one-sided non-inferiority t-test (margin {a.options.margin:g}, α = {a.options.alpha:g}) "
-                 "if the true difference is 0, from the variance components of this study's paired differences "
-                 "(statsmodels TTestPower with SD² = between² + seed-to-seed² / seeds). With one seed the seed-to-seed "
-                 "part cannot be separated and is folded into the between-subject SD.")
+                 "if the true difference is 0, for the design the study's tests assume: N test subjects in the "
+                 "study's folds, S seeds, Var(mean difference) = between²/N + run²/(folds·S) + residual²/(N·S), "
+                 "noncentral t with the same Satterthwaite df; components from the pooled within-fold ANOVA of "
+                 "this study's paired differences. The training-run term does not shrink with more subjects: "
+                 "where it dominates only more seeds or folds help. With one seed the run and residual parts "
+                 "cannot be separated and are folded into the between-subject SD.")
 
 
 def _image_table(a: Analysis) -> Table:
@@ -396,22 +325,27 @@ def _mean_range(values: pd.Series) -> str:
 
 
 def tables(a: Analysis) -> list[Table]:
-    paired_note = ("Paired by test subject and seed; difference = mean over subjects of the seed-averaged paired "
-                   f"difference; 95% CI: t interval with the crossed subjects × training-runs variance; test: "
-                   f"{TEST_TEXT[a.options.test]}; Holm correction within this table. d_z = difference / SD of the "
-                   "subject-level differences.")
+    def paired_note(family: str) -> str:
+        return ("Paired by test subject and seed; difference = mean over subjects of the seed-averaged paired "
+                f"difference; 95% CI: t interval with the crossed subjects × training-runs variance; test: "
+                f"{TEST_TEXT[a.options.test]}. Multiplicity: Holm over {family}, separately for LV and MY; "
+                "tables are separate families and are not corrected against each other. d_z = difference / SD "
+                "of the subject-level differences. A row without a p-value says why it could not be tested.")
+
     out = [_summary_table(a)]
     if len(a.noninferiority):
         out.append(_ni_table(a))
     if len(a.versus_base):
         out.append(_comparison_table("Fine-tuned vs source-only base model", a.versus_base,
-                                     [("strategy", "strategy"), ("n", "n")], paired_note))
+                                     [("strategy", "strategy"), ("n", "n")],
+                                     paired_note("every strategy × n of this table")))
     if len(a.budgets):
         out.append(_comparison_table("Budgets: each n against the next smaller n", a.budgets,
                                      [("strategy", "strategy"), ("from n", "n_small"), ("to n", "n_large")],
-                                     paired_note + " Subjects are nested across n at each seed."))
+                                     paired_note("every strategy's adjacent budget pairs")
+                                     + " Subjects are nested across n at each seed."))
     if len(a.strategies):
-        note = paired_note + " Difference = a − b."
+        note = paired_note("every pair of strategies at every n") + " Difference = a − b."
         if len(a.friedman):
             note += " Friedman omnibus over subject means: " + "; ".join(
                 f"n = {r.n} {METRIC_NAMES[r.metric]}: χ²({r.df}) = {r.statistic:.2f}, {p_text(r.p)}"
@@ -449,7 +383,7 @@ def settings_lines(a: Analysis) -> list[str]:
     common = [
         f"Statistics: unit = test subject ({a.test_subjects}); image Dice averaged within subject and run, then "
         f"seeds within subject. Guideline: non-inferiority to {_reference_text(a)} within margin "
-        f"{a.options.margin:g} ({MARGIN_REASON}), one-sided α = {a.options.alpha:g}. Two-sided comparisons: "
+        f"{a.options.margin:g} ({margin_reason(a.options.margin)}), one-sided α = {a.options.alpha:g}. Two-sided comparisons: "
         f"{TEST_TEXT[a.options.test]}. Software: scipy {metadata.version('scipy')}, statsmodels "
         f"{metadata.version('statsmodels')}.",
         f"Dice: per 2D image, classes LV blood pool and LV myocardium; empty-mask convention "

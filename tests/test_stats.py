@@ -49,7 +49,7 @@ def test_crossed_variance_equals_the_paired_t_test_with_one_seed():
     result = stats.noninferiority(d, 0.02)
     reference = sps.ttest_1samp(d, -0.02, alternative="greater")
     assert result["p"] == pytest.approx(reference.pvalue)
-    interval = sps.ttest_1samp(d, 0).confidence_interval(0.95)
+    interval = sps.ttest_1samp(d, 0).confidence_interval(0.90)  # CONSORT: 90% CI beside a one-sided 5% test
     assert (result["ci_low"], result["ci_high"]) == pytest.approx((interval.low, interval.high))
     from statsmodels.stats.weightstats import DescrStatsW
 
@@ -187,11 +187,15 @@ def test_mixed_model_recovers_the_slope_and_variance_components():
 
 
 def test_planning_power_and_subjects_needed_are_consistent():
-    needed = stats.subjects_needed(0.02, 0.03, 0.02, seeds=3)
-    assert stats.power(0.02, 0.03, 0.02, needed, 3) >= 0.8 > stats.power(0.02, 0.03, 0.02, needed - 1, 3)
-    # more seeds only shrink the within-subject part
-    assert stats.subjects_needed(0.02, 0.03, 0.02, seeds=10) <= needed
+    c = stats.Components(between=0.03, run=0.0, residual=0.02)
+    needed = stats.subjects_needed(0.02, c, seeds=3)
+    assert stats.power(0.02, c, needed, 3) >= 0.8 > stats.power(0.02, c, needed - 1, 3)
+    # more seeds only shrink the residual part
+    assert stats.subjects_needed(0.02, c, seeds=10) <= needed
     from statsmodels.stats.power import TTestPower
 
-    assert stats.power(0.02, 0.03, 0.0, 20, 1) == pytest.approx(
+    # one seed, no run noise: the paired t-test's power exactly
+    assert stats.power(0.02, stats.Components(0.03, 0.0, 0.0), 20, 1) == pytest.approx(
         TTestPower().power(effect_size=0.02 / 0.03, nobs=20, alpha=0.05, alternative="larger"))
+
+

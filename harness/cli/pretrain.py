@@ -29,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, dest="steps",
                    help="optimiser steps (default 600 on the phantom, 10000 with --data)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate of the one-cycle schedule (default 1e-3)")
+    p.add_argument("--loss", choices=("ce", "ce+dice"), default=None,
+                   help="training loss: cross-entropy, or cross-entropy plus soft Dice of LV and MY "
+                        "(default: ce on the phantom, ce+dice with --data)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, data order, augmentation and the "
                    "validation draw (default 0)")
     add_model_arguments(p)
@@ -50,7 +53,9 @@ def execute(args: argparse.Namespace, console: Console) -> int:
         args.pretrain_steps = REAL_DATA_STEPS
     study_fields = {"data": args.data, "data_format": args.format, "labels": args.labels, "skip_bad": args.skip_bad}
     settings = settings_from(args, study_fields)
-    pretrain = replace(settings.pretrain, seed=args.seed, **({"lr": args.lr} if args.lr is not None else {}))
+    loss = args.loss or ("ce+dice" if args.data is not None else "ce")
+    pretrain = replace(settings.pretrain, seed=args.seed, loss=loss,
+                       **({"lr": args.lr} if args.lr is not None else {}))
     settings = replace(settings, pretrain=pretrain)
     study = Study(settings, store=None, console=console, cache=Path(args.cache_dir) if args.cache_dir else None)
     out = Path(args.out) if args.out else None
@@ -66,7 +71,7 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     dataset = study.load_target()
     val = args.val_subjects if args.val_subjects is not None else max(1, round(0.1 * len(dataset.subjects)))
     console.print(f"[bold]Pre-training[/] {settings.pretrain.encoder} U-Net on {len(dataset.subjects) - val} subjects "
-                  f"({val} held out for validation), {pretrain.steps} steps at {pretrain.size} px", highlight=False)
+                  f"({val} held out for validation), {pretrain.steps} steps at {pretrain.size} px, loss {pretrain.loss}", highlight=False)
     with study.progress() as progress:
         task = progress.add_task("pre-training", total=pretrain.steps)
         check = progress.add_task("validation images", total=None, visible=False)

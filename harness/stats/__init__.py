@@ -12,13 +12,13 @@ from harness.stats.inference import (TESTS, compare_budgets, compare_strategies,
                                      image_level_comparisons, noninferiority, noninferiority_table, paired_test,
                                      parse_reference, summarise)
 from harness.stats.mixed import MixedFit, fit_mixed
-from harness.stats.planning import plan, power, subjects_needed, variance_components
+from harness.stats.planning import Components, plan, power, power_limit, subjects_needed, variance_components
 from harness.stats.tables import (BASE, METRICS, VOLUME_METRICS, by_seed, fine_tuned, is_base, paired_by_seed,
                                   subject_differences,
                                   subject_scores, with_dice)
 
 __all__ = [
-    "BASE", "METRICS", "fine_tuned", "is_base", "TESTS", "VOLUME_METRICS", "MixedFit", "by_seed", "compare_budgets", "compare_strategies",
+    "BASE", "Components", "METRICS", "power_limit", "fine_tuned", "is_base", "TESTS", "VOLUME_METRICS", "MixedFit", "by_seed", "compare_budgets", "compare_strategies",
     "compare_to_base", "enough", "fit_learning_curves", "fit_mixed", "friedman", "holm",
     "image_level_comparisons", "image_level_wilcoxon", "mean_ci", "noninferiority", "noninferiority_table", "paired_by_seed", "paired_test",
     "parse_reference", "plan", "power", "subject_differences", "subject_scores", "subjects_needed", "summarise",

@@ -38,6 +38,14 @@ class Curve:
         scale = 1.0 / float(np.median(x)) if self.name == "exp_plateau" else 0.5
         return [min(top + span / 2, 1.0), span * 2, scale]
 
+    def at_bound(self, params: np.ndarray) -> str:
+        """The first parameter that sits on its bound ('' when none): such a fit does not identify x*."""
+        for name, value, low, high in zip("abc", params, *self.bounds):
+            if np.isclose(value, low, rtol=0, atol=1e-6 * max(1.0, abs(low))) or np.isclose(
+                    value, high, rtol=0, atol=1e-6 * max(1.0, abs(high))):
+                return f"{name} = {value:.3g}"
+        return ""
+
     def solve(self, params: np.ndarray, target: float) -> float:
         """The x where the curve reaches `target` (inf when its plateau stays below)."""
         a, b, c = params
@@ -91,8 +99,11 @@ def fit_learning_curves(scores: pd.DataFrame, metric: str, targets: dict[str, fl
         budgets = np.sort(points["x"].unique())
         row = {"strategy": strategy, "metric": metric, "axis": axis, "budgets": len(budgets),
                "target": targets.get(strategy, float("nan")), "largest": float(budgets.max()) if len(budgets) else np.nan}
-        if len(budgets) < 3 or points["x"].isna().any():
-            rows.append({**row, "curve": None, "note": "fewer than 3 budgets: no curve fitted"})
+        if points["x"].isna().any():
+            rows.append({**row, "curve": None, "note": "labelled image counts unknown: no curve fitted"})
+            continue
+        if len(budgets) < 3:
+            rows.append({**row, "curve": None, "note": f"{len(budgets)} budget(s): a curve needs at least 3"})
             continue
         x, y = points["x"].to_numpy(float), points["y"].to_numpy(float)
         fits = {c.name: fit(c, x, y) for c in CURVES}
@@ -103,15 +114,45 @@ def fit_learning_curves(scores: pd.DataFrame, metric: str, targets: dict[str, fl
             continue
         curve = next(c for c in CURVES if c.name == best)
         params = fits[best][0]
-        x_star = curve.solve(params, row["target"])
-        low, high = _bootstrap_x_star(curve, points, row["target"], n_boot, rng, params)
-        note = ("3 budgets: both 3-parameter curves pass through the means, so AIC cannot tell them apart"
-                if len(budgets) == 3 else "")
-        rows.append({**row, "curve": best, "aic_power_law": aics["power_law"], "aic_exp_plateau": aics["exp_plateau"],
-                     "a": params[0], "b": params[1], "c": params[2], "plateau": params[0], "x_star": x_star,
-                     "x_star_low": low, "x_star_high": high, "extrapolated": bool(x_star > budgets.max()),
-                     "note": note})
+        fitted = {**row, "curve": best, "aic_power_law": aics["power_law"], "aic_exp_plateau": aics["exp_plateau"],
+                  "a": params[0], "b": params[1], "c": params[2], "plateau": params[0]}
+        rows.append({**fitted, **_x_star(curve, params, points, row["target"], budgets, n_boot, rng, axis)})
     return pd.DataFrame(rows)
+
+
+def _x_star(curve: Curve, params: np.ndarray, points: pd.DataFrame, target: float, budgets: np.ndarray,
+            n_boot: int, rng: np.random.Generator, axis: str) -> dict:
+    """x* with its bootstrap CI, or NaN with the reason it is not an estimate: ``x_star_status`` is
+    estimated, extrapolated, not reached or not estimated; ``note`` says why."""
+    unit = "n" if axis == "subjects" else "images"
+    blank = {"x_star": float("nan"), "x_star_low": float("nan"), "x_star_high": float("nan"), "extrapolated": False}
+    if len(budgets) == 3:
+        return {**blank, "x_star_status": "not estimated",
+                "note": "3 budgets: a 3-parameter curve passes through the means exactly, so neither the curve's "
+                        "shape nor x* is estimated (AIC cannot tell the curves apart); study at least 4 budgets"}
+    if target != target:
+        return {**blank, "x_star_status": "not estimated", "note": "no target: the reference has no mean"}
+    bound = curve.at_bound(params)
+    if bound:
+        return {**blank, "x_star_status": "not estimated",
+                "note": f"the fit sits at a parameter bound ({bound}): the curve does not identify x*"}
+    x_star = curve.solve(params, target)
+    if np.isinf(x_star):
+        return {**blank, "x_star": float("inf"), "x_star_status": "not reached",
+                "note": f"the fitted plateau {params[0]:.3f} stays below the target {target:.3f}"}
+    low, high = _bootstrap_x_star(curve, points, target, n_boot, rng, params)
+    if x_star > budgets.max():
+        status, note = "extrapolated", (f"beyond the largest budget studied ({unit} = {budgets.max():.0f}): "
+                                        "an extrapolation of the curve, not an estimate")
+    elif x_star < budgets.min():
+        status, note = "extrapolated", (f"below the smallest budget studied ({unit} = {budgets.min():.0f}): "
+                                        "the target was already met there")
+    else:
+        status, note = "estimated", ""
+    if low != low:
+        note = "; ".join(filter(None, [note, "CI n/a: most bootstrap refits sat at a parameter bound"]))
+    return {"x_star": x_star, "x_star_low": low, "x_star_high": high, "extrapolated": status == "extrapolated",
+            "x_star_status": status, "note": note}
 
 
 def _bootstrap_x_star(curve: Curve, points: pd.DataFrame, target: float, n_boot: int,
@@ -126,8 +167,8 @@ def _bootstrap_x_star(curve: Curve, points: pd.DataFrame, target: float, n_boot:
         means = np.nanmean(m[draws], axis=1)
     stars = []
     for y in means:
-        result = fit(curve, x, y, start)
-        stars.append(curve.solve(result[0], target) if result else np.nan)
+        result = fit(curve, x, y, start)  # a refit at a bound does not identify x*: it counts as failed
+        stars.append(curve.solve(result[0], target) if result and not curve.at_bound(result[0]) else np.nan)
     stars = np.asarray(stars)
     stars = stars[~np.isnan(stars)]
     if len(stars) < n_boot / 2:

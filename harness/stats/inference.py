@@ -87,6 +87,12 @@ def mean_and_variance(blocks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray,
     with np.errstate(invalid="ignore", divide="ignore"):
         terms = np.where(c != 0, (c * ms) ** 2 / df, 0.0)
         dof = (c * ms).sum(axis=0) ** 2 / terms.sum(axis=0)
+    # Satterthwaite's df of a combination with a negative coefficient collapses towards 0 when the run term
+    # is near its boundary (MS_seed just above MS_res), and t quantiles at df ~0.1 are astronomical. Bound it
+    # as for a positive combination: at least the smallest df among the mean squares entering with a
+    # positive coefficient (Hsu/Scheffe's conservative rule), at most the df of all three.
+    floor = np.where(run > 0, min(df[0].item(), df[1].item()), df[0].item())
+    dof = np.clip(np.nan_to_num(dof, nan=0.0), floor, float(df.sum()))
     return mean, var, dof
 
 
@@ -107,7 +113,9 @@ def t_test(matrix: pd.DataFrame, null: float = 0.0, alternative: str = "two-side
 
 
 def t_interval(result: dict, level: float = 0.95) -> tuple[float, float]:
-    half = sps.t.ppf(1 - (1 - level) / 2, result["df"]) * result["se"] if result["se"] == result["se"] else np.nan
+    """Two-sided t interval; NaN where the standard error is 0 or unknown (a zero-width interval would
+    claim certainty the data cannot give)."""
+    half = sps.t.ppf(1 - (1 - level) / 2, result["df"]) * result["se"] if result["se"] > 0 else np.nan
     return float(result["mean"] - half), float(result["mean"] + half)
 
 
@@ -237,9 +245,12 @@ def _difference(scores: pd.DataFrame, a: tuple[str, int], b: tuple[str, int], me
     statistic, p = (result["t"], result["p"]) if method == "t" else paired_test(paired, method)
     low, high = t_interval(result)
     sd = float(d.std(ddof=1)) if len(d) > 1 else float("nan")
+    if result["p"] != result["p"]:
+        p = float("nan")  # a rank test of an untestable design is no verdict either
     return {"difference": result["mean"], "ci_low": low, "ci_high": high,
             "dz": result["mean"] / sd if sd > 0 else float("nan"),
-            "subjects": len(d), "better": int((d > 0).sum()), "test": method, "statistic": statistic, "p": p}
+            "subjects": len(d), "better": int((d > 0).sum()), "test": method, "statistic": statistic, "p": p,
+            "seeds": int(paired.shape[1]), "reason": untestable(result)}
 
 
 def _with_holm(rows: list[dict]) -> pd.DataFrame:
@@ -294,17 +305,34 @@ def compare_to_base(scores: pd.DataFrame, metric: str, method: str = "t") -> pd.
     return _with_holm(rows) if rows else pd.DataFrame()
 
 
-def noninferiority(paired: pd.DataFrame | np.ndarray, margin: float, level: float = 0.95) -> dict:
-    """One-sided t-test of H0: mean difference <= -margin (crossed variance; with one seed the paired
-    t-test on subject means), the two-sided `level` t interval of the difference, and the TOST
-    equivalence p-value for (-margin, +margin): the larger of the two one-sided p-values."""
+def noninferiority(paired: pd.DataFrame | np.ndarray, margin: float, alpha: float = 0.05) -> dict:
+    """One-sided t-test of H0: mean difference <= -margin at level ``alpha`` (crossed variance; with one
+    seed the paired t-test on subject means), the two-sided (1 - 2 alpha) t interval of the difference (the
+    CONSORT rule: with alpha 0.05 a 90% CI, whose lower end is above -margin exactly when p < alpha), and
+    the TOST equivalence p-value for (-margin, +margin): the larger of the two one-sided p-values.
+    ``reason`` says why p is missing."""
     matrix = paired if isinstance(paired, pd.DataFrame) else _as_matrix(paired)
     lower = t_test(matrix, -margin, "greater")
     upper = t_test(matrix, margin, "less")
+    level = 1 - 2 * alpha
     low, high = t_interval(lower, level)
-    return {"difference": lower["mean"], "subjects": lower["subjects"],
+    return {"difference": lower["mean"], "subjects": lower["subjects"], "ci_level": level,
             "ci_low": low, "ci_high": high, "t": lower["t"], "df": lower["df"], "p": lower["p"],
-            "p_tost": max(lower["p"], upper["p"])}
+            "p_tost": max(lower["p"], upper["p"]), "reason": untestable(lower)}
+
+
+def untestable(result: dict) -> str:
+    """Why a t-test result has no p-value ('' when it has one)."""
+    if result["p"] == result["p"]:
+        return ""
+    if result["subjects"] == 0:
+        return "no test subject has a score on both sides (the metric is missing there)"
+    if result["subjects"] < 2:
+        return "only 1 test subject has a score on both sides: at least 2 are needed"
+    if result["se"] == 0:
+        return (f"no variance: every paired difference is {result['mean']:+.3f}, so the t-test is undefined "
+                "(identical results? check that the two configurations really differ)")
+    return "the variance could not be estimated"
 
 
 def parse_reference(text: str | None, scores: pd.DataFrame) -> tuple[str, int] | None:
@@ -337,22 +365,26 @@ def noninferiority_table(scores: pd.DataFrame, metric: str, reference: tuple[str
     """Per strategy, every n tested for non-inferiority to the reference in a fixed sequence from the
     largest n down: a smaller n is tested only while every larger one was non-inferior, so each strategy's
     claim holds at family-wise level alpha without correction. ``reference`` None = each strategy's own
-    largest n ("is a smaller budget as good as the largest studied?")."""
+    largest n ("is a smaller budget as good as the largest studied?"). ``reason`` says why a row has no
+    verdict: untestable (too few subjects, no variance) or the sequence stopped above it."""
     rows = []
     tuned = fine_tuned(scores)
     for strategy, group in tuned.groupby("strategy", sort=True):
         ns = sorted((int(n) for n in group["n"].unique()), reverse=True)
         ref = reference or (strategy, ns[0])
-        going = True
+        stopped_at = None
         for n in ns:
             if (strategy, n) == ref:
                 continue
-            result = noninferiority(paired_by_seed(scores, (strategy, n), ref, metric), margin)
-            tested = going and result["p"] == result["p"]
+            result = noninferiority(paired_by_seed(scores, (strategy, n), ref, metric), margin, alpha)
+            tested = stopped_at is None and result["p"] == result["p"]
             non_inferior = bool(tested and result["p"] < alpha)
-            going = non_inferior
+            if stopped_at is not None:
+                result["reason"] = f"not tested: the sequence stopped at n = {stopped_at}"
+            elif not non_inferior:
+                stopped_at = n
             rows.append({"strategy": strategy, "n": n, "reference": f"{ref[0]}@{ref[1]}", "metric": metric,
-                         "margin": margin, **result, "tested": tested, "non_inferior": non_inferior})
+                         "margin": margin, "alpha": alpha, **result, "tested": tested, "non_inferior": non_inferior})
     return pd.DataFrame(rows)
 
 

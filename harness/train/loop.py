@@ -35,6 +35,21 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (per_pixel * known).sum() / known.sum().clamp(min=1)
 
 
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """1 - soft Dice, averaged over the foreground classes, pooled over the batch (as nnU-Net's batch Dice);
+    pixels whose class is unknown (``IGNORE``) take no part."""
+    known = (target != IGNORE).unsqueeze(1)
+    p = F.softmax(logits.float(), dim=1) * known
+    g = F.one_hot(torch.where(known[:, 0], target, 0), logits.shape[1]).permute(0, 3, 1, 2) * known
+    dims = (0, 2, 3)
+    dice = (2 * (p * g).sum(dims) + smooth) / (p.sum(dims) + g.sum(dims) + smooth)
+    return 1 - dice[1:].mean()
+
+
+LOSSES = {"ce": cross_entropy, "ce+dice": lambda logits, target: cross_entropy(logits, target)
+          + soft_dice_loss(logits, target)}
+
+
 def to_classes(masks: np.ndarray) -> np.ndarray:
     """Source labels -> training classes: RV (3) is background; 255 (not contoured) is ignored."""
     classes = np.where(masks <= 2, masks, 0).astype(np.int64)
@@ -132,14 +147,18 @@ def _check_points(steps: int, checks: int) -> set[int]:
 def fine_tune(model: torch.nn.Module, images: np.ndarray, masks: np.ndarray, settings: TrainSettings,
               order_seed: int, augment_seed: int, on_step: Callable[[], None] | None = None,
               steps: tuple[int, int] | None = None, validate: Callable[[torch.nn.Module], float] | None = None,
-              on_check: Callable[[int, float], None] | None = None) -> dict:
+              on_check: Callable[[int, float], None] | None = None, loss: str = "ce") -> dict:
     """Two-stage fine-tuning in place; returns losses, steps, epochs and the validation checks.
 
     ``steps`` (stage 1, stage 2) defaults to the settings' fixed steps. With ``validate`` (a score of the
     model on validation subjects, higher is better) the model is checked ``settings.checks`` times per
     stage; ``on_check(check number, score)`` hears each (a tuner may raise there to prune), and with
-    ``settings.select == "best-val"`` the best-scoring weights are kept instead of the last.
+    ``settings.select == "best-val"`` the best-scoring weights are kept instead of the last. ``loss`` is
+    cross-entropy ("ce", the published protocol's) or "ce+dice" (pre-training's option).
     """
+    if loss not in LOSSES:
+        raise TrainingError(f"loss '{loss}' is not known; choose one of {', '.join(LOSSES)}")
+    loss_fn = LOSSES[loss]
     if settings.select not in ("last", "best-val"):
         raise TrainingError(f"select '{settings.select}' is not known; choose last or best-val")
     if settings.select == "best-val" and validate is None:
@@ -170,8 +189,8 @@ def fine_tune(model: torch.nn.Module, images: np.ndarray, masks: np.ndarray, set
             x, y = augment(x, y)
             x, y = x.to(dev, memory_format=memory), y.to(dev)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                loss = cross_entropy(model(x), y)
-            stage.step(loss)
+                value = loss_fn(model(x), y)
+            stage.step(value)
             done += 1
             if on_step:
                 on_step()
@@ -199,7 +218,7 @@ def pretrain(images: np.ndarray, masks: np.ndarray, settings: PretrainSettings,
                           batch_size=settings.batch_size, steps_frozen=0, steps_unfrozen=settings.steps,
                           lr_unfrozen=settings.lr)
     seeds = np.random.SeedSequence(settings.seed).generate_state(2)
-    fine_tune(model, images, masks, train, int(seeds[0]), int(seeds[1]), on_step)
+    fine_tune(model, images, masks, train, int(seeds[0]), int(seeds[1]), on_step, loss=settings.loss)
     return model
 
 

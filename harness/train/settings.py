@@ -81,6 +81,7 @@ class PretrainSettings:
     steps: int = 600
     lr: float = 1e-3
     seed: int = 0
+    loss: str = "ce"  # "ce", or "ce+dice": cross-entropy plus soft Dice of LV and MY
 
     def to_dict(self) -> dict:
         return asdict(self)

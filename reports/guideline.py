@@ -1,0 +1,245 @@
+"""The guideline: plain sentences that answer "how much target data is enough", each carrying its effect,
+interval, p-value and margin, or saying why there is no answer.
+
+Every number comes from harness.stats (through the Analysis); this module only words it. Rules:
+- below MIN_SUBJECTS test subjects no verdict is issued (no test over subjects can be trusted there);
+- with one seed the caveat sits in the sentence, not only in a note;
+- a row without a verdict says why (too few subjects, no variance, the sequence stopped above it).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from harness import stats
+
+METRIC_NAMES = {"dice_lv": "LV", "dice_my": "MY"}
+#: Below 6 test subjects a sign-flip or rank test cannot reach two-sided p < 0.05 (2 / 2^5 = 0.0625): any
+#: verdict would rest on the t-test's normality, which so few values cannot check. No guideline then.
+MIN_SUBJECTS = 6
+ONE_SEED = ("one seed per configuration, so the interval leaves out training-run noise and the verdict holds "
+            "for these runs only")
+
+
+def p_text(p: float) -> str:
+    if p != p:
+        return "n/a"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def ci_text(low: float, high: float, digits: int = 3) -> str:
+    return "n/a" if low != low or high != high else f"{low:.{digits}f} to {high:.{digits}f}"
+
+
+def signed(x: float) -> str:
+    return "n/a" if x != x else f"{x:+.3f}"
+
+
+def config_text(strategy: str, n: int) -> str:
+    return strategy if n == 0 else f"{strategy} at n = {n}"
+
+
+def level_text(level: float) -> str:
+    return f"{round(100 * level):d}% CI"
+
+
+def ni_clause(row, named: bool = False) -> str:
+    """'difference +0.006, 90% CI -0.03 to 0.05, p = 0.051', or the reason there is no test."""
+    name = f"{METRIC_NAMES[row.metric]} " if named else ""
+    if not row.tested:
+        return f"{name}{row.reason}"
+    return (f"{name}difference {signed(row.difference)}, {level_text(row.ci_level)} "
+            f"{ci_text(row.ci_low, row.ci_high)}, {p_text(row.p)}")
+
+
+def _at(n: int) -> str:
+    return "" if n == 0 else f" at n = {n}"
+
+
+def metric_outcome(part: pd.DataFrame, metric: str) -> str:
+    """Where one metric's fixed sequence (largest n first) went: how far down it was non-inferior, and
+    where and why it stopped."""
+    name = METRIC_NAMES[metric]
+    rows = part[part["metric"] == metric].sort_values("n", ascending=False)
+    if not len(rows):
+        return f"{name} has no scores"
+    stop = next((r for r in rows.itertuples() if not r.non_inferior), None)
+    passed = rows[rows["non_inferior"]]
+    low = passed.iloc[-1] if len(passed) else None
+    shown = "" if low is None else (f"{name} was non-inferior" + ("" if low["n"] == 0 else
+                                    f" down to n = {int(low['n'])}") + f" ({ni_clause(next(passed.tail(1).itertuples()))})")
+    if stop is None:
+        return shown
+    if stop.tested:
+        stopped = f"not{_at(stop.n)} ({ni_clause(stop)})" if low is not None else \
+            f"{name} was not shown non-inferior{_at(stop.n)} ({ni_clause(stop)})"
+    else:
+        stopped = (f"could not be tested{_at(stop.n)}: {stop.reason}" if low is not None else
+                   f"{name} could not be tested{_at(stop.n)}: {stop.reason}")
+    return f"{shown}, {stopped}" if low is not None else stopped
+
+
+def _design(chosen: pd.DataFrame, seeds: int) -> str:
+    return (f"one-sided t-test at α = {chosen['alpha'].iloc[0]:g} on {int(chosen['subjects'].min())} test subjects "
+            f"and {seeds} seed(s), fixed sequence from the largest n")
+
+
+def _strategy_sentence(row, part: pd.DataFrame, a) -> str:
+    margin = a.options.margin
+    ref_strategy, _, ref_n = row.reference.partition("@")
+    ref_text = config_text(ref_strategy, int(ref_n))
+    caveat = f" Caveat: {ONE_SEED}." if a.seeds <= 1 else ""
+    if row.n_enough is not None and row.n_enough == row.n_enough:
+        n = int(row.n_enough)
+        chosen = part[part["n"] == n]
+        images = a.summary[a.summary["metric"] == "dice_lv"].set_index(["strategy", "n"])["labelled_images"]
+        count = images.get((row.strategy, n), float("nan"))
+        what = f"**{config_text(row.strategy, n)}**" + (f" ({count:.0f} labelled images)" if count == count else "")
+        below = [metric_outcome(part, m) for m in stats.METRICS
+                 if (part[(part["metric"] == m) & (part["n"] < n)]["n"]).any()]
+        smaller = f" Smaller budgets: {'; '.join(below)}." if below else ""
+        return (f"{what} is non-inferior to {ref_text} on both LV and MY (" +
+                "; ".join(ni_clause(r, named=True) for r in chosen.itertuples()) +
+                f"; margin {margin:g}; {_design(chosen, a.seeds)}).{smaller}{caveat}")
+    outcomes = "; ".join(metric_outcome(part, m) for m in stats.METRICS if (part["metric"] == m).any())
+    if not part["tested"].any():
+        return f"**{row.strategy}**: non-inferiority to {ref_text} could not be tested: {outcomes}."
+    if (part["n"] == 0).all():
+        return (f"**{row.strategy}** was not shown non-inferior to {ref_text} on both LV and MY within margin "
+                f"{margin:g}: {outcomes}.{caveat}")
+    budgets = "No budget" + (f" below n = {ref_n}" if ref_strategy == row.strategy else " studied")
+    return (f"**{row.strategy}**: {budgets} was non-inferior to {ref_text} on both LV and MY within margin "
+            f"{margin:g}: {outcomes}.{caveat}")
+
+
+def _too_few(a) -> str:
+    k = a.test_subjects
+    return (f"**No guideline from this study**: it has {k} test subject(s), and at least {MIN_SUBJECTS} are needed "
+            f"before a verdict over subjects means anything (below {MIN_SUBJECTS} no sign-flip or rank test can reach "
+            f"p < 0.05, and a t-test's normality cannot be checked on {k} values). The tables below are descriptive. "
+            "Test more subjects: more folds (`--folds`) or a larger dataset.")
+
+
+def _versus_base(a, descriptive: bool = False) -> list[str]:
+    """Each method against its base model at its smallest n; ``descriptive`` leaves out the p-values."""
+    out = []
+    table_input = a.settings.get("kind") == "table"
+    for strategy, part in a.versus_base.groupby("strategy", sort=True):
+        n = int(part["n"].min())
+        rows = part[part["n"] == n]
+        lead = (f"{strategy} against the base model" if table_input else
+                f"Fine-tuning on {config_text(strategy, n)} against the source-only base model")
+        clauses = []
+        for r in rows.itertuples():
+            if r.reason:
+                clauses.append(f"{METRIC_NAMES[r.metric]} not tested: {r.reason}")
+            else:
+                p = "" if descriptive else f", {p_text(r.p_holm)}"
+                clauses.append(f"{METRIC_NAMES[r.metric]} {signed(r.difference)} (95% CI {ci_text(r.ci_low, r.ci_high)}), "
+                               f"better in {r.better} of {r.subjects} test subjects{p}")
+        tail = "" if descriptive else " (p Holm-adjusted over all comparisons with the base model)"
+        caveat = f" Caveat: {ONE_SEED}." if a.seeds <= 1 and not table_input and not descriptive else ""
+        out.append(f"{lead}: " + "; ".join(clauses) + f"{tail}.{caveat}")
+    return out
+
+
+def _curves(a) -> list[str]:
+    out = []
+    for r in a.curves.itertuples() if len(a.curves) else []:
+        if r.curve is None or r.curve != r.curve or r.metric != "dice_lv":
+            continue
+        unit = "subjects" if r.axis == "subjects" else "labelled images"
+        lead = f"Learning curve ({r.curve.replace('_', ' ')}, LV, x = {unit}) of {r.strategy}"
+        if r.x_star_status == "not estimated":
+            out.append(f"{lead}: the budget reaching the target {r.target:.3f} is not estimated: {r.note}.")
+        elif r.x_star_status == "not reached":
+            out.append(f"{lead}: the target {r.target:.3f} (reference − margin) is not reached: {r.note}.")
+        else:
+            high = "∞" if np.isinf(r.x_star_high) else f"{r.x_star_high:.1f}"
+            interval = f"95% CI {r.x_star_low:.1f} to {high}" if r.x_star_low == r.x_star_low else "CI n/a"
+            flag = f"; {r.note}" if r.note else ""
+            out.append(f"{lead}: the target {r.target:.3f} (reference − margin) is reached at {r.x_star:.1f} {unit} "
+                       f"({interval}{flag}).")
+    return out
+
+
+def needed(row, seeds: int) -> int | None:
+    """Test subjects for 80% power at ``seeds`` seeds from a planning row; None where none suffices."""
+    value = getattr(row, f"subjects_at_{seeds}_seeds", None)
+    return None if value is None or value != value else int(value)
+
+
+def _power(a) -> list[str]:
+    out = []
+    for r in a.planning.itertuples() if len(a.planning) else []:
+        if r.metric != "dice_lv":
+            continue
+        lead = f"Power ({r.strategy}, LV, margin {r.margin:g}, true difference 0)"
+        if r.power != r.power:
+            out.append(f"{lead}: cannot be estimated: {r.note or 'too few subjects'}.")
+            continue
+        need = needed(r, r.seeds)
+        if r.power >= 0.8:
+            verdict = "adequate for its question"
+        else:
+            verdict = "under-powered: a 'not shown' verdict says little about the methods"
+            better = [f"{needed(r, s)} at {s} seeds" for s in stats.planning.SEED_CHOICES if needed(r, s)]
+            if need:
+                verdict += f"; 80% power needs {need} test subjects at {r.seeds} seed(s)"
+            elif better:
+                verdict += f"; 80% power needs {better[0]}"
+            if r.note:
+                verdict += f" ({r.note})"
+        out.append(f"{lead}: with {r.subjects} test subjects in {r.folds} fold(s) and {r.seeds} seed(s) the study had "
+                   f"{r.power:.0%} power to show non-inferiority, {verdict}.")
+    return out
+
+
+def _strategies(a) -> list[str]:
+    out = []
+    alpha = a.options.alpha
+    one_seed = f" Caveat: {ONE_SEED}." if a.seeds <= 1 else ""
+    for n, part in a.strategies.groupby("n", sort=True) if len(a.strategies) else []:
+        where = f"At n = {n}" if n else "Between methods"
+        tested = part[part["reason"] == ""]
+        identical = part[part["reason"].str.startswith("no variance")]
+        lines = []
+        significant = tested[tested["p_holm"] < alpha]
+        if len(significant):
+            lines.append("; ".join(
+                f"{r.a} vs {r.b} ({METRIC_NAMES[r.metric]}): {signed(r.difference)}, 95% CI "
+                f"{ci_text(r.ci_low, r.ci_high)}, {p_text(r.p_holm)} (Holm)" for r in significant.itertuples()))
+        elif len(tested):
+            lines.append(f"no two strategies differed significantly ({len(tested)} comparisons, Holm-adjusted, "
+                         f"α = {alpha:g})")
+        if len(identical):
+            pairs = sorted({f"{r.a} and {r.b}" for r in identical.itertuples()})
+            lines.append(f"{', '.join(pairs)} gave identical results on every test subject (the same training "
+                         "images?), so they were not compared")
+        untested = part[(part["reason"] != "") & ~part["reason"].str.startswith("no variance")]
+        if len(untested) and not len(tested):
+            lines.append(f"nothing could be compared: {untested['reason'].iloc[0]}")
+        if lines:
+            out.append(f"{where}: " + "; ".join(lines) + "." + one_seed)
+    return out
+
+
+def guideline(a) -> list[str]:
+    """Sentences that answer 'how much target data is enough', each with effect, CI, p and margin; never
+    empty."""
+    sentences = []
+    tiny = a.test_subjects < MIN_SUBJECTS
+    if tiny:
+        sentences.append(_too_few(a))
+    elif len(a.enough):
+        for row in a.enough.itertuples():
+            part = a.noninferiority[a.noninferiority["strategy"] == row.strategy]
+            sentences.append(_strategy_sentence(row, part, a))
+    if len(a.versus_base):
+        sentences += _versus_base(a, descriptive=tiny)
+    if not tiny:
+        sentences += _curves(a) + _power(a) + _strategies(a)
+    if not sentences:
+        sentences.append("No guideline: the study has no fine-tuned budget to test against a reference (it needs "
+                         "two budgets of a strategy, or a reference set with --reference).")
+    return sentences
