@@ -260,13 +260,16 @@ def _mixed_tables(a: Analysis) -> list[Table]:
                 for r in fit.fixed.itertuples()]
         variances = ", ".join(f"{k} SD {np.sqrt(max(v, 0)):.4f}" for k, v in fit.variances.items())
         warn = ("Warnings: " + "; ".join(fit.warnings) + ".") if fit.warnings else "No warnings."
+        if not fit.converged:
+            rows = [["(not shown: the fit did not converge)", "–", "–", "–", "–"]]
         out.append(Table(f"Mixed model ({METRIC_NAMES[fit.metric]}): {fit.formula}",
                          ["term", "estimate", "SE", "95% CI", "p"], rows,
-                         "statsmodels MixedLM (REML), random intercept per test subject"
-                         + (", seed within subject as a variance component" if "seed" in fit.variances else "")
-                         + f"; {fit.observations} subject-level rows, {fit.subjects} subjects; converged: "
-                         f"{'yes' if fit.converged else 'no'}. Variance components: {variances}. {warn} "
-                         "Model-based summary; the verdicts above come from the paired tests."))
+                         "statsmodels MixedLM (REML) with the study's crossed structure: variance components for "
+                         "the test subject and for the training run (strategy, n and seed at one fold, shared by "
+                         f"the fold's test subjects), both within fold; {fit.observations} subject-level rows, "
+                         f"{fit.subjects} subjects; converged: {'yes' if fit.converged else 'no'}. Variance "
+                         f"components: {variances or 'n/a'}. {warn} Model-based summary: its Wald p-values are not "
+                         "corrected for multiplicity, and the verdicts above come from the paired tests."))
     return out
 
 

@@ -36,3 +36,22 @@ def study(rng: np.random.Generator, effects: dict[tuple[str, int], float], subje
                 "dice_lv": dice.ravel(), "dice_my": dice.ravel() - 0.1, "labelled_images": 10 * n}))
     return pd.concat(rows, ignore_index=True)
 
+
+
+def difference_blocks(rng: np.random.Generator, studies: int, effect: float = 0.0, subjects: int = 24, folds: int = 3,
+                      seeds: int = 2, sd_preference: float = 0.03, sd_run: float = 0.011, sd_residual: float = 0.025,
+                      outlier: float = 0.0) -> list[np.ndarray]:
+    """``studies`` simulated studies at once, as the fold blocks the t-tests take: one array (studies,
+    subjects of the fold, seeds) per fold of paired differences (or of scores: ``effect`` is then the true
+    mean) d = effect + subject preference + run shift (shared by the fold's subjects at one seed) + residual.
+    The defaults are the phantom's components; ``outlier`` > 0 gives the first subject of fold 0 a residual
+    of that SD (a subject whose difference swings between seeds), the others keeping ``sd_residual``."""
+    per = subjects // folds
+    out = []
+    for f in range(folds):
+        value = (effect + rng.normal(0, sd_preference, (studies, per, 1)) + rng.normal(0, sd_run, (studies, 1, seeds))
+                 + rng.normal(0, sd_residual, (studies, per, seeds)))
+        if outlier and f == 0:
+            value[:, 0, :] += rng.normal(0, outlier, (studies, seeds))
+        out.append(value)
+    return out

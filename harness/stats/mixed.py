@@ -1,9 +1,11 @@
 """Model-based summary: a linear mixed model of subject-level Dice over the whole study.
 
-Dice ~ strategy x log(n), random intercept per test subject, seed (within subject) as a variance
-component (statsmodels MixedLM, REML). It uses every run at once and shows how variance splits between
-subjects, seeds and residual; the verdicts themselves come from the paired tests, not from this model.
-Convergence and boundary warnings are returned with the fit, to be shown rather than hidden.
+Dice ~ strategy x log(n) with the study's own crossed structure as variance components: a test subject
+(shared by every configuration it is tested under) and a training run (strategy, n, seed at one fold, shared
+by that fold's test subjects); both are nested in the fold, which is the model's group. statsmodels MixedLM,
+REML. It uses every run at once and shows how variance splits; the verdicts come from the paired tests.
+statsmodels' own boundary warning fires whenever a variance is below 0.01 in absolute terms, which every Dice
+variance is, so it is replaced by a relative one (a component under 1% of the total variance). A fit that did not converge shows no estimates.
 """
 from __future__ import annotations
 
@@ -21,11 +23,14 @@ class MixedFit:
     metric: str
     formula: str
     fixed: pd.DataFrame  # term, coef, se, ci_low, ci_high, p
-    variances: dict[str, float]  # subject, seed (within subject), residual
+    variances: dict[str, float]  # subject, training run, residual
     observations: int
     subjects: int
     converged: bool
     warnings: list[str] = field(default_factory=list)
+
+
+NEGLIGIBLE = 0.01  # a component below this share of the total variance is reported as negligible
 
 
 def fit_mixed(scores: pd.DataFrame, metric: str) -> MixedFit | None:
@@ -37,25 +42,35 @@ def fit_mixed(scores: pd.DataFrame, metric: str) -> MixedFit | None:
         return None
     data = data.rename(columns={metric: "dice"})
     data["log_n"] = np.log(data["n"].astype(float))
+    data["run"] = data["strategy"].astype(str) + "|" + data["n"].astype(str) + "|" + data["seed"].astype(str)
     formula = "dice ~ C(strategy) * log_n" if data["strategy"].nunique() > 1 else "dice ~ log_n"
-    vc = {"seed": "0 + C(seed)"} if data["seed"].nunique() > 1 else None
+    vc = {"subject": "0 + C(subject)", "run": "0 + C(run)"}
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
-        model = smf.mixedlm(formula, data, groups=data["subject"], re_formula="1", vc_formula=vc)
+        model = smf.mixedlm(formula, data, groups=data["fold"], re_formula="0", vc_formula=vc)
         try:
             result = model.fit(reml=True)
         except (np.linalg.LinAlgError, ValueError) as exc:
-            return MixedFit(metric, formula, pd.DataFrame(), {}, len(data), data["subject"].nunique(), False,
-                            [f"fit failed: {exc}"])
+            return MixedFit(metric, formula.replace("dice", metric), pd.DataFrame(), {}, len(data),
+                            data["subject"].nunique(), False, [f"fit failed: {exc}"])
     caught = sorted({f"{r.category.__name__}: {r.message}" for r in records
-                     if not issubclass(r.category, (DeprecationWarning, FutureWarning))})
+                     if not issubclass(r.category, (DeprecationWarning, FutureWarning))
+                     and "boundary of the parameter space" not in str(r.message)})
+    names = dict(zip(model.exog_vc.names, np.atleast_1d(result.vcomp)))
+    variances = {"subject": float(names["subject"]), "training run": float(names["run"]),
+                 "residual": float(result.scale)}
+    total = sum(max(v, 0.0) for v in variances.values())
+    caught += [f"the {k} variance is negligible (under {NEGLIGIBLE:.0%} of the total; at or near its boundary 0)"
+               for k, v in variances.items() if k != "residual" and v < NEGLIGIBLE * total]
+    converged = bool(result.converged)
+    if not converged:
+        caught.append("the fit did not converge: its estimates are not shown")
+        return MixedFit(metric, formula.replace("dice", metric), pd.DataFrame(), variances, len(data),
+                        data["subject"].nunique(), False, caught)
     interval = result.conf_int()
-    names = list(result.fe_params.index)
-    fixed = pd.DataFrame({"term": names, "coef": result.fe_params.to_numpy(), "se": result.bse_fe.to_numpy(),
-                          "ci_low": interval.loc[names, 0].to_numpy(), "ci_high": interval.loc[names, 1].to_numpy(),
-                          "p": result.pvalues.loc[names].to_numpy()})
-    variances = {"subject": float(result.cov_re.iloc[0, 0]), "residual": float(result.scale)}
-    if vc:
-        variances["seed"] = float(result.vcomp[0])
+    terms = list(result.fe_params.index)
+    fixed = pd.DataFrame({"term": terms, "coef": result.fe_params.to_numpy(), "se": result.bse_fe.to_numpy(),
+                          "ci_low": interval.loc[terms, 0].to_numpy(), "ci_high": interval.loc[terms, 1].to_numpy(),
+                          "p": result.pvalues.loc[terms].to_numpy()})
     return MixedFit(metric, formula.replace("dice", metric), fixed, variances, len(data),
-                    data["subject"].nunique(), bool(result.converged), caught)
+                    data["subject"].nunique(), converged, caught)

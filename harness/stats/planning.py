@@ -8,8 +8,7 @@ rest (SD s_e). With N subjects in F equal folds and S seeds the mean difference 
 
 which is what the study's t-tests estimate (`inference.mean_and_variance`). The run term does not shrink with
 more subjects: where it dominates, only more seeds (or folds) buy power, and the table says so. Power is that
-of the t-test the study uses (noncentral t, Satterthwaite df of the expected mean squares, with the same
-floor), for non-inferiority at a true difference of 0 (effect = margin) or a two-sided test of a true
+of the t-test the study uses (noncentral t, with the study's df rule at the expected mean squares), for non-inferiority at a true difference of 0 (effect = margin) or a two-sided test of a true
 difference Δ.
 """
 from __future__ import annotations
@@ -67,15 +66,12 @@ def design_variance(c: Components, subjects: int, seeds: int, folds: int = 1) ->
     if seeds < 2:
         return var, float(subjects - 1)
     per_fold = subjects / folds
-    ms = np.array([c.residual ** 2 + seeds * c.between ** 2, c.residual ** 2 + per_fold * c.run ** 2,
-                   c.residual ** 2])
-    df = np.array([subjects - folds, folds * (seeds - 1), (subjects - folds) * (seeds - 1)], float)
-    coef = np.array([1 / subjects, 1 / subjects, -1 / subjects]) if c.run > 0 else np.array([1 / subjects, 0, 0])
-    terms = np.where(coef != 0, (coef * ms) ** 2 / np.where(df > 0, df, np.nan), 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dof = float((coef * ms).sum() ** 2 / terms.sum())
-    floor = min(df[0], df[1]) if c.run > 0 else df[0]
-    return var, float(np.clip(np.nan_to_num(dof), floor, df.sum()))
+    subject_part = (c.residual ** 2 + seeds * c.between ** 2) / subjects  # expected MS_subject / N
+    run_part = per_fold * c.run ** 2 / subjects  # expected (MS_seed - MS_res) x weight
+    if not subject_part + run_part > 0:
+        return var, float("nan")
+    share = subject_part / (subject_part + run_part)
+    return var, float(1.0 / (share / (subjects - folds) + (1 - share) / (folds * (seeds - 1))))
 
 
 def power(effect: float, c: Components, subjects: int, seeds: int, folds: int = 1, alpha: float = 0.05,
