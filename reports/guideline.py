@@ -152,11 +152,12 @@ def _curves(a) -> list[str]:
         lead = f"Learning curve ({r.curve.replace('_', ' ')}, LV, x = {unit}) of {r.strategy}"
         if r.x_star_status == "not estimated":
             out.append(f"{lead}: the budget reaching the target {r.target:.3f} is not estimated: {r.note}.")
+        elif r.x_star_status == "already met":
+            out.append(f"{lead}: the target {r.target:.3f} (reference − margin) is met at every budget studied: {r.note}.")
         elif r.x_star_status == "not reached":
             out.append(f"{lead}: the target {r.target:.3f} (reference − margin) is not reached: {r.note}.")
         else:
-            high = "∞" if np.isinf(r.x_star_high) else f"{r.x_star_high:.1f}"
-            interval = f"95% CI {r.x_star_low:.1f} to {high}" if r.x_star_low == r.x_star_low else "CI n/a"
+            interval = x_interval(r)
             flag = f"; {r.note}" if r.note else ""
             out.append(f"{lead}: the target {r.target:.3f} (reference − margin) is reached at {r.x_star:.1f} {unit} "
                        f"({interval}{flag}).")
@@ -167,6 +168,16 @@ def needed(row, seeds: int) -> int | None:
     """Test subjects for 80% power at ``seeds`` seeds from a planning row; None where none suffices."""
     value = getattr(row, f"subjects_at_{seeds}_seeds", None)
     return None if value is None or value != value else int(value)
+
+
+def x_interval(r) -> str:
+    """x*'s bootstrap interval; an end outside the budgets studied is said as such, not as a number (a
+    refit already above the target at x = 0 would print 0.0)."""
+    if r.x_star_low != r.x_star_low:
+        return "CI n/a"
+    low = f"below {r.smallest:.0f}" if r.x_star_low < r.smallest else f"{r.x_star_low:.1f}"
+    high = "∞" if np.isinf(r.x_star_high) else f"{r.x_star_high:.1f}"
+    return f"95% CI {low} to {high}"
 
 
 def _power(a) -> list[str]:

@@ -19,7 +19,8 @@ from harness import stats
 from harness.errors import StoreError
 from harness.store import RunStore, finished_runs, method_label
 from reports.figures import learning_curves
-from reports.guideline import METRIC_NAMES, ci_text, config_text, guideline, level_text, p_text, signed
+from reports.guideline import (METRIC_NAMES, ci_text, config_text, guideline, level_text, p_text, signed,
+                               x_interval)
 EMPTY_TEXT = {
     "both-one": "an image where both the reference and the prediction are empty for a class scores 1, "
                 "one empty and the other not scores 0 (the published study's convention)",
@@ -234,9 +235,9 @@ def _curve_table(a: Analysis) -> Table:
             rows.append([r.strategy, METRIC_NAMES[r.metric], r.axis, "–", "–", "–", "–", r.note])
             continue
         if r.x_star_status in ("estimated", "extrapolated"):
-            high = "∞" if np.isinf(r.x_star_high) else f"{r.x_star_high:.1f}"
-            interval = f"{r.x_star_low:.1f} to {high}" if r.x_star_low == r.x_star_low else "CI n/a"
-            star = f"{r.x_star:.1f} ({interval})" + (" extrapolated" if r.extrapolated else "")
+            star = f"{r.x_star:.1f} ({x_interval(r).removeprefix('95% CI ')})" + (" extrapolated" if r.extrapolated else "")
+        elif r.x_star_status == "already met":
+            star = f"below {r.smallest:.0f} (met at every budget)"
         else:
             star = r.x_star_status
         rows.append([r.strategy, METRIC_NAMES[r.metric], r.axis, r.curve,

@@ -15,3 +15,14 @@ class FailsAtTwoStrategy:
         if n == 2:
             raise StrategyError("this strategy refuses n=2")
         return pool.frames_of(n).index[:4]
+
+
+@dataclass(frozen=True)
+class ReversedEdEsStrategy:
+    """The images ed_es selects, returned in reverse order: the same training set in another row order."""
+
+    description: ClassVar[str] = "ed_es's images in reverse order"
+
+    def select(self, pool, n, rng):
+        frames = pool.frames_of(n)
+        return frames.index[frames["phase"].isin(["ED", "ES"])][::-1]

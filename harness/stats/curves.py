@@ -98,7 +98,8 @@ def fit_learning_curves(scores: pd.DataFrame, metric: str, targets: dict[str, fl
         points = _points(scores, strategy, metric, axis)
         budgets = np.sort(points["x"].unique())
         row = {"strategy": strategy, "metric": metric, "axis": axis, "budgets": len(budgets),
-               "target": targets.get(strategy, float("nan")), "largest": float(budgets.max()) if len(budgets) else np.nan}
+               "target": targets.get(strategy, float("nan")), "largest": float(budgets.max()) if len(budgets) else np.nan,
+               "smallest": float(budgets.min()) if len(budgets) else np.nan}
         if points["x"].isna().any():
             rows.append({**row, "curve": None, "note": "labelled image counts unknown: no curve fitted"})
             continue
@@ -123,7 +124,8 @@ def fit_learning_curves(scores: pd.DataFrame, metric: str, targets: dict[str, fl
 def _x_star(curve: Curve, params: np.ndarray, points: pd.DataFrame, target: float, budgets: np.ndarray,
             n_boot: int, rng: np.random.Generator, axis: str) -> dict:
     """x* with its bootstrap CI, or NaN with the reason it is not an estimate: ``x_star_status`` is
-    estimated, extrapolated, not reached or not estimated; ``note`` says why."""
+    estimated, extrapolated (beyond the largest budget), already met (below the smallest), not reached or
+    not estimated; ``note`` says why."""
     unit = "n" if axis == "subjects" else "images"
     blank = {"x_star": float("nan"), "x_star_low": float("nan"), "x_star_high": float("nan"), "extrapolated": False}
     if len(budgets) == 3:
@@ -140,13 +142,14 @@ def _x_star(curve: Curve, params: np.ndarray, points: pd.DataFrame, target: floa
     if np.isinf(x_star):
         return {**blank, "x_star": float("inf"), "x_star_status": "not reached",
                 "note": f"the fitted plateau {params[0]:.3f} stays below the target {target:.3f}"}
+    if x_star < budgets.min():
+        return {**blank, "x_star": x_star, "x_star_status": "already met",
+                "note": f"the curve is above the target already at the smallest budget studied ({unit} = "
+                        f"{budgets.min():.0f}); a smaller budget was not studied"}
     low, high = _bootstrap_x_star(curve, points, target, n_boot, rng, params)
     if x_star > budgets.max():
         status, note = "extrapolated", (f"beyond the largest budget studied ({unit} = {budgets.max():.0f}): "
                                         "an extrapolation of the curve, not an estimate")
-    elif x_star < budgets.min():
-        status, note = "extrapolated", (f"below the smallest budget studied ({unit} = {budgets.min():.0f}): "
-                                        "the target was already met there")
     else:
         status, note = "estimated", ""
     if low != low:
