@@ -121,7 +121,8 @@ def analyse_images(images: pd.DataFrame, settings: dict, options: Options,
         ni = stats.noninferiority_table(scores, metric, reference, options.margin, options.alpha)
         parts["ni"].append(ni)
         means = summary.set_index(["strategy", "n"])["mean"]
-        targets = {s: float(means.loc[reference] if reference else means.loc[s].iloc[-1]) - options.margin
+        # the reference may have no score on this metric (then no target: the curves say so)
+        targets = {s: float(means.get(reference, np.nan) if reference else means.loc[s].iloc[-1]) - options.margin
                    for s in summary["strategy"].unique() if not stats.is_base(s)}
         for axis in ("subjects", "images"):
             parts["curves"].append(stats.fit_learning_curves(scores, metric, targets, axis))
@@ -169,7 +170,7 @@ def _summary_table(a: Analysis) -> Table:
         images = r.get(("labelled_images", "dice_lv"), float("nan"))
         cells = [strategy, str(n), "–" if images != images else f"{images:.0f}"]
         for m in stats.METRICS:
-            if ("mean", m) not in r:
+            if ("mean", m) not in r or r[("mean", m)] != r[("mean", m)]:  # not scored on this metric
                 cells += ["–"] * 3
                 continue
             cells += [f"{r[('mean', m)]:.3f}", ci_text(r[("ci_low", m)], r[("ci_high", m)]),
@@ -228,6 +229,16 @@ def _ni_table(a: Analysis) -> Table:
                  f"verdicts. Margin: {margin_reason(a.options.margin)}.")
 
 
+def _aic_text(r) -> str:
+    """Which curve AIC prefers and by how much (absolute AIC values mean nothing, and an exact fit's run to
+    -1e4)."""
+    delta = r.aic_power_law - r.aic_exp_plateau
+    if not np.isfinite(delta):
+        return "AIC: only one curve could be fitted"
+    better = "exp plateau" if delta > 0 else "power law"
+    return f"ΔAIC {min(abs(delta), 999):.1f}{'+' if abs(delta) > 999 else ''} for the {better}"
+
+
 def _curve_table(a: Analysis) -> Table:
     rows = []
     for r in a.curves.itertuples():
@@ -243,8 +254,8 @@ def _curve_table(a: Analysis) -> Table:
         rows.append([r.strategy, METRIC_NAMES[r.metric], r.axis, r.curve,
                      f"{r.a:.3f} − {r.b:.3f}·" + ("x^−" if r.curve == "power_law" else "exp(−") + f"{r.c:.3f}"
                      + ("" if r.curve == "power_law" else "·x)"),
-                     f"{r.target:.3f}", star,
-                     f"AIC power {r.aic_power_law:.1f}, exp {r.aic_exp_plateau:.1f}. {r.note}".strip()])
+                     "–" if r.target != r.target else f"{r.target:.3f}", star,
+                     f"{_aic_text(r)}. {r.note}".strip()])
     return Table("Learning curves", ["strategy", "metric", "x", "curve", "fit", "target", "x* (95% CI)", "note"], rows,
                  "Least-squares fits to subject-level points of an inverse power law a − b·x^−c and an exponential "
                  "plateau a − b·exp(−c·x), chosen by AIC; x = labelled subjects, or mean labelled images (annotation "
@@ -257,7 +268,8 @@ def _curve_table(a: Analysis) -> Table:
 def _mixed_tables(a: Analysis) -> list[Table]:
     out = []
     for fit in a.mixed:
-        rows = [[r.term, f"{r.coef:.4f}", f"{r.se:.4f}", ci_text(r.ci_low, r.ci_high), p_cell(r.p)]
+        rows = [[r.term, f"{r.coef:.4f}", "n/a" if r.se != r.se else f"{r.se:.4f}", ci_text(r.ci_low, r.ci_high),
+                 p_cell(r.p)]
                 for r in fit.fixed.itertuples()]
         variances = ", ".join(f"{k} SD {np.sqrt(max(v, 0)):.4f}" for k, v in fit.variances.items())
         warn = ("Warnings: " + "; ".join(fit.warnings) + ".") if fit.warnings else "No warnings."
@@ -369,7 +381,8 @@ def tables(a: Analysis) -> list[Table]:
 
 
 def _image_means_table(a: Analysis) -> Table:
-    rows = [[strategy, str(n)] + [f"{r[(m, 'mean')]:.3f} ({r[(m, 'count')]:.0f})" for m in stats.METRICS]
+    rows = [[strategy, str(n)] + [f"{r[(m, 'mean')]:.3f} ({r[(m, 'count')]:.0f})" if r[(m, "count")] else "– (0)"
+                                  for m in stats.METRICS]
             for (strategy, n), r in a.image_means.iterrows()]
     return Table("Per-image mean Dice (descriptive)", ["strategy", "n", "LV mean (images)", "MY mean (images)"], rows,
                  "Mean over all test images pooled across subjects and seeds, as published studies report it; "

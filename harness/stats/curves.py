@@ -43,7 +43,7 @@ class Curve:
         for name, value, low, high in zip("abc", params, *self.bounds):
             if np.isclose(value, low, rtol=0, atol=1e-6 * max(1.0, abs(low))) or np.isclose(
                     value, high, rtol=0, atol=1e-6 * max(1.0, abs(high))):
-                return f"{name} = {value:.3g}"
+                return f"{name} = {value:.3g}" if abs(value) > 1e-6 else f"{name} = 0"
         return ""
 
     def solve(self, params: np.ndarray, target: float) -> float:

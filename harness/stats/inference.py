@@ -28,6 +28,10 @@ from harness.stats.tables import (base_for, by_seed, configurations, fine_tuned,
 TESTS = ("t", "wilcoxon", "permutation")
 EXACT_SIGN_FLIPS = 2 ** 16  # enumerate all sign patterns up to 16 subjects, else sample
 MIN_BOOTSTRAP_UNITS = 10
+#: A standard error below this is floating-point noise of identical values (Dice differences are in [-1, 1]):
+#: it is treated as 0, so the test is undefined instead of printing p < 0.0001 and d_z = 8e15.
+TINY_SE = 1e-9
+DIFFERENCE_BOUNDS = (-1.0, 1.0)  # a difference of two Dice means
 
 
 def _blocks(matrix: pd.DataFrame) -> list[np.ndarray]:
@@ -102,6 +106,7 @@ def t_statistics(blocks: list[np.ndarray], null: float = 0.0, alternative: str =
     study; calibration runs it on thousands at once."""
     mean, var, dof = mean_and_variance(blocks)
     se = np.sqrt(var)
+    se = np.where(se > TINY_SE, se, np.where(np.isnan(se), np.nan, 0.0))  # rounding noise of equal values is 0
     with np.errstate(invalid="ignore", divide="ignore"):
         t = np.where(se > 0, (mean - null) / np.where(se > 0, se, 1.0), np.nan)
     p = {"two-sided": lambda: 2 * sps.t.sf(np.abs(t), dof), "greater": lambda: sps.t.sf(t, dof),
@@ -119,11 +124,12 @@ def t_test(matrix: pd.DataFrame, null: float = 0.0, alternative: str = "two-side
     return {**{k: float(v) for k, v in t_statistics(blocks, null, alternative).items()}, "subjects": units}
 
 
-def t_interval(result: dict, level: float = 0.95) -> tuple[float, float]:
-    """Two-sided t interval; NaN where the standard error is 0 or unknown (a zero-width interval would
-    claim certainty the data cannot give)."""
+def t_interval(result: dict, level: float = 0.95, bounds: tuple[float, float] = (-np.inf, np.inf)) -> tuple[float, float]:
+    """Two-sided t interval, cut to ``bounds`` (the values the quantity can take: a difference of Dice means
+    lies in [-1, 1]; the cut keeps coverage); NaN where the standard error is 0 or unknown (a zero-width
+    interval would claim certainty the data cannot give)."""
     half = sps.t.ppf(1 - (1 - level) / 2, result["df"]) * result["se"] if result["se"] > 0 else np.nan
-    return float(result["mean"] - half), float(result["mean"] + half)
+    return float(max(result["mean"] - half, bounds[0])), float(min(result["mean"] + half, bounds[1]))
 
 
 def mean_ci(matrix: pd.DataFrame, n_boot: int = 2000, level: float = 0.95,
@@ -146,7 +152,7 @@ def mean_ci_blocks(blocks: list[np.ndarray], n_boot: int = 2000, level: float = 
     if units == 0:
         return float("nan"), float("nan"), float("nan")
     mean, var, dof = (float(x) for x in mean_and_variance(blocks))
-    if units < 3 or not var > 0:
+    if units < 3 or not np.sqrt(var) > TINY_SE:
         return mean, float("nan"), float("nan")
     if units < MIN_BOOTSTRAP_UNITS:  # resamples of a handful of subjects are degenerate: the t interval
         return (mean, *t_interval({"mean": mean, "se": np.sqrt(var), "df": dof}, level))
@@ -158,9 +164,14 @@ def mean_ci_blocks(blocks: list[np.ndarray], n_boot: int = 2000, level: float = 
         cols = rng.integers(0, s, size=(n_boot, s))
         drawn.append(b[rows[:, :, None], cols[:, None, :]])
     star_mean, star_var, _ = mean_and_variance(drawn)
+    # a resample with (numerically) no variance, e.g. one seed drawn twice where subjects do not vary,
+    # would studentise by ~1e-30; it carries no information about the spread
+    usable = star_var > 1e-10 * var
     with np.errstate(invalid="ignore", divide="ignore"):
-        t_star = (star_mean - mean) / np.sqrt(star_var)
+        t_star = (star_mean - mean) / np.sqrt(np.where(usable, star_var, np.nan))
     t_star = t_star[np.isfinite(t_star)]
+    if len(t_star) < n_boot / 2:  # most resamples degenerate: the bootstrap says nothing, use the t interval
+        return (mean, *t_interval({"mean": mean, "se": np.sqrt(var), "df": dof}, level))
     alpha = (1 - level) / 2
     q_low, q_high = np.quantile(t_star, [alpha, 1 - alpha])
     se = np.sqrt(var)
@@ -255,12 +266,13 @@ def _difference(scores: pd.DataFrame, a: tuple[str, int], b: tuple[str, int], me
     d = subject_differences(paired)
     result = t_test(paired)
     statistic, p = (result["t"], result["p"]) if method == "t" else paired_test(paired, method)
-    low, high = t_interval(result)
+    low, high = t_interval(result, bounds=DIFFERENCE_BOUNDS)
     sd = float(d.std(ddof=1)) if len(d) > 1 else float("nan")
+    sd = sd if sd > TINY_SE else float("nan")
     if result["p"] != result["p"]:
         p = float("nan")  # a rank test of an untestable design is no verdict either
     return {"difference": result["mean"], "ci_low": low, "ci_high": high,
-            "dz": result["mean"] / sd if sd > 0 else float("nan"),
+            "dz": result["mean"] / sd if sd == sd else float("nan"),
             "subjects": len(d), "better": int((d > 0).sum()), "test": method, "statistic": statistic, "p": p,
             "seeds": int(paired.shape[1]), "reason": untestable(result)}
 
@@ -327,7 +339,7 @@ def noninferiority(paired: pd.DataFrame | np.ndarray, margin: float, alpha: floa
     lower = t_test(matrix, -margin, "greater")
     upper = t_test(matrix, margin, "less")
     level = 1 - 2 * alpha
-    low, high = t_interval(lower, level)
+    low, high = t_interval(lower, level, DIFFERENCE_BOUNDS)
     return {"difference": lower["mean"], "subjects": lower["subjects"], "ci_level": level,
             "ci_low": low, "ci_high": high, "t": lower["t"], "df": lower["df"], "p": lower["p"],
             "p_tost": max(lower["p"], upper["p"]), "reason": untestable(lower)}
