@@ -144,25 +144,30 @@ def _versus_base(a, descriptive: bool = False) -> list[str]:
 
 
 def _curves(a) -> list[str]:
+    """One sentence per LV curve with an x* (or a plain reason); curves without x* for the same reason
+    share one sentence."""
     out = []
+    unestimated: dict[str, tuple[list[str], list[str]]] = {}  # note -> (strategies, x axes)
     for r in a.curves.itertuples() if len(a.curves) else []:
-        if r.curve is None or r.curve != r.curve or r.metric != "dice_lv":
-            continue
+        if r.curve is None or r.curve != r.curve or r.metric != "dice_lv" or r.target != r.target:
+            continue  # no curve, another metric, or no reference mean to reach (the table says why)
         unit = "subjects" if r.axis == "subjects" else "labelled images"
         lead = f"Learning curve ({r.curve.replace('_', ' ')}, LV, x = {unit}) of {r.strategy}"
-        if r.target != r.target:
-            continue  # no reference mean on this metric: nothing to reach (the table's note says so)
         if r.x_star_status == "not estimated":
-            out.append(f"{lead}: the budget reaching the target {r.target:.3f} is not estimated: {r.note}.")
+            strategies, units = unestimated.setdefault(r.note, ([], []))
+            strategies += [r.strategy] if r.strategy not in strategies else []
+            units += [unit] if unit not in units else []
         elif r.x_star_status == "already met":
             out.append(f"{lead}: the target {r.target:.3f} (reference − margin) is met at every budget studied: {r.note}.")
         elif r.x_star_status == "not reached":
             out.append(f"{lead}: the target {r.target:.3f} (reference − margin) is not reached: {r.note}.")
         else:
-            interval = x_interval(r)
             flag = f"; {r.note}" if r.note else ""
             out.append(f"{lead}: the target {r.target:.3f} (reference − margin) is reached at {r.x_star:.1f} {unit} "
-                       f"({interval}{flag}).")
+                       f"({x_interval(r)}{flag}).")
+    for note, (strategies, units) in unestimated.items():
+        out.append(f"Learning curves (LV, against {' and '.join(units)}) of {', '.join(strategies)}: the budget "
+                   f"reaching the target is not estimated: {note}.")
     return out
 
 

@@ -182,6 +182,9 @@ def summarise(scores: pd.DataFrame, metric: str, n_boot: int = 2000, seed: int =
     """Per strategy x n: mean over subjects with its hierarchical-bootstrap 95% CI, and the seed-to-seed SD
     of the study-level mean (over all folds' subjects at one seed)."""
     rng = np.random.default_rng(seed)
+    # an interval is cut to the values the metric can take (Dice in [0, 1], errors >= 0); the cut keeps
+    # coverage, and a skewed bootstrap-t on few folds could otherwise reach beyond them
+    bounds = (0.0, 1.0) if metric.startswith("dice") else (0.0, np.inf) if "error" in metric else (-np.inf, np.inf)
     rows = []
     for config in configurations(scores):
         part = scores[(scores["strategy"] == config[0]) & (scores["n"] == config[1])]
@@ -189,6 +192,7 @@ def summarise(scores: pd.DataFrame, metric: str, n_boot: int = 2000, seed: int =
             continue
         matrix = by_seed(scores, config, metric)
         mean, low, high = mean_ci(matrix, n_boot, rng=rng)
+        low, high = max(low, bounds[0]), min(high, bounds[1])  # NaN stays NaN
         per_seed = part.groupby("seed")[metric].mean()
         rows.append({
             "strategy": config[0], "n": config[1], "metric": metric, "mean": mean, "ci_low": low, "ci_high": high,
