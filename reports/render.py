@@ -483,8 +483,10 @@ def init_lines(s: dict) -> list[str]:
                 tr, v = card["training"], card.get("validation") or {}
                 val = (f"; validation Dice LV {v['dice_lv']:.3f} / MY {v['dice_my']:.3f} on {v['subjects']} held-out "
                        "subjects" if v else "")
+                loss = (tr.get("settings") or {}).get("loss")
+                loss_text = {"ce+dice": ", cross-entropy + soft Dice", "ce": ", cross-entropy"}.get(loss, "")
                 text = (f"your checkpoint, pre-trained on {tr['data']} ({tr['subjects']} subjects, {tr['images']} "
-                        f"images, {tr['steps']} steps{val})")
+                        f"images, {tr['steps']} steps{loss_text}{val})")
             else:
                 text = "your checkpoint (a plain state_dict, no model card)"
         else:

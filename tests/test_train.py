@@ -101,6 +101,29 @@ def test_cross_entropy_equals_torch_and_leaves_uncontoured_pixels_out():
     assert torch.allclose(grad, expected, atol=1e-7) and (grad[0, :, :4] == 0).all()
 
 
+def test_soft_dice_loss_is_zero_for_a_perfect_prediction_and_ignores_uncontoured_pixels():
+    target = torch.randint(0, 3, (2, 16, 16))
+    target[:, 0, 0] = 1  # every foreground class present
+    target[:, 0, 1] = 2
+    perfect = 50.0 * F.one_hot(target, 3).permute(0, 3, 1, 2).float()
+    assert loop.soft_dice_loss(perfect, target).item() == pytest.approx(0.0, abs=1e-4)
+    wrong = torch.roll(perfect, 1, dims=1)  # every pixel predicted as another class
+    assert loop.soft_dice_loss(wrong, target).item() == pytest.approx(1.0, abs=0.01)
+    # what the prediction says where the class is unknown does not count
+    masked = target.clone()
+    masked[:, 8:] = train.IGNORE
+    scrambled = perfect.clone()
+    scrambled[:, :, 8:] = torch.roll(perfect, 1, dims=1)[:, :, 8:]
+    assert loop.soft_dice_loss(scrambled, masked).item() == pytest.approx(0.0, abs=1e-4)
+
+
+def test_unknown_loss_is_refused_with_the_choices(data):
+    images, masks = data
+    with pytest.raises(TrainingError, match="loss 'dice' is not known; choose one of ce, ce\\+dice"):
+        train.fine_tune(model_module.build_model("resnet18", None, SMALL.decoder_channels), images, masks, SMALL, 0, 0,
+                        loss="dice")
+
+
 def test_precision_resolution():
     assert train.resolve_precision("fp32") == "fp32"
     assert train.resolve_precision("auto") in ("bf16", "fp32")
