@@ -79,6 +79,18 @@ def metric_outcome(part: pd.DataFrame, metric: str) -> str:
     return f"{shown}, {stopped}" if low is not None else stopped
 
 
+def _below(part: pd.DataFrame, metric: str, n: int) -> str:
+    """Where one metric's sequence stopped below the budget the guideline names."""
+    name = METRIC_NAMES[metric]
+    rows = part[(part["metric"] == metric) & (part["n"] < n)].sort_values("n", ascending=False)
+    stop = next((r for r in rows.itertuples() if not r.non_inferior), None)
+    if stop is None:
+        return f"{name} was non-inferior down to n = {int(rows['n'].min())}"
+    if stop.tested:
+        return f"{name} not at n = {stop.n} ({ni_clause(stop)})"
+    return f"{name} could not be tested at n = {stop.n}: {stop.reason}"
+
+
 def _design(chosen: pd.DataFrame, seeds: int) -> str:
     return (f"one-sided t-test at α = {chosen['alpha'].iloc[0]:g} on {int(chosen['subjects'].min())} test subjects "
             f"and {seeds} seed(s), fixed sequence from the largest n")
@@ -95,8 +107,7 @@ def _strategy_sentence(row, part: pd.DataFrame, a) -> str:
         images = a.summary[a.summary["metric"] == "dice_lv"].set_index(["strategy", "n"])["labelled_images"]
         count = images.get((row.strategy, n), float("nan"))
         what = f"**{config_text(row.strategy, n)}**" + (f" ({count:.0f} labelled images)" if count == count else "")
-        below = [metric_outcome(part, m) for m in stats.METRICS
-                 if (part[(part["metric"] == m) & (part["n"] < n)]["n"]).any()]
+        below = [_below(part, m, n) for m in stats.METRICS if (part[(part["metric"] == m) & (part["n"] < n)]["n"]).any()]
         smaller = f" Smaller budgets: {'; '.join(below)}." if below else ""
         return (f"{what} is non-inferior to {ref_text} on both LV and MY (" +
                 "; ".join(ni_clause(r, named=True) for r in chosen.itertuples()) +

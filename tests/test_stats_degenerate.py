@@ -278,3 +278,16 @@ def test_identical_selections_train_identically(tmp_path, cache, monkeypatch):
                 ["subject", "slice", "frame"])[["lv_inter", "lv_pred", "my_inter", "my_pred"]]
     assert set(dice) == {"ed_es", "ed_es_reversed"}
     pd.testing.assert_frame_equal(dice["ed_es"].reset_index(drop=True), dice["ed_es_reversed"].reset_index(drop=True))
+
+
+def test_a_budget_shown_enough_is_named_with_where_smaller_ones_stopped():
+    rng = np.random.default_rng(7)
+    n10 = 0.85 + rng.normal(0, 0.05, (24, 1)) + np.zeros((24, 2))
+    noise = lambda: rng.normal(0, 0.004, (24, 2))  # noqa: E731
+    images = per_image({("ed_es", 10): n10, ("ed_es", 5): n10 - 0.005 + noise(), ("ed_es", 2): n10 - 0.08 + noise()})
+    sentences, _ = report_text(images)
+    assert sentences[0].startswith("**ed_es at n = 5** (40 labelled images) is non-inferior to ed_es at n = 10 on "
+                                   "both LV and MY (LV difference -0.006, 90% CI")
+    assert "on 24 test subjects and 2 seed(s), fixed sequence from the largest n)." in sentences[0]
+    assert sentences[0].endswith("Smaller budgets: LV not at n = 2 (difference -0.080, 90% CI -0.081 to -0.079, "
+                                 "p = 1.000); MY not at n = 2 (difference -0.080, 90% CI -0.081 to -0.079, p = 1.000).")
