@@ -63,20 +63,18 @@ def metric_outcome(part: pd.DataFrame, metric: str) -> str:
     rows = part[part["metric"] == metric].sort_values("n", ascending=False)
     if not len(rows):
         return f"{name} has no scores"
-    stop = next((r for r in rows.itertuples() if not r.non_inferior), None)
     passed = rows[rows["non_inferior"]]
-    low = passed.iloc[-1] if len(passed) else None
-    shown = "" if low is None else (f"{name} was non-inferior" + ("" if low["n"] == 0 else
-                                    f" down to n = {int(low['n'])}") + f" ({ni_clause(next(passed.tail(1).itertuples()))})")
-    if stop is None:
-        return shown
-    if stop.tested:
-        stopped = f"not{_at(stop.n)} ({ni_clause(stop)})" if low is not None else \
-            f"{name} was not shown non-inferior{_at(stop.n)} ({ni_clause(stop)})"
-    else:
-        stopped = (f"could not be tested{_at(stop.n)}: {stop.reason}" if low is not None else
-                   f"{name} could not be tested{_at(stop.n)}: {stop.reason}")
-    return f"{shown}, {stopped}" if low is not None else stopped
+    stop = next((r for r in rows.itertuples() if not r.non_inferior), None)
+    said = []
+    if len(passed):
+        last = next(passed.tail(1).itertuples())
+        said.append(f"{name} was non-inferior{'' if last.n == 0 else f' down to n = {last.n}'} ({ni_clause(last)})")
+    if stop is not None and stop.tested:
+        where = f"not{_at(stop.n)}" if said else f"{name} was not shown non-inferior{_at(stop.n)}"
+        said.append(f"{where} ({ni_clause(stop)})")
+    elif stop is not None:
+        said.append(f"{'' if said else name + ' '}could not be tested{_at(stop.n)}: {stop.reason}")
+    return ", ".join(said)
 
 
 def _below(part: pd.DataFrame, metric: str, n: int) -> str:
