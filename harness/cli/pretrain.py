@@ -30,8 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="optimiser steps (default 600 on the phantom, 10000 with --data)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate of the one-cycle schedule (default 1e-3)")
     p.add_argument("--loss", choices=("ce", "ce+dice"), default=None,
-                   help="training loss: cross-entropy, or cross-entropy plus soft Dice of LV and MY "
-                        "(default: ce on the phantom, ce+dice with --data)")
+                   help="training loss: cross-entropy (default), or cross-entropy plus soft Dice of LV and MY "
+                        "(on ACDC no better: validation LV 0.847 vs 0.850)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, data order, augmentation and the "
                    "validation draw (default 0)")
     add_model_arguments(p)
@@ -53,8 +53,7 @@ def execute(args: argparse.Namespace, console: Console) -> int:
         args.pretrain_steps = REAL_DATA_STEPS
     study_fields = {"data": args.data, "data_format": args.format, "labels": args.labels, "skip_bad": args.skip_bad}
     settings = settings_from(args, study_fields)
-    loss = args.loss or ("ce+dice" if args.data is not None else "ce")
-    pretrain = replace(settings.pretrain, seed=args.seed, loss=loss,
+    pretrain = replace(settings.pretrain, seed=args.seed, loss=args.loss or "ce",
                        **({"lr": args.lr} if args.lr is not None else {}))
     settings = replace(settings, pretrain=pretrain)
     study = Study(settings, store=None, console=console, cache=Path(args.cache_dir) if args.cache_dir else None)
