@@ -211,7 +211,7 @@ def _power(a) -> list[str]:
             verdict = "adequate for its question"
         else:
             verdict = "under-powered: a 'not shown' verdict says little about the methods"
-            better = [f"{needed(r, s)} at {s} seeds" for s in stats.planning.SEED_CHOICES if needed(r, s)]
+            better = [f"{needed(r, s)} test subjects at {s} seeds" for s in stats.planning.SEED_CHOICES if needed(r, s)]
             if need:
                 verdict += f"; 80% power needs {need} test subjects at {r.seeds} seed(s)"
             elif better:

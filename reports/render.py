@@ -302,7 +302,7 @@ def _planning_table(a: Analysis) -> Table:
                  f"Power of the one-sided non-inferiority t-test (margin {a.options.margin:g}, α = {a.options.alpha:g}) "
                  "if the true difference is 0, for the design the study's tests assume: N test subjects in the "
                  "study's folds, S seeds, Var(mean difference) = between²/N + run²/(folds·S) + residual²/(N·S), "
-                 "noncentral t with the same Satterthwaite df; components from the pooled within-fold ANOVA of "
+                 "noncentral t with the tests' df rule; components from the pooled within-fold ANOVA of "
                  "this study's paired differences. The training-run term does not shrink with more subjects: "
                  "where it dominates only more seeds or folds help. With one seed the run and residual parts "
                  "cannot be separated and are folded into the between-subject SD.")
