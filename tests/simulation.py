@@ -55,3 +55,33 @@ def difference_blocks(rng: np.random.Generator, studies: int, effect: float = 0.
             value[:, 0, :] += rng.normal(0, outlier, (studies, seeds))
         out.append(value)
     return out
+
+
+def calibration_table(studies: int = 100_000, seed: int = 2026) -> list[str]:
+    """Markdown rows of the calibration numbers quoted in the notes: false-positive rates of the two-sided
+    t-test, the non-inferiority test at the margin and TOST's upper test, bootstrap CI coverage, and the
+    non-inferiority power against the planning formula, per scenario of tests/test_calibration.py."""
+    from harness import stats
+    from harness.stats.inference import mean_ci_blocks, t_statistics
+    from tests.test_calibration import OUTLIER, SCENARIOS
+
+    margin, rng, rows = 0.02, np.random.default_rng(seed), []
+    for name, kw in {**SCENARIOS, "2 seeds, outlier subject": OUTLIER}.items():
+        rate = lambda effect, null, alternative: np.mean(  # noqa: E731
+            t_statistics(difference_blocks(rng, studies, effect, **kw), null, alternative)["p"] < 0.05)
+        two, ni, upper = rate(0.0, 0.0, "two-sided"), rate(-margin, -margin, "greater"), rate(margin, margin, "less")
+        blocks = difference_blocks(rng, 2000, 0.8, **{**kw, "sd_preference": 0.074})
+        cover = np.mean([(lambda r: r[1] <= 0.8 <= r[2])(mean_ci_blocks([b[i] for b in blocks], n_boot=500, rng=rng))
+                         for i in range(2000)])
+        truth = stats.Components(0.04, kw.get("sd_run", 0.011), 0.025)
+        power = np.mean(t_statistics(difference_blocks(rng, studies // 5, 0.0, **{**kw, "sd_preference": 0.04}),
+                                     -margin, "greater")["p"] < 0.05)
+        rows.append(f"| {name} | {two:.4f} | {ni:.4f} | {upper:.4f} | {cover:.3f} | {power:.3f} vs "
+                    f"{stats.power(margin, truth, 24, kw['seeds'], 3):.3f} |")
+    return rows
+
+
+if __name__ == "__main__":  # python -m tests.simulation: the calibration table of the notes
+    print("| scenario | two-sided t | NI at margin | TOST upper | bootstrap CI coverage | NI power vs planning |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(calibration_table()))
