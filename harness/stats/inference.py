@@ -91,9 +91,9 @@ def mean_and_variance(blocks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray,
     # variance. Satterthwaite's df (shares squared) collapses towards 0 when the run part sits near its
     # boundary (MS_seed just above MS_res: CIs of 1e11 were printed) and, with few runs (2 seeds, 3 folds:
     # 3 df), it is too large exactly when MS_seed is small by chance, so the test rejected 6% at alpha 5%.
-    # Linear shares give a df that is continuous, never below the smallest part's df nor above
-    # Satterthwaite's, and that keeps alpha at 2 and 3 seeds with light and heavy run noise
-    # (tests/test_calibration.py).
+    # Linear shares give a df that is continuous, never below the smaller part's df nor above the two
+    # parts' Satterthwaite df (run part taken with MS_seed's df), and that keeps alpha at 2 and 3 seeds with
+    # light and heavy run noise (tests/test_calibration.py).
     with np.errstate(invalid="ignore", divide="ignore"):
         share = subject_part / (subject_part + run_part)
         dof = 1.0 / (share / df[0] + (1 - share) / df[1]) if df[1] > 0 else np.full(np.shape(var), df[0])
