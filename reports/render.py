@@ -390,7 +390,8 @@ def _image_means_table(a: Analysis) -> Table:
 
 
 TEST_TEXT = {
-    "t": "two-sided t-test with the crossed variance (with one seed: paired t-test on subject means)",
+    "t": "two-sided t-test with the crossed variance (df: the subject and training-run parts' df, harmonically "
+         "averaged with weights equal to their shares of the variance; with one seed: paired t-test on subject means)",
     "wilcoxon": "Wilcoxon signed-rank on subject means (zeros dropped; exact for small samples)",
     "permutation": "sign-flip permutation test of the mean of subject means (exact up to 16 subjects)",
 }
