@@ -7,7 +7,6 @@ import re
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from harness import stats
 from harness.stats.inference import _mean_squares, mean_and_variance

@@ -94,10 +94,18 @@ def mean_and_variance(blocks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray,
     # Linear shares give a df that is continuous, never below the smaller part's df nor above the two
     # parts' Satterthwaite df (run part taken with MS_seed's df), and that keeps alpha at 2 and 3 seeds with
     # light and heavy run noise (tests/test_calibration.py).
+    return mean, var, share_weighted_df(subject_part, run_part, df[0], df[1])
+
+
+def share_weighted_df(subject_part, run_part, df_subject: float, df_run: float):
+    """The t-test's df: the harmonic mean of the subject part's and the run part's df, weighted by each part's
+    share of the variance (see `mean_and_variance`); planning applies it to expected mean squares."""
+    subject_part, run_part = np.asarray(subject_part, float), np.asarray(run_part, float)
+    if not df_run > 0:
+        return np.full(np.shape(subject_part), float(df_subject))
     with np.errstate(invalid="ignore", divide="ignore"):
         share = subject_part / (subject_part + run_part)
-        dof = 1.0 / (share / df[0] + (1 - share) / df[1]) if df[1] > 0 else np.full(np.shape(var), df[0])
-    return mean, var, dof
+        return 1.0 / (share / df_subject + (1 - share) / df_run)
 
 
 def t_statistics(blocks: list[np.ndarray], null: float = 0.0, alternative: str = "two-sided") -> dict:

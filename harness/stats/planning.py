@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from harness.stats.inference import _blocks, _mean_squares
+from harness.stats.inference import _blocks, _mean_squares, share_weighted_df
 from harness.stats.tables import fine_tuned, paired_by_seed
 
 SEED_CHOICES = (1, 2, 3, 5, 10)
@@ -68,10 +68,7 @@ def design_variance(c: Components, subjects: int, seeds: int, folds: int = 1) ->
     per_fold = subjects / folds
     subject_part = (c.residual ** 2 + seeds * c.between ** 2) / subjects  # expected MS_subject / N
     run_part = per_fold * c.run ** 2 / subjects  # expected (MS_seed - MS_res) x weight
-    if not subject_part + run_part > 0:
-        return var, float("nan")
-    share = subject_part / (subject_part + run_part)
-    return var, float(1.0 / (share / (subjects - folds) + (1 - share) / (folds * (seeds - 1))))
+    return var, float(share_weighted_df(subject_part, run_part, subjects - folds, folds * (seeds - 1)))
 
 
 def power(effect: float, c: Components, subjects: int, seeds: int, folds: int = 1, alpha: float = 0.05,
