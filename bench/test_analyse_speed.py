@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.runner import StudySettings, stream_seeds
+from harness.grid import StudySettings, stream_seeds
 from harness.store import RunSpec, RunStore
 from reports.render import render
 

@@ -6,10 +6,16 @@
         selection.csv   the training images it used
         images.csv      per-image pixel counts and Dice on the test subjects
         subjects.csv    per test subject: mean image Dice and 3D Dice over all its images
-        status.json     done or failed (with the reason), timings, training summary
+        status.json     done (with the checksums of the files above) or failed (reason, traceback), timings
+    <study>/runs/<run>.claim                   who is running it (owner, host, pid); its mtime is the heartbeat
+    <study>/events.jsonl                       claims, take-overs and results, one JSON line each
 
-A run folder is first written under a temporary name and renamed when complete; ``status.json`` with
-state "done" marks a finished run, which a later identical command skips.
+A run folder is written under a temporary name and renamed into place when complete (an old folder is first
+renamed aside, never deleted before the new one is in), so a crash leaves either the old or the new run.
+Before a process starts a run it claims it with an exclusively created claim file, so two commands, or
+hundreds of array tasks, on one study never do the same run twice; a claim whose heartbeat stopped (or
+whose process on this host is gone) is taken over. A finished run whose files no longer match their
+checksums is reported as corrupt and run again.
 """
 from __future__ import annotations
 
@@ -17,7 +23,12 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,25 +83,85 @@ def method_label(strategy: str, init: str, study_inits: list[str], base: str = "
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically: a temporary file in the same folder, then rename."""
+    """Write JSON atomically: a temporary file in the same folder, flushed to disk, then renamed over ``path``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True, default=str)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class RunState:
+    """Where a run stands in the store: pending, done, failed or corrupt (a finished run whose files do not
+    match the checksums it recorded, or cannot be read); ``reason`` says why for the last two."""
+
+    state: str
+    reason: str = ""
+
+
+class Claim:
+    """An exclusive claim on one run: a file created with O_EXCL, kept fresh by a heartbeat thread."""
+
+    def __init__(self, path: Path, info: dict[str, Any], interval: float):
+        self.path, self.info = path, info
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def _beat(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                now = time.time()
+                os.utime(self.path, (now, now))
+            except OSError:  # the claim was taken away as stale; the run's result still lands atomically
+                return
+
+    def release(self) -> None:
+        self._stop.set()
+        try:
+            if json.loads(self.path.read_text()).get("token") == self.info["token"]:
+                self.path.unlink()
+        except (OSError, ValueError):
+            pass
 
 
 class RunStore:
-    """Reads and writes the runs of one study folder."""
+    """Reads and writes the runs of one study folder; claims runs so that no run is done twice.
 
-    def __init__(self, root: Path):
+    ``stale_after``: seconds without a heartbeat after which a claim counts as abandoned (a claim of a
+    process on this host that no longer exists is abandoned at once).
+    """
+
+    def __init__(self, root: Path, stale_after: float = 600.0):
         self.root = Path(root)
         self.runs = self.root / "runs"
+        self.stale_after = float(stale_after)
 
     def prepare(self) -> None:
         """Create the study folder, or fail with one clear line when it cannot be written."""
         try:
             self.runs.mkdir(parents=True, exist_ok=True)
-            probe = self.runs / ".write-test"
+            probe = self.runs / f".write-test-{os.getpid()}"
             probe.write_text("ok")
             probe.unlink()
         except OSError as exc:
@@ -99,7 +170,7 @@ class RunStore:
             ) from None
 
     def write_study(self, settings: dict[str, Any]) -> None:
-        write_json(self.root / "study.json", settings)
+        self._guard(lambda: write_json(self.root / "study.json", settings), "the study's settings")
 
     def read_study(self) -> dict[str, Any]:
         path = self.root / "study.json"
@@ -107,34 +178,37 @@ class RunStore:
             raise StoreError(f"'{self.root}' is not a study folder (no study.json); run `harness run --out` first")
         return json.loads(path.read_text())
 
-    def folder(self, spec: RunSpec) -> Path:
-        return self.runs / spec.folder_name
+    def folder(self, spec: RunSpec | str) -> Path:
+        return self.runs / (spec if isinstance(spec, str) else spec.folder_name)
 
-    def is_done(self, spec: RunSpec) -> bool:
-        status = self.folder(spec) / "status.json"
-        return status.exists() and json.loads(status.read_text()).get("state") == "done"
+    # -- reading ---------------------------------------------------------------------------------------
 
-    def save_run(self, spec: RunSpec, selection: pd.DataFrame, images: pd.DataFrame, subjects: pd.DataFrame,
-                 status: dict[str, Any]) -> None:
-        """Write a finished run: all files into a temporary folder, then one rename."""
-        final = self.folder(spec)
-        tmp = Path(tempfile.mkdtemp(dir=self.runs, prefix=f".{spec.folder_name}."))
-        write_json(tmp / "spec.json", spec.to_dict())
-        selection.to_csv(tmp / "selection.csv", index=False)
-        images.to_csv(tmp / "images.csv", index=False)
-        subjects.to_csv(tmp / "subjects.csv", index=False)
-        write_json(tmp / "status.json", {"state": "done", **status})
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+    def state(self, spec: RunSpec | str, verify: bool = True) -> RunState:
+        """The run's state; with ``verify`` a done run's files are checked against their checksums."""
+        folder = self.folder(spec)
+        try:
+            status = json.loads((folder / "status.json").read_text())
+        except FileNotFoundError:
+            return RunState("pending")
+        except (OSError, ValueError) as exc:
+            return RunState("corrupt", f"status.json cannot be read ({exc})")
+        if status.get("state") == "failed":
+            return RunState("failed", status.get("reason", "unknown"))
+        if status.get("state") != "done":
+            return RunState("corrupt", f"status.json has no known state ({status.get('state')!r})")
+        if verify:
+            for name, digest in status.get("files", {}).items():
+                try:
+                    if _digest(folder / name) != digest:
+                        return RunState("corrupt", f"{name} does not match its recorded checksum")
+                except OSError:
+                    return RunState("corrupt", f"{name} is missing")
+        return RunState("done")
 
-    def save_failure(self, spec: RunSpec, reason: str) -> None:
-        final = self.folder(spec)
-        final.mkdir(parents=True, exist_ok=True)
-        write_json(final / "spec.json", spec.to_dict())
-        write_json(final / "status.json", {"state": "failed", "reason": reason})
+    def is_done(self, spec: RunSpec | str) -> bool:
+        return self.state(spec).state == "done"
 
-    def status(self, spec: RunSpec) -> dict[str, Any]:
+    def status(self, spec: RunSpec | str) -> dict[str, Any]:
         return json.loads((self.folder(spec) / "status.json").read_text())
 
     def images(self, spec: RunSpec, label: str | None = None) -> pd.DataFrame:
@@ -145,18 +219,184 @@ class RunStore:
         return frame.assign(strategy=label or spec.strategy, n=spec.n, seed=spec.seed, fold=spec.fold,
                             init=spec.init, run_id=spec.run_id, labelled_images=labelled)
 
+    # -- writing ---------------------------------------------------------------------------------------
+
+    def _guard(self, write: Callable[[], None], what: str) -> None:
+        """Run a write; an OSError (full disk, lost permission) becomes one StoreError naming the folder."""
+        try:
+            write()
+        except OSError as exc:
+            raise StoreError(f"cannot write {what} in '{self.root}': {exc.strerror or exc}; finished runs are "
+                             "kept: fix this (free space, permissions) and run the same command again") from None
+
+    def _install(self, spec: RunSpec, fill: Callable[[Path], None]) -> None:
+        """Write a run's files into a temporary folder, then swap it in for the old folder (if any) by renames
+        only: at every moment the run's folder is either the complete old one, absent, or the complete new one."""
+        final = self.folder(spec)
+        tmp = Path(tempfile.mkdtemp(dir=self.runs, prefix=f".{spec.folder_name}.", suffix=".tmp"))
+        try:
+            fill(tmp)
+            if final.exists():
+                old = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.old")
+                os.replace(final, old)
+                os.replace(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def save_run(self, spec: RunSpec, selection: pd.DataFrame, images: pd.DataFrame, subjects: pd.DataFrame,
+                 status: dict[str, Any]) -> None:
+        """Write a finished run: all files and their checksums into a temporary folder, then swap it in."""
+        def fill(tmp: Path) -> None:
+            write_json(tmp / "spec.json", spec.to_dict())
+            selection.to_csv(tmp / "selection.csv", index=False)
+            images.to_csv(tmp / "images.csv", index=False)
+            subjects.to_csv(tmp / "subjects.csv", index=False)
+            files = {name: _digest(tmp / name) for name in ("spec.json", "selection.csv", "images.csv", "subjects.csv")}
+            write_json(tmp / "status.json", {"state": "done", **status, "files": files})
+
+        self._guard(lambda: self._install(spec, fill), f"the results of run {spec.folder_name}")
+        self.log("done", spec.folder_name)
+
+    def save_failure(self, spec: RunSpec, reason: str, details: str | None = None,
+                     status: dict[str, Any] | None = None) -> None:
+        """Record a failed run: its reason (one line or a few), the traceback where there is one."""
+        def fill(tmp: Path) -> None:
+            write_json(tmp / "spec.json", spec.to_dict())
+            write_json(tmp / "status.json", {**(status or {}), "state": "failed", "reason": reason,
+                                             "traceback": details})
+
+        self._guard(lambda: self._install(spec, fill), f"the failure of run {spec.folder_name}")
+        self.log("failed", spec.folder_name, reason=reason.strip().splitlines()[-1] if reason.strip() else "")
+
+    def log(self, event: str, run: str, **fields: Any) -> None:
+        """Append one line to events.jsonl (claims, reclaims, results): the study's history, for `status`."""
+        line = json.dumps({"time": round(time.time(), 3), "event": event, "run": run, "host": socket.gethostname(),
+                           "pid": os.getpid(), **fields}, default=str) + "\n"
+        try:
+            with open(self.root / "events.jsonl", "a") as handle:
+                handle.write(line)
+        except OSError:  # the history is a convenience; results and claims are what must not be lost
+            pass
+
+    def events(self) -> list[dict[str, Any]]:
+        path = self.root / "events.jsonl"
+        if not path.exists():
+            return []
+        out = []
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:  # a line cut short by a crash
+                continue
+        return out
+
+    # -- claims ----------------------------------------------------------------------------------------
+
+    def claim_path(self, name: str) -> Path:
+        return self.runs / f"{name}.claim"
+
+    def claim(self, name: str, owner: str) -> Claim | None:
+        """Claim run ``name`` for ``owner``, or None when another live process holds it. An abandoned claim
+        (no heartbeat for ``stale_after`` s, or its process on this host is gone) is taken over."""
+        path = self.claim_path(name)
+        info = {"owner": owner, "host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex,
+                "started": time.time()}
+        for _ in range(3):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                held = self.read_claim(name)
+                if held is None:  # released meanwhile: try again
+                    continue
+                if not held["stale"]:
+                    return None
+                if not self._take_over(name, held):
+                    return None
+                continue
+            except OSError as exc:
+                raise StoreError(f"cannot claim run {name} in '{self.root}': {exc.strerror or exc}; "
+                                 "check that the study folder is writable") from None
+            with os.fdopen(fd, "w") as handle:
+                json.dump(info, handle)
+            self.log("claimed", name, owner=owner)
+            return Claim(path, info, interval=max(0.5, min(30.0, self.stale_after / 5)))
+        return None
+
+    def _take_over(self, name: str, held: dict[str, Any]) -> bool:
+        """Move an abandoned claim aside. Only the process whose rename succeeds and finds the same token it
+        judged stale goes on; a fresh claim moved aside by mistake is put back (link: never over another)."""
+        path = self.claim_path(name)
+        aside = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.stale")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return True  # someone else moved it aside; try to create ours
+        try:
+            token = json.loads(aside.read_text()).get("token")
+        except (OSError, ValueError):
+            token = None
+        if token != held.get("token"):
+            try:
+                os.link(aside, path)
+            except OSError:
+                pass
+            aside.unlink(missing_ok=True)
+            return False
+        aside.unlink(missing_ok=True)
+        self.log("reclaimed", name, previous=f"{held.get('owner')} on {held.get('host')} pid {held.get('pid')}",
+                 why=held["why"])
+        return True
+
+    def read_claim(self, name: str) -> dict[str, Any] | None:
+        """The claim on run ``name`` with ``heartbeat`` (s since), ``stale`` and ``why``; None if unclaimed."""
+        path = self.claim_path(name)
+        try:
+            beat = path.stat().st_mtime
+            info = json.loads(path.read_text() or "{}")
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):  # cut short while being written, or garbage: judge by its age only
+            info = {}
+            beat = path.stat().st_mtime if path.exists() else time.time()
+        age = time.time() - beat
+        why = ""
+        if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int) and not _alive(info["pid"]):
+            why = f"process {info['pid']} on this host is gone"
+        elif age > self.stale_after:
+            why = f"no heartbeat for {age:.0f} s (stale after {self.stale_after:.0f} s)"
+        elif not info and age > 5:
+            why = "unreadable claim file"
+        return {**info, "heartbeat": age, "stale": bool(why), "why": why}
+
+    def sweep(self) -> None:
+        """Remove temporary folders and files that a killed process left behind (never a run's own folder)."""
+        now = time.time()
+        for path in self.runs.glob(".*"):
+            if path.name.startswith(".write-test"):
+                continue
+            try:
+                old = now - path.stat().st_mtime > max(60.0, self.stale_after)
+            except OSError:
+                continue
+            if path.suffix in (".tmp", ".old", ".stale") and (old or path.suffix == ".old"):
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
 
 def finished_runs(store: RunStore) -> tuple[list[RunSpec], list[tuple[str, str]]]:
-    """The study's runs (as listed in study.json) that finished, and (folder, reason) of those that failed."""
+    """The study's runs (as listed in study.json) that finished, and (folder, reason) of those that did not:
+    failed, corrupt, or not run yet."""
     done, failed = [], []
     for name in store.read_study()["runs"]:
-        folder = store.runs / name
-        if not (folder / "status.json").exists():
+        state = store.state(name)
+        if state.state == "done":
+            done.append(RunSpec.from_dict(json.loads((store.folder(name) / "spec.json").read_text())))
+        elif state.state == "pending":
             failed.append((name, "not run yet"))
-            continue
-        status = json.loads((folder / "status.json").read_text())
-        if status.get("state") == "done":
-            done.append(RunSpec.from_dict(json.loads((folder / "spec.json").read_text())))
         else:
-            failed.append((name, status.get("reason", "unknown").strip().splitlines()[-1]))
+            reason = state.reason.strip().splitlines()[-1] if state.reason.strip() else "unknown"
+            failed.append((name, reason if state.state == "failed" else f"corrupt result: {reason}"))
     return done, failed

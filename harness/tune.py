@@ -25,7 +25,9 @@ import numpy as np
 from harness import train
 from harness.data.dataset import fingerprint
 from harness.errors import TrainingError, UsageError
-from harness.runner import Study, fold_splits, select, stream_seeds, validation_score
+from harness.grid import fold_splits, select, stream_seeds
+from harness.runner import Study
+from harness.worker import validation_score
 from harness.store import RunSpec, write_json
 from harness.train.settings import config_key, stage_steps, with_params
 

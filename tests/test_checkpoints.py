@@ -124,7 +124,8 @@ def test_init_names_and_errors():
 
 
 def test_a_runs_init_stream_seeds_random_weights_but_not_a_checkpoints(tmp_path, small):
-    from harness.runner import Study, StudySettings, stream_seeds
+    from harness.grid import StudySettings, stream_seeds
+    from harness.runner import Study
     from harness.store import RunSpec
 
     path = tmp_path / "lab.pt"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness import runner, train
+from harness import grid, runner, train
 from harness.cli import main
 from harness.store import RunSpec
 from harness.train.settings import SCHEDULES, TrainSettings, stage_steps
@@ -138,7 +138,7 @@ def test_tuning_never_predicts_test_subjects_and_resumes(tmp_path, cache, monkey
 
     def poisoned(self):
         data = real_load(self)
-        split = runner.fold_splits(data.subjects, self.settings)[0]
+        split = grid.fold_splits(data.subjects, self.settings)[0]
         images = data.images.copy()
         images[data.rows_of(split["test"]).index] = np.nan
         import dataclasses

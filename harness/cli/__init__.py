@@ -1,4 +1,4 @@
-"""Command line: `python -m harness {run,tune,data,pretrain,strategies,report,analyze}`. Thin: parse, call, print."""
+"""Command line: `python -m harness {run,status,tune,data,pretrain,strategies,report,analyze}`. Thin: parse, call, print."""
 from __future__ import annotations
 
 import argparse
@@ -8,11 +8,11 @@ from rich.console import Console
 from rich.markup import escape
 
 from harness import __version__
-from harness.cli import analyze, data, pretrain, report, run, strategies, tune
+from harness.cli import analyze, data, pretrain, report, run, status, strategies, tune
 from harness.errors import HarnessError
 
-COMMANDS = {"run": run, "tune": tune, "data": data, "pretrain": pretrain, "strategies": strategies,
-            "report": report, "analyze": analyze}
+COMMANDS = {"run": run, "status": status, "tune": tune, "data": data, "pretrain": pretrain,
+            "strategies": strategies, "report": report, "analyze": analyze}
 
 
 def parser() -> argparse.ArgumentParser:

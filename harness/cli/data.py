@@ -11,7 +11,7 @@ from rich.table import Table
 from harness.data.nifti import LabelMap
 from harness.errors import UsageError
 from harness.data.sources import FORMATS, load_dataset, locate
-from harness.runner import cache_dir, data_warnings
+from harness.grid import cache_dir, data_warnings
 
 HELP = "inspect a folder of cine data, or write the built-in phantom to disk as DICOM + NIfTI"
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from harness import registry
 from harness.errors import UsageError
-from harness.runner import StudySettings
+from harness.grid import StudySettings
 from harness.train import PretrainSettings, TrainSettings
 
 

@@ -12,6 +12,7 @@ from rich.table import Table
 from harness.cli.data import add_data_arguments
 from harness.cli.options import add_model_arguments, settings_from
 from harness.errors import UsageError
+from harness.cli.console import RichReporter, bars
 from harness.runner import Study
 
 HELP = "pre-train a source model on your labelled data (--data DIR --out FILE.pt), or the phantom base model"
@@ -56,7 +57,7 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     pretrain = replace(settings.pretrain, seed=args.seed, loss=args.loss or "ce",
                        **({"lr": args.lr} if args.lr is not None else {}))
     settings = replace(settings, pretrain=pretrain)
-    study = Study(settings, store=None, console=console, cache=Path(args.cache_dir) if args.cache_dir else None)
+    study = Study(settings, store=None, reporter=RichReporter(console), cache=Path(args.cache_dir) if args.cache_dir else None)
     out = Path(args.out) if args.out else None
     if out is not None:
         _check_writable(out)
@@ -71,7 +72,7 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     val = args.val_subjects if args.val_subjects is not None else max(1, round(0.1 * len(dataset.subjects)))
     console.print(f"[bold]Pre-training[/] {settings.pretrain.encoder} U-Net on {len(dataset.subjects) - val} subjects "
                   f"({val} held out for validation), {pretrain.steps} steps at {pretrain.size} px, loss {pretrain.loss}", highlight=False)
-    with study.progress() as progress:
+    with bars(console) as progress:
         task = progress.add_task("pre-training", total=pretrain.steps)
         check = progress.add_task("validation images", total=None, visible=False)
         card = pretrain_on(dataset, pretrain, out, val,

@@ -14,7 +14,8 @@ from harness.cli.options import add_model_arguments, parse_ns, parse_params, par
 from harness.errors import UsageError
 from harness.inits import parse_inits
 from harness.train.settings import SCHEDULES
-from harness.runner import Study, StudySettings
+from harness.cli.console import RichReporter
+from harness.grid import StudySettings
 from harness.store import RunStore
 
 HELP = "run a data-efficiency study (strategies x n x seeds) and write report.md / report.html"
@@ -62,6 +63,57 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-subjects", type=int, default=8, help="held-out test subjects with --folds 1 (default 8)")
     add_model_arguments(p)
     add_statistics_arguments(p)
+    add_executor_arguments(p)
+
+
+def add_executor_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("where runs happen")
+    g.add_argument("--executor", choices=["inprocess", "local", "slurm"], default="inprocess",
+                   help="inprocess (default): one run after another in this process; local: --workers processes "
+                        "on this machine; slurm: a SLURM job array through submitit")
+    g.add_argument("--workers", type=int, default=2, help="local: worker processes (default 2)")
+    g.add_argument("--devices", default=None, metavar="0,1",
+                   help="local: GPUs to spread the workers over (several workers may share one)")
+    g.add_argument("--slurm-partition", default=None, help="slurm: partition (default: the cluster's default)")
+    g.add_argument("--slurm-gpus", type=int, default=0, help="slurm: GPUs per task (default 0)")
+    g.add_argument("--slurm-cpus", type=int, default=2, help="slurm: CPUs per task (default 2)")
+    g.add_argument("--slurm-mem", type=float, default=8.0, metavar="GB", help="slurm: memory per task (default 8)")
+    g.add_argument("--slurm-time", type=int, default=60, metavar="MIN",
+                   help="slurm: time limit per task in minutes (default 60)")
+    g.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="slurm: extra sbatch option, e.g. account=lab or qos=short (repeatable)")
+    g.add_argument("--max-parallel", type=int, default=20, help="slurm: array tasks running at once (default 20)")
+    g.add_argument("--detach", action="store_true",
+                   help="slurm: return once the array is queued; `harness status` follows it, and `run` or "
+                        "`report` with the same --out picks the results up")
+    g.add_argument("--retry-failed", action="store_true",
+                   help="run failed runs again (without it, a repeated command only starts unfinished runs)")
+    g.add_argument("--stale-after", type=float, default=600.0, metavar="SECONDS",
+                   help="a run claimed by a process with no heartbeat for this long is taken over (default 600; "
+                        "a claim of a dead process on this host at once)")
+
+
+def make_executor(args: argparse.Namespace):
+    """The executor the flags ask for."""
+    from harness.executors import InProcessExecutor, LocalExecutor, SlurmExecutor, SlurmOptions
+
+    if args.executor == "local":
+        devices = tuple(d.strip() for d in args.devices.split(",") if d.strip()) if args.devices else ()
+        return LocalExecutor(args.workers, devices)
+    if args.executor == "slurm":
+        options = {}
+        for item in args.slurm_option:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise UsageError(f"--slurm-option '{item}': give KEY=VALUE, e.g. account=lab")
+            options[key.strip().lstrip("-")] = value.strip()
+        if args.max_parallel < 1 or args.slurm_cpus < 1 or args.slurm_time < 1:
+            raise UsageError("--max-parallel, --slurm-cpus and --slurm-time must be at least 1")
+        return SlurmExecutor(SlurmOptions(args.slurm_partition, args.slurm_gpus, args.slurm_cpus, args.slurm_mem,
+                                          args.slurm_time, args.max_parallel, options, args.detach))
+    if args.detach:
+        raise UsageError("--detach needs --executor slurm")
+    return InProcessExecutor()
 
 
 def training_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -103,17 +155,30 @@ def study_settings(args: argparse.Namespace) -> StudySettings:
 
 
 def execute(args: argparse.Namespace, console: Console) -> int:
+    from harness.runner import Study
+
     settings = study_settings(args)
-    store = RunStore(Path(args.out))
+    executor = make_executor(args)
+    store = RunStore(Path(args.out), args.stale_after)
     store.prepare()
-    study = Study(settings, store, console, Path(args.cache_dir) if args.cache_dir else None)
-    summary = study.run()
+    study = Study(settings, store, RichReporter(console), Path(args.cache_dir) if args.cache_dir else None)
+    summary = study.run(executor, retry_failed=args.retry_failed)
     from reports.render import render
 
     md, html = render(store.root, options_from(args))
-    console.print(f"{summary['done']} runs done, {summary['skipped']} already finished, "
-                  f"{len(summary['failed'])} failed, in {summary['seconds']:.0f} s")
+    unfinished = summary["unfinished"]
+    if args.detach and unfinished:
+        console.print(f"{len(unfinished)} runs queued on SLURM; the report has what is finished so far")
+    else:
+        console.print(f"{summary['done']} runs done, {summary['skipped']} already finished, "
+                      f"{len(summary['failed'])} failed, in {summary['seconds']:.0f} s")
     for failure in summary["failed"]:
         console.print(f"[red]failed:[/] {escape(failure)}", highlight=False, soft_wrap=True)
+    if summary["failed_before"]:
+        console.print(f"{summary['failed_before']} runs failed in an earlier command (not run again; "
+                      "--retry-failed runs them); `harness status` lists them")
+    if unfinished and not args.detach:
+        console.print(f"[yellow]{len(unfinished)} runs unfinished[/] (a worker stopped); the same command resumes "
+                      "them", highlight=False)
     console.print(f"report: {md}\n        {html}")
-    return 1 if summary["failed"] else 0
+    return 1 if summary["failed"] or summary["failed_before"] or (unfinished and not args.detach) else 0

@@ -29,9 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace, console: Console) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
-
+    from harness.cli.console import RichReporter, bars
     from harness.inits import parse_inits
     from harness.runner import Study
     from harness.store import RunStore
@@ -46,13 +44,12 @@ def execute(args: argparse.Namespace, console: Console) -> int:
         raise UsageError("--trials and --tune-seeds must be at least 1")
     store = RunStore(Path(args.out))
     store.prepare()
-    study = Study(settings, store=None, console=console, cache=Path(args.cache_dir) if args.cache_dir else None)
+    study = Study(settings, store=None, reporter=RichReporter(console), cache=Path(args.cache_dir) if args.cache_dir else None)
     request = TuneRequest(strategy=settings.strategies[0], init=parse_inits(args.init)[0].name, n=settings.ns[0],
                           trials=args.trials, seeds=args.tune_seeds, metric=args.metric,
                           sampler_seed=args.sampler_seed, space=search_space(settings.train.schedule, args.space))
     tuner = Tuner(study, request, store.root, args.storage)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("ETA"), TimeRemainingColumn(), console=console) as progress:
+    with bars(console) as progress:
         trials = progress.add_task("trials", total=args.trials)
         steps = progress.add_task("fine-tuning steps", total=None)
         summary = tuner.run(on_trial=lambda done, total, value: progress.update(trials, completed=done),

@@ -7,8 +7,10 @@ aspect ratio, as the published study did), resampled to the training size and sc
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ class CineDataset:
     fingerprint: str  # identifies content and preparation; recorded in every run spec
     subjects_info: pd.DataFrame | None = None  # per subject: slices, frames, spacing, ED/ES and their source
     problems: tuple[str, ...] = ()  # subjects left out under --skip-bad, each with the reason
+    path: str | None = None  # its file in the cache, where workers of other processes read it
 
     @property
     def subjects(self) -> list[str]:
@@ -214,18 +217,23 @@ def fingerprint(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def save(dataset: CineDataset, path: Path) -> None:
-    """Write a prepared dataset atomically (temp file, then rename)."""
+def save(dataset: CineDataset, path: Path) -> CineDataset:
+    """Write a prepared dataset atomically (temp file, then rename); returns it with its ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
+    tag = f".{os.getpid()}.tmp"  # two processes preparing the same data never share a temporary file
+    tmp = path.with_name(path.name + tag + ".npz")
     np.savez(tmp, images=dataset.images, masks=dataset.masks,
              meta=np.array(json.dumps({"name": dataset.name, "fingerprint": dataset.fingerprint,
                                        "problems": list(dataset.problems)})))
-    dataset.index.to_csv(path.with_suffix(".csv.tmp"), index=False)
+    tables = {path.with_suffix(".csv"): dataset.index}
     if dataset.subjects_info is not None:
-        dataset.subjects_info.to_csv(path.with_suffix(".subjects.csv"), index=False)
+        tables[path.with_suffix(".subjects.csv")] = dataset.subjects_info
+    for target, table in tables.items():
+        table.to_csv(target.with_name(target.name + tag), index=False)
+    for target in tables:  # the tables first: a dataset file is only read when its index is there
+        target.with_name(target.name + tag).replace(target)
     tmp.replace(path)
-    path.with_suffix(".csv.tmp").replace(path.with_suffix(".csv"))
+    return dataclasses.replace(dataset, path=str(path))
 
 
 def load(path: Path) -> CineDataset:
@@ -237,4 +245,4 @@ def load(path: Path) -> CineDataset:
     info_path = path.with_suffix(".subjects.csv")
     info = pd.read_csv(info_path, dtype={"subject": str}, keep_default_na=False) if info_path.exists() else None
     return CineDataset(meta["name"], index, images, masks, meta["fingerprint"], info,
-                       tuple(meta.get("problems", ())))
+                       tuple(meta.get("problems", ())), str(path))

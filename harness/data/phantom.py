@@ -288,5 +288,5 @@ def phantom_dataset(domain: str, n_subjects: int, seed: int, size: int,
 
     dataset = prepare(f"phantom-{domain}", stacks(), size, key)
     if path is not None:
-        save(dataset, path)
+        dataset = save(dataset, path)
     return dataset

@@ -218,5 +218,5 @@ def load_dataset(root: Path, fmt: str | None = None, labels: nifti.LabelMap | No
                          HINT_SOURCE.get(located.format, "metadata"),
                          problems)
     if path is not None:
-        ds.save(dataset, path)
+        dataset = ds.save(dataset, path)
     return dataset

@@ -35,6 +35,9 @@ class TrainSettings:
     checks: int = 10  # validation checks per stage for best-val selection and for tuning's pruner
     precision: str = "auto"  # "bf16", "fp32" or "auto" (bf16 where the CPU has native bf16)
     channels_last: bool = True
+    # CPU threads of a run: CPU kernels split their sums by thread, so the count changes the last digits of
+    # a result; fixing it per run makes a run give the same Dice in any executor or worker count
+    threads: int = 1
     rotate_deg: float = 90.0
     zoom: float = 1.2
     brightness: float = 0.4

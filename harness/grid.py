@@ -1,0 +1,175 @@
+"""The grid of a study, without torch: its settings, folds, seed streams and the list of run specs.
+
+The subjects drawn for (seed, n) are the same for every strategy and init (paired comparisons) and nested
+across n, because the subject order is drawn from the seed alone and a budget of n takes its first n subjects.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness import registry
+from harness.api import Pool, SamplingStrategy
+from harness.data.dataset import CineDataset, fingerprint
+from harness.data.phantom import phantom_fingerprint
+from harness.errors import StrategyError, UsageError
+from harness.inits import Init
+from harness.store import RunSpec
+from harness.train.settings import PretrainSettings, TrainSettings, config_key, with_params
+
+BASE = "base"  # pseudo-strategy: the pre-trained model evaluated without fine-tuning
+STREAMS = ("subset", "select", "init", "order", "augment")
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    data: str | None = None  # a folder of real cine data; None = the built-in phantom
+    data_format: str | None = None  # layout of `data` (None = detected)
+    labels: str | None = None  # label map of `data`, e.g. "lv=3,my=2,rv=1" (None = the layout's)
+    skip_bad: bool = False  # leave out subjects with broken files (listed in the report) instead of stopping
+    strategies: tuple[str, ...] = ("ed_es",)
+    inits: tuple[str, ...] = ("source",)  # --init: source, checkpoint:PATH, imagenet, random (harness.inits)
+    checkpoint_classes: str | None = None  # head classes of a plain state_dict, e.g. "background,rv,my,lv"
+    tuned: dict[str, dict[str, Any]] = field(default_factory=dict)  # config key -> tuned params (run --tuned)
+    params: dict[str, dict[str, str]] = field(default_factory=dict)  # strategy -> parameter -> text
+    ns: tuple[int, ...] = (2, 5, 10)
+    seeds: int = 2
+    folds: int = 3  # cross-validation over subjects; 1 = one split with `test_subjects` test subjects
+    first_seed: int = 0
+    target_subjects: int = 24
+    source_subjects: int = 16
+    data_seed: int = 0
+    test_subjects: int = 8
+    val_subjects: int = 2
+    split_seed: int = 0
+    empty: str = "both-one"
+    train: TrainSettings = TrainSettings()
+    pretrain: PretrainSettings = PretrainSettings()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def cache_dir() -> Path:
+    """Where prepared phantoms and base models are cached ($CINE_HARNESS_CACHE or ~/.cache)."""
+    root = os.environ.get("CINE_HARNESS_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cine-harness"
+    return Path(root)
+
+
+def stream_seeds(seed: int, fold: int = 0) -> dict[str, int]:
+    """Independent seeds for each source of randomness of a run, derived from its seed (and fold: other
+    folds draw from other pools, so they get their own streams; fold 0 keeps the single-split streams)."""
+    entropy = seed if fold == 0 else (seed, fold)
+    children = np.random.SeedSequence(entropy).spawn(len(STREAMS))
+    return {name: int(child.generate_state(1)[0]) for name, child in zip(STREAMS, children)}
+
+
+def fold_splits(subjects: list[str], settings: StudySettings) -> list[dict[str, list[str]]]:
+    """Per fold: test, validation and training-pool subjects. With K folds the subjects are partitioned so
+    that each is a test subject exactly once; validation subjects come from the training side of the fold."""
+    if settings.folds <= 1:
+        return [split_subjects(subjects, settings)]
+    k = settings.folds
+    order = np.random.default_rng(settings.split_seed).permutation(len(subjects))
+    shuffled = [subjects[i] for i in order]
+    parts = np.array_split(np.arange(len(shuffled)), k)
+    splits = []
+    for f in range(k):
+        test = [shuffled[i] for i in parts[f]]
+        rest = [shuffled[i] for i in np.concatenate([parts[g] for g in range(k) if g != f])]
+        if len(test) < 1 or len(rest) < settings.val_subjects + 1:
+            raise UsageError(f"{len(subjects)} subjects cannot make {k} folds with {settings.val_subjects} validation "
+                             f"and at least 1 training subject each; use fewer --folds or --val-subjects")
+        splits.append({"pool": sorted(rest[settings.val_subjects:]), "validation": sorted(rest[:settings.val_subjects]),
+                       "test": sorted(test)})
+    return splits
+
+
+def split_subjects(subjects: list[str], settings: StudySettings) -> dict[str, list[str]]:
+    """Test, validation and training-pool subjects; test and validation never enter a training subset."""
+    needed = settings.test_subjects + settings.val_subjects + 1
+    if len(subjects) < needed:
+        raise UsageError(f"{len(subjects)} subjects cannot give {settings.test_subjects} test, "
+                         f"{settings.val_subjects} validation and at least 1 training subject")
+    order = np.random.default_rng(settings.split_seed).permutation(len(subjects))
+    shuffled = [subjects[i] for i in order]
+    test = sorted(shuffled[: settings.test_subjects])
+    val = sorted(shuffled[settings.test_subjects: settings.test_subjects + settings.val_subjects])
+    pool = sorted(shuffled[settings.test_subjects + settings.val_subjects:])
+    return {"pool": pool, "validation": val, "test": test}
+
+
+def check_budgets(ns: tuple[int, ...], pool: int, test: int, validation: int) -> None:
+    too_big = [n for n in ns if n > pool]
+    if too_big:
+        raise UsageError(
+            f"--n {','.join(map(str, too_big))} is larger than the training pool of {pool} subjects "
+            f"({test} test and {validation} validation subjects are held out); use n <= {pool}"
+        )
+
+
+def load_strategies(settings: StudySettings) -> dict[str, SamplingStrategy]:
+    unknown_params = set(settings.params) - set(settings.strategies)
+    if unknown_params:
+        raise UsageError(f"--strategy-param names {', '.join(sorted(unknown_params))}, which is not in --strategy")
+    return {name: registry.load(name, settings.params.get(name)) for name in settings.strategies}
+
+
+def base_fingerprint(settings: StudySettings) -> str:
+    """Identity of the base model: its pre-training settings and the source phantom it learns from."""
+    source = phantom_fingerprint("source", settings.source_subjects, settings.data_seed, settings.pretrain.size)
+    return fingerprint({"pretrain": settings.pretrain.to_dict(), "source": source})
+
+
+def plan(settings: StudySettings, strategies: dict[str, SamplingStrategy], dataset: CineDataset,
+         splits: list[dict[str, list[str]]], inits: dict[str, tuple[Init, str]]) -> list[RunSpec]:
+    """The grid, base-model evaluations first, then by n, seed, fold, init and strategy (small runs first).
+    Run streams derive from (seed, fold): inits and strategies at one seed and fold share their subject
+    draws, so they are compared on the same subjects (paired). ``inits``: name -> (init, fingerprint)."""
+    def common(fold: int, init: str, strategy: str = BASE, n: int = 0) -> dict[str, Any]:
+        tuned = settings.tuned.get(config_key(strategy, init, n))
+        train_settings = with_params(settings.train, tuned["params"]) if tuned else settings.train
+        return {"fold": fold, "dataset": dataset.fingerprint, "split": splits[fold], "init": init,
+                "init_fingerprint": inits[init][1], "train": train_settings.to_dict()}
+
+    specs = [RunSpec(strategy=BASE, n=0, seed=0, params={}, streams=stream_seeds(0), **common(f, name))
+             for name, (init, _) in inits.items() if init.has_base for f in range(len(splits))]
+    for n in sorted(settings.ns):
+        for seed in range(settings.first_seed, settings.first_seed + settings.seeds):
+            for fold in range(len(splits)):
+                streams = stream_seeds(seed, fold)
+                for init in inits:
+                    for name, strategy in strategies.items():
+                        specs.append(RunSpec(strategy=name, n=n, seed=seed, params=registry.parameters(strategy),
+                                             streams=streams, **common(fold, init, name, n)))
+    return specs
+
+
+def select(spec: RunSpec, strategy: SamplingStrategy, dataset: CineDataset) -> pd.DataFrame:
+    """The frame-index rows a run trains on, checked against the strategy contract."""
+    frames = dataset.rows_of(spec.split["pool"])
+    order = np.random.default_rng(spec.streams["subset"]).permutation(spec.split["pool"])
+    pool = Pool(frames=frames, subject_order=tuple(str(s) for s in order))
+    chosen = strategy.select(pool, spec.n, np.random.default_rng([spec.streams["select"], spec.n]))
+    if len(chosen) == 0:
+        raise StrategyError(f"strategy '{spec.strategy}' selected no images for n={spec.n}")
+    outside = pd.Index(chosen).difference(frames.index)
+    if len(outside):
+        raise StrategyError(f"strategy '{spec.strategy}' returned {len(outside)} rows that are not in the pool")
+    rows = frames.loc[pd.Index(chosen)]
+    extra = set(rows["subject"]) - set(pool.subjects(spec.n))
+    if extra and not getattr(strategy, "pool_wide", False):
+        raise StrategyError(f"strategy '{spec.strategy}' used subjects beyond the first n={spec.n}: {sorted(extra)}")
+    return rows
+
+
+def data_warnings(dataset: CineDataset) -> list[str]:
+    """Subjects left out (--skip-bad) and subjects without ED/ES: said on screen and in the report."""
+    phases = [] if dataset.subjects_info is None else [w for w in dataset.subjects_info["warning"] if w]
+    return list(dataset.problems) + phases
