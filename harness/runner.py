@@ -166,7 +166,7 @@ class Study:
             self.reporter.say(f"{len(todo)} of {len(specs)} runs to do ({before} already finished"
                               + (f", {failed_before} failed before: --retry-failed runs them again" if failed_before
                                  else "") + f"); executor: {executor.describe()}")
-            executor.run(self.context(target), todo, self.reporter, retry_failed)
+            self._execute(executor, self.context(target), todo, retry_failed)
         after = {sp.folder_name: self.store.state(sp, verify=False) for sp in todo}
         failed = [f"{name}: {st.reason.strip().splitlines()[-1] if st.reason.strip() else 'unknown'}"
                   for name, st in after.items() if st.state == "failed"]
@@ -176,3 +176,24 @@ class Study:
                    "unfinished": [name for name, st in after.items() if st.state not in ("done", "failed")],
                    "seconds": round(time.perf_counter() - started, 1), "specs": specs}
         return summary
+
+    def _execute(self, executor: Executor, context: RunContext, todo: list, retry_failed: bool) -> None:
+        """Run ``todo``; runs that another command holds are waited for (and taken over if it dies), so a
+        command returns when its whole grid is finished, or when no live process holds what is left."""
+        while todo:
+            executor.run(context, todo, self.reporter, retry_failed)
+            if getattr(executor, "options", None) is not None and executor.options.detach:
+                return
+            left = [sp for sp in todo if self.store.state(sp, verify=False).state == "pending"]
+            held = [sp for sp in left if (c := self.store.read_claim(sp.folder_name)) and not c["stale"]]
+            if not held:
+                return
+            total = len(held)
+            with self.reporter.task(f"waiting for {total} runs another process holds", total=total) as task:
+                while held:
+                    time.sleep(1.0)
+                    held = [sp for sp in held if (c := self.store.read_claim(sp.folder_name)) and not c["stale"]]
+                    task.update(completed=total - len(held))
+            todo = [sp for sp in left if self.store.state(sp, verify=False).state == "pending"]
+            retry_failed = False
+

@@ -82,6 +82,10 @@ def method_label(strategy: str, init: str, study_inits: list[str], base: str = "
     return strategy if len(study_inits) <= 1 else f"{strategy}+{init}"
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically: a temporary file in the same folder, flushed to disk, then renamed over ``path``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -90,6 +94,7 @@ def write_json(path: Path, data: Any) -> None:
             json.dump(data, handle, indent=2, sort_keys=True, default=str)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; others on a shared cluster read studies
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -235,6 +240,7 @@ class RunStore:
         final = self.folder(spec)
         tmp = Path(tempfile.mkdtemp(dir=self.runs, prefix=f".{spec.folder_name}.", suffix=".tmp"))
         try:
+            os.chmod(tmp, 0o777 & ~_UMASK)
             fill(tmp)
             if final.exists():
                 old = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.old")

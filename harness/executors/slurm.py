@@ -7,6 +7,7 @@ returns once the array is queued, and a later `status`, `run` or `report` picks 
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -82,6 +83,8 @@ class SlurmExecutor(Executor):
             reporter.say(f"detached: `python -m harness status {store.root}` follows it; `run` or `report` with "
                          "the same --out picks the results up")
             return
+        # without SLURM accounting (sacct) submitit warns on every poll; the store says what finished
+        logging.getLogger("submitit").setLevel(logging.ERROR)
         with reporter.task("study", total=len(specs)) as grid:
             watch(store, specs, grid, lambda: not all(_finished(job) for job in self.jobs), interval=2.0)
         self._record_lost(context, specs)

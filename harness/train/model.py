@@ -275,9 +275,9 @@ def save_checkpoint(model: torch.nn.Module, path: Path, card: dict[str, Any]) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     card = json.loads(json.dumps({**card, "fingerprint": tensor_fingerprint(state)}, default=str))  # plain JSON types
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save({FORMAT_KEY: 1, "state_dict": state, "card": card}, tmp)
-    card_tmp = path.with_name(f".{path.stem}.json.tmp")
+    card_tmp = path.with_name(f".{path.stem}.json.{os.getpid()}.tmp")
     card_tmp.write_text(json.dumps(card, indent=2, sort_keys=True, default=str))
     tmp.replace(path)
     card_tmp.replace(card_path(path))
