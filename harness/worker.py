@@ -171,8 +171,9 @@ def execute(spec: RunSpec, context: RunContext, on_step: Callable[[], None] = la
 
 
 def run_claimed(spec: RunSpec, context: RunContext, owner: str, on_step: Callable[[], None] = lambda: None,
-                on_total: Callable[[int], None] = lambda total: None, retry_failed: bool = False) -> str:
-    """Claim, execute and release one run. Returns "done", "failed", "skipped" (finished before, or failed
+                on_total: Callable[[int], None] = lambda total: None, retry_failed: bool = False,
+                run: Callable[..., None] = execute) -> str:
+    """Claim, execute (``run``: ``execute``, or a stand-in in tests) and release one run. Returns "done", "failed", "skipped" (finished before, or failed
     before without ``retry_failed``) or "busy" (another live process holds it). A failure of the run is
     recorded with its reason and traceback; a StoreError (the results cannot be written) is raised."""
     store = context.store()
@@ -188,7 +189,7 @@ def run_claimed(spec: RunSpec, context: RunContext, owner: str, on_step: Callabl
             return "skipped"
         started = time.perf_counter()
         try:
-            execute(spec, context, on_step, on_total)
+            run(spec, context, on_step, on_total)
             return "done"
         except StoreError:
             raise
@@ -207,7 +208,7 @@ def run_claimed(spec: RunSpec, context: RunContext, owner: str, on_step: Callabl
 def work(context: RunContext, specs: list[RunSpec], owner: str, retry_failed: bool = False,
          on_start: Callable[[RunSpec], None] = lambda spec: None, on_end: Callable[[RunSpec, str], None] =
          lambda spec, outcome: None, on_step: Callable[[], None] = lambda: None,
-         on_total: Callable[[int], None] = lambda total: None) -> dict[str, int]:
+         on_total: Callable[[int], None] = lambda total: None, run: Callable[..., None] = execute) -> dict[str, int]:
     """Execute every run of ``specs`` that no one else holds, in order, until none is left to claim: a run
     whose holder died is taken over on a later pass. Returns counts of outcomes."""
     counts = {"done": 0, "failed": 0, "skipped": 0}
@@ -217,7 +218,7 @@ def work(context: RunContext, specs: list[RunSpec], owner: str, retry_failed: bo
         busy = []
         for spec in remaining:
             on_start(spec)
-            outcome = run_claimed(spec, context, owner, on_step, on_total, spec.folder_name in retry)
+            outcome = run_claimed(spec, context, owner, on_step, on_total, spec.folder_name in retry, run)
             if outcome == "busy":
                 busy.append(spec)
                 continue

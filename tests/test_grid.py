@@ -1,0 +1,122 @@
+"""The grid and its bookkeeping in seconds: a stand-in executor runs the real claim-and-record path with a
+trivial run function (the subset is drawn as in a real run; no model is trained)."""
+from __future__ import annotations
+
+import sys
+
+import pandas as pd
+import pytest
+
+from harness import registry
+from harness.executors.base import Executor
+from harness.grid import BASE, StudySettings, select
+from harness.runner import Study
+from harness.store import RunStore
+from harness.train.settings import TrainSettings
+from harness.worker import dataset_of, strategies_of, work
+
+
+def fake_run(spec, context, on_step, on_total) -> None:
+    """What a run would train on, stored as its result, with one image row per test subject."""
+    dataset = dataset_of(context, spec.dataset)
+    selection = (dataset.index.iloc[:0] if spec.strategy == BASE
+                 else select(spec, strategies_of(context.settings)[spec.strategy], dataset))
+    images = pd.DataFrame({"subject": spec.split["test"], "dice_lv": 0.5, "dice_my": 0.5})
+    context.store().save_run(spec, selection[["subject", "slice", "frame", "phase"]], images,
+                             images[["subject"]], {})
+
+
+class StandIn(Executor):
+    name = "stand-in"
+
+    def __init__(self):
+        self.seen: list[str] = []
+
+    def run(self, context, specs, reporter, retry_failed=False):
+        self.seen += [s.folder_name for s in specs]
+        work(context, specs, "stand-in", retry_failed, run=fake_run)
+
+
+SMALL = dict(target_subjects=10, test_subjects=3, val_subjects=1, folds=1, seeds=3, ns=(1, 2, 4),
+             inits=("random",), train=TrainSettings(size=32))
+
+
+@pytest.fixture
+def study(tmp_path, cache):
+    def make(**changes) -> tuple[Study, RunStore]:
+        store = RunStore(tmp_path / "study")
+        store.prepare()
+        settings = StudySettings(**{**SMALL, **changes})
+        return Study(settings, store, cache=cache), store
+    return make
+
+
+def _selections(store: RunStore) -> dict[tuple, set[str]]:
+    out = {}
+    for folder in store.runs.iterdir():
+        spec = pd.read_json(folder / "spec.json", typ="series")
+        if spec["strategy"] != BASE:
+            out[spec["strategy"], spec["n"], spec["seed"]] = set(pd.read_csv(folder / "selection.csv")["subject"])
+    return out
+
+
+def test_strategies_share_subjects_at_each_seed_and_budgets_nest(study):
+    s, store = study(strategies=("ed_es", "subject_random", "all_frames"))
+    summary = s.run(StandIn())
+    assert summary["done"] == 3 * 3 * 3 and not summary["failed"]
+    chosen = _selections(store)
+    for seed in range(3):
+        for n in (1, 2, 4):
+            assert chosen["ed_es", n, seed] == chosen["subject_random", n, seed] == chosen["all_frames", n, seed]
+            assert len(chosen["ed_es", n, seed]) == n
+        assert chosen["ed_es", 1, seed] < chosen["ed_es", 2, seed] < chosen["ed_es", 4, seed]
+    assert len({frozenset(chosen["ed_es", 2, seed]) for seed in range(3)}) > 1
+
+
+def test_test_and_validation_subjects_never_enter_a_subset(study):
+    s, store = study(strategies=("all_frames",), folds=3, seeds=1)
+    s.run(StandIn())
+    splits = store.read_study()["splits"]
+    tested = [x for split in splits for x in split["test"]]
+    assert sorted(tested) == sorted(set(tested)) and len(tested) == 10
+    for folder in store.runs.iterdir():
+        spec = pd.read_json(folder / "spec.json", typ="series")
+        chosen = set(pd.read_csv(folder / "selection.csv")["subject"])
+        split = splits[spec["fold"]]
+        assert chosen <= set(split["pool"])
+
+
+def test_a_failing_run_is_recorded_with_its_reason_and_the_grid_goes_on(study, monkeypatch):
+    real = registry.discover()
+    fake = registry.StrategyEntry("fails_at_two", "tests", "tests.fake_strategies:FailsAtTwoStrategy")
+    monkeypatch.setattr(registry, "discover", lambda: {**real, "fails_at_two": fake})
+    s, store = study(strategies=("fails_at_two",))
+    summary = s.run(StandIn())
+    assert summary["done"] == 6 and len(summary["failed"]) == 3
+    assert all("this strategy refuses n=2" in f for f in summary["failed"])
+    failed = [store.status(n) for n in store.read_study()["runs"] if "__n2__" in n]
+    assert all(f["state"] == "failed" and f["owner"] == "stand-in" for f in failed)
+
+    again = StandIn()
+    summary = s.run(again)  # failed runs are not retried unless asked
+    assert again.seen == [] and summary["failed_before"] == 3
+    retry = StandIn()
+    s.run(retry, retry_failed=True)
+    assert len(retry.seen) == 3 and all("__n2__" in name for name in retry.seen)
+
+
+def test_a_corrupt_result_is_run_again_and_only_it(study):
+    s, store = study(strategies=("ed_es",), seeds=1)
+    s.run(StandIn())
+    victim = store.read_study()["runs"][1]
+    (store.runs / victim / "images.csv").write_text("subject\n")  # damaged after it was written
+    again = StandIn()
+    s.run(again)
+    assert again.seen == [victim] and store.state(victim).state == "done"
+
+
+def test_the_grid_imports_no_torch():
+    code = "import sys, harness.grid, harness.store, harness.executors; assert 'torch' not in sys.modules"
+    import subprocess
+
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
