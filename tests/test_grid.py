@@ -2,6 +2,10 @@
 trivial run function (the subset is drawn as in a real run; no model is trained)."""
 from __future__ import annotations
 
+import json
+import shutil
+import socket
+import subprocess
 import sys
 
 import pandas as pd
@@ -117,6 +121,35 @@ def test_a_corrupt_result_is_run_again_and_only_it(study):
 
 def test_the_grid_imports_no_torch():
     code = "import sys, harness.grid, harness.store, harness.executors; assert 'torch' not in sys.modules"
-    import subprocess
-
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_status_lists_done_running_failed_abandoned_and_pending(study, monkeypatch, capsys):
+    from harness.cli import main
+
+    real = registry.discover()
+    fake = registry.StrategyEntry("fails_at_two", "tests", "tests.fake_strategies:FailsAtTwoStrategy")
+    monkeypatch.setattr(registry, "discover", lambda: {**real, "fails_at_two": fake})
+    s, store = study(strategies=("fails_at_two",), seeds=1)
+    s.run(StandIn())
+    names = store.read_study()["runs"]
+    running, abandoned = [n for n in names if "__n4__" in n][0], [n for n in names if "__n1__" in n][0]
+    for name in (running, abandoned):
+        shutil.rmtree(store.runs / name)
+    claim = store.claim(running, "local-0 node-3")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    store.claim_path(abandoned).write_text(json.dumps({"owner": "local-1", "host": socket.gethostname(),
+                                                       "pid": dead.pid, "token": "x", "started": 0}))
+    capsys.readouterr()
+    assert main(["status", str(store.root), "--json"]) == 0
+    rows = {r["run"]: r for r in json.loads(capsys.readouterr().out)}
+    claim.release()
+    assert rows[running]["state"] == "running" and "local-0 node-3" in rows[running]["detail"]
+    assert rows[abandoned]["state"] == "abandoned" and "is gone" in rows[abandoned]["detail"]
+    failed = [r for r in rows.values() if r["state"] == "failed"]
+    assert len(failed) == 1 and "this strategy refuses n=2" in failed[0]["detail"]
+    assert len(rows) == 3  # random init has no base model to evaluate: n = 1, 2, 4
+    assert main(["status", str(store.root)]) == 0
+    out = capsys.readouterr().out
+    assert "running" in out and "refuses n=2" in out
