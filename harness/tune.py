@@ -27,7 +27,7 @@ from harness.data.dataset import fingerprint
 from harness.errors import TrainingError, UsageError
 from harness.grid import fold_splits, select, stream_seeds
 from harness.runner import Study
-from harness.worker import validation_score
+from harness.worker import set_threads, validation_score
 from harness.store import RunSpec, write_json
 from harness.train.settings import config_key, stage_steps, with_params
 
@@ -206,6 +206,7 @@ class Tuner:
                        dataset=dataset.fingerprint, split=split, init=r.init, init_fingerprint=init_key,
                        train=settings.to_dict())
         rows = select(spec, self.study.strategies[r.strategy], dataset).index.to_numpy()
+        set_threads(settings.threads)
         model = self.study.initial_model(spec, settings)
         result = train.fine_tune(model, dataset.images[rows], dataset.masks[rows], settings, spec.streams["order"],
                                  spec.streams["augment"], on_step,

@@ -86,6 +86,9 @@ def add_executor_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--detach", action="store_true",
                    help="slurm: return once the array is queued; `harness status` follows it, and `run` or "
                         "`report` with the same --out picks the results up")
+    g.add_argument("--threads", type=int, default=None,
+                   help="CPU threads per run (default 1); part of each run's settings, because CPU kernels split "
+                        "their sums by thread: fixed, a run gives the same Dice in any executor")
     g.add_argument("--retry-failed", action="store_true",
                    help="run failed runs again (without it, a repeated command only starts unfinished runs)")
     g.add_argument("--stale-after", type=float, default=600.0, metavar="SECONDS",
@@ -127,6 +130,10 @@ def training_overrides(args: argparse.Namespace) -> dict[str, Any]:
         if args.steps < 1:
             raise UsageError(f"--steps {args.steps}: need at least 1 step per stage")
         out.update(steps_frozen=args.steps, steps_unfrozen=args.steps)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads {args.threads}: need at least 1 CPU thread per run")
+        out["threads"] = args.threads
     if args.epochs is not None:
         if args.epochs < 1:
             raise UsageError(f"--epochs {args.epochs}: need at least 1 epoch per stage")
