@@ -133,7 +133,8 @@ def execute(spec: RunSpec, context: RunContext, on_step: Callable[[], None] = la
     dataset = dataset_of(context, spec.dataset)
     empty = context.settings.empty
     model = initial_model(spec, settings, context)
-    status: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
+    status: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid(), "threads": settings.threads,
+                              "devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "device": str(train.device())}
     val = dataset.rows_of(spec.split["validation"])
     val = val[val["phase"].notna()]
     if spec.strategy == BASE:

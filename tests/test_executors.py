@@ -71,11 +71,13 @@ def reference(cache, tmp_path_factory) -> dict[str, str]:
 
 def test_local_workers_give_the_same_results_as_one_process(reference, cache, tmp_path):
     out = tmp_path / "local"
-    done = harness(out, cache, "--executor", "local", "--workers", "2")
+    done = harness(out, cache, "--executor", "local", "--workers", "2", "--devices", "7,9")
     assert done.returncode == 0, done.stdout + done.stderr
     check_complete(out, reference)
-    hosts = {json.loads(p.read_text())["pid"] for p in (out / "runs").glob("*/status.json")}
-    assert len(hosts) == 2, "both workers should have run some runs"
+    statuses = [json.loads(p.read_text()) for p in (out / "runs").glob("*/status.json")]
+    assert len({s["pid"] for s in statuses}) == 2, "both workers should have run some runs"
+    # each worker sees only its GPU (here none exists, so the runs fall back to the CPU)
+    assert {s["devices"] for s in statuses} == {"7", "9"} and {s["device"] for s in statuses} == {"cpu"}
 
 
 def _children(pid: int) -> list[int]:
