@@ -58,25 +58,25 @@ def to_classes(masks: np.ndarray) -> np.ndarray:
 
 
 class Augmenter:
-    """Random flips, rotation, zoom and brightness/contrast on a batch, from its own generator."""
+    """Random flips, rotation, zoom and brightness/contrast on a batch, on the batch's device, drawn from the
+    run's own generator there (never the global one)."""
 
-    def __init__(self, settings: TrainSettings, seed: int):
+    def __init__(self, settings: TrainSettings, seed: int, dev: torch.device | str = "cpu"):
         self.s = settings
-        self.gen = torch.Generator().manual_seed(seed)
+        self.dev = torch.device(dev)
+        self.gen = torch.Generator(device=self.dev).manual_seed(seed)
 
     def _uniform(self, n: int, low: float, high: float) -> torch.Tensor:
-        return low + (high - low) * torch.rand(n, generator=self.gen)
+        return low + (high - low) * torch.rand(n, generator=self.gen, device=self.dev)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = x.shape[0]
         angle = torch.deg2rad(self._uniform(n, -self.s.rotate_deg, self.s.rotate_deg))
         scale = 1.0 / self._uniform(n, 1.0, self.s.zoom)
-        flip = torch.where(torch.rand(n, generator=self.gen) < 0.5, -1.0, 1.0)
-        theta = torch.zeros(n, 2, 3)
-        theta[:, 0, 0] = scale * torch.cos(angle) * flip
-        theta[:, 0, 1] = -scale * torch.sin(angle)
-        theta[:, 1, 0] = scale * torch.sin(angle) * flip
-        theta[:, 1, 1] = scale * torch.cos(angle)
+        flip = torch.where(torch.rand(n, generator=self.gen, device=self.dev) < 0.5, -1.0, 1.0)
+        cos, sin = scale * torch.cos(angle), scale * torch.sin(angle)
+        theta = torch.stack([torch.stack([cos * flip, -sin, torch.zeros_like(cos)], 1),
+                             torch.stack([sin * flip, cos, torch.zeros_like(cos)], 1)], 1)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         y = F.grid_sample(y[:, None].float(), grid, mode="nearest", align_corners=False)[:, 0].long()
@@ -113,30 +113,44 @@ def _batches(n_images: int, batch_size: int, steps: int, rng: np.random.Generato
 
 
 DIVERGED = 20.0  # a loss this many times the stage's first (and above 10 nats) means the run diverged
+WATCH_EVERY = 25  # steps between looks at the losses: each look waits for the device, so not every step
 
 
 class _Stage:
-    """One stage's optimiser, one-cycle schedule and loss watch."""
+    """One stage's optimiser, one-cycle schedule and loss watch. Losses stay on the device; every
+    ``WATCH_EVERY`` steps (and at the end) they are read at once and checked for NaN/inf or divergence."""
 
     def __init__(self, model: torch.nn.Module, steps: int, lr: float, settings: TrainSettings, frozen: bool,
-                 number: int):
+                 number: int, dev: torch.device):
         self.params = _set_stage(model, frozen)
         self.optimiser = torch.optim.AdamW(self.params, lr=lr, weight_decay=settings.weight_decay)
         self.schedule = torch.optim.lr_scheduler.OneCycleLR(self.optimiser, max_lr=lr, total_steps=steps)
-        self.lr, self.number, self.losses = lr, number, []
+        self.lr, self.number = lr, number
+        self.pending: list[torch.Tensor] = []
+        self.losses: list[float] = []
 
     def step(self, loss: torch.Tensor) -> None:
-        value = float(loss.detach())
-        first = self.losses[0] if self.losses else math.inf  # before any update of this stage
-        if not math.isfinite(value) or value > max(10.0, DIVERGED * first):
-            what = f"became {value}" if not math.isfinite(value) else f"rose to {value:.3g} from {first:.3g}"
-            raise TrainingError(f"training diverged: the loss {what} at step {len(self.losses) + 1} of stage "
-                                f"{self.number} (max lr {self.lr:g}); lower the learning rate")
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         self.optimiser.step()
         self.schedule.step()
-        self.losses.append(value)
+        self.pending.append(loss.detach())
+        if len(self.pending) >= WATCH_EVERY:
+            self.watch()
+
+    def watch(self) -> None:
+        """Read the losses since the last look (one wait for the device) and stop a run that diverged."""
+        if not self.pending:
+            return
+        values = torch.stack(self.pending).float().cpu().tolist()
+        self.pending = []
+        for value in values:
+            first = self.losses[0] if self.losses else math.inf  # before any update of this stage
+            if not math.isfinite(value) or value > max(10.0, DIVERGED * first):
+                what = f"became {value}" if not math.isfinite(value) else f"rose to {value:.3g} from {first:.3g}"
+                raise TrainingError(f"training diverged: the loss {what} at step {len(self.losses) + 1} of stage "
+                                    f"{self.number} (max lr {self.lr:g}); lower the learning rate")
+            self.losses.append(value)
 
 
 def _check_points(steps: int, checks: int) -> set[int]:
@@ -169,8 +183,10 @@ def fine_tune(model: torch.nn.Module, images: np.ndarray, masks: np.ndarray, set
     model.to(device(), memory_format=memory)
     dev = next(model.parameters()).device
     order_rng = np.random.default_rng(order_seed)
-    augment = Augmenter(settings, augment_seed)
-    targets = to_classes(masks)
+    augment = Augmenter(settings, augment_seed, dev)
+    # the whole training subset lives on the training device; a step only indexes it there
+    x_all = torch.from_numpy(np.ascontiguousarray(images)).to(dev)
+    y_all = torch.from_numpy(to_classes(masks).astype(np.int16)).to(dev)  # int16 holds IGNORE; 1/4 of int64
     checks: list[list[float]] = []
     best: tuple[float, int, dict] | None = None
     losses = []
@@ -180,14 +196,13 @@ def fine_tune(model: torch.nn.Module, images: np.ndarray, masks: np.ndarray, set
         if stage_steps == 0:
             losses.append(float("nan"))
             continue
-        stage = _Stage(model, stage_steps, lr, settings, frozen, number)
+        stage = _Stage(model, stage_steps, lr, settings, frozen, number, dev)
         points = _check_points(stage_steps, settings.checks) if validate else set()
         model.train()
         for i, batch in enumerate(_batches(len(images), settings.batch_size, stage_steps, order_rng), start=1):
-            x = torch.from_numpy(images[batch].astype(np.float32))[:, None]
-            y = torch.from_numpy(targets[batch])
-            x, y = augment(x, y)
-            x, y = x.to(dev, memory_format=memory), y.to(dev)
+            index = torch.from_numpy(batch).to(dev, non_blocking=True)
+            x, y = augment(x_all[index].float()[:, None], y_all[index].long())
+            x = x.contiguous(memory_format=memory)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 value = loss_fn(model(x), y)
             stage.step(value)
@@ -195,6 +210,7 @@ def fine_tune(model: torch.nn.Module, images: np.ndarray, masks: np.ndarray, set
             if on_step:
                 on_step()
             if i in points:
+                stage.watch()
                 score = float(validate(model))
                 checks.append([done, score])
                 if settings.select == "best-val" and (best is None or score > best[0]):
@@ -202,6 +218,7 @@ def fine_tune(model: torch.nn.Module, images: np.ndarray, masks: np.ndarray, set
                 if on_check:
                     on_check(len(checks), score)
                 model.train()
+        stage.watch()
         losses.append(float(np.mean(stage.losses[-10:])))
     if best is not None:
         model.load_state_dict(best[2])
