@@ -151,13 +151,31 @@ def _sinfo() -> bool:
 def test_a_study_through_slurm_gives_the_same_results(reference, cache, tmp_path):
     out = tmp_path / "slurm"
     started = time.perf_counter()
-    done = harness(out, cache, "--executor", "slurm", "--slurm-cpus", "1", "--slurm-mem", "2", "--slurm-time", "10",
-                   "--max-parallel", "4")
+    slurm = ["--executor", "slurm", "--slurm-cpus", "1", "--slurm-mem", "2", "--slurm-time", "10", "--max-parallel", "4"]
+    done = harness(out, cache, *slurm)
     assert done.returncode == 0, done.stdout + done.stderr
     print(f"SLURM study of {RUNS} runs: {time.perf_counter() - started:.0f} s")
     check_complete(out, reference)
     owners = {e.get("owner", "") for e in RunStore(out).events() if e["event"] == "claimed"}
     assert all(o.startswith("slurm ") for o in owners), owners
+
+
+@pytest.mark.skipif(not _sinfo(), reason="no SLURM reachable (`sinfo` fails); .ci/slurm-up starts a single-node one")
+def test_a_detached_slurm_study_is_picked_up_by_a_later_command(reference, cache, tmp_path):
+    out = tmp_path / "detached"
+    slurm = ["--executor", "slurm", "--slurm-cpus", "1", "--slurm-mem", "2", "--max-parallel", "4"]
+    queued = harness(out, cache, *slurm, "--detach", timeout=120)
+    assert queued.returncode == 0 and "queued on SLURM" in queued.stderr, queued.stderr
+    status = [sys.executable, "-m", "harness", "status", str(out), "--json"]
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        rows = json.loads(subprocess.run(status, capture_output=True, text=True, check=True).stdout)
+        if all(r["state"] == "done" for r in rows):
+            break
+        time.sleep(2)
+    again = harness(out, cache)  # the same study, now in this process: nothing left to run
+    assert again.returncode == 0 and f"0 runs done, {RUNS} already finished" in again.stderr, again.stderr
+    check_complete(out, reference)
 
 
 @pytest.fixture

@@ -170,22 +170,23 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     store.prepare()
     study = Study(settings, store, RichReporter(console), Path(args.cache_dir) if args.cache_dir else None)
     summary = study.run(executor, retry_failed=args.retry_failed)
+    unfinished = summary["unfinished"]
+    if args.detach and unfinished:
+        console.print(f"{len(unfinished)} runs queued on SLURM. Follow them: python -m harness status {store.root}\n"
+                      f"Report when they are done: python -m harness report {store.root}", highlight=False)
+        return 0
     from reports.render import render
 
     md, html = render(store.root, options_from(args))
-    unfinished = summary["unfinished"]
-    if args.detach and unfinished:
-        console.print(f"{len(unfinished)} runs queued on SLURM; the report has what is finished so far")
-    else:
-        console.print(f"{summary['done']} runs done, {summary['skipped']} already finished, "
-                      f"{len(summary['failed'])} failed, in {summary['seconds']:.0f} s")
+    console.print(f"{summary['done']} runs done, {summary['skipped']} already finished, "
+                  f"{len(summary['failed'])} failed, in {summary['seconds']:.0f} s")
     for failure in summary["failed"]:
         console.print(f"[red]failed:[/] {escape(failure)}", highlight=False, soft_wrap=True)
     if summary["failed_before"]:
         console.print(f"{summary['failed_before']} runs failed in an earlier command (not run again; "
                       "--retry-failed runs them); `harness status` lists them")
-    if unfinished and not args.detach:
+    if unfinished:
         console.print(f"[yellow]{len(unfinished)} runs unfinished[/] (a worker stopped); the same command resumes "
                       "them", highlight=False)
     console.print(f"report: {md}\n        {html}")
-    return 1 if summary["failed"] or summary["failed_before"] or (unfinished and not args.detach) else 0
+    return 1 if summary["failed"] or summary["failed_before"] or unfinished else 0
