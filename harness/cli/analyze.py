@@ -8,6 +8,8 @@ from rich.console import Console
 
 from harness.cli.report import add_statistics_arguments, options_from
 
+EXAMPLE = """example:
+  python -m harness analyze results/*.tsv --reference doubleTransferLearn --base baseModel --out pub"""
 HELP = "statistics and report on per-image results made elsewhere (CSV/TSV: Dice or confusion counts)"
 
 

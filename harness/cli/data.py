@@ -13,6 +13,9 @@ from harness.errors import UsageError
 from harness.data.sources import FORMATS, load_dataset, locate
 from harness.grid import cache_dir, data_warnings
 
+EXAMPLE = """examples:
+  python -m harness data inspect /data/acdc/training
+  python -m harness data phantom --out phantom-dicom"""
 HELP = "inspect a folder of cine data, or write the built-in phantom to disk as DICOM + NIfTI"
 
 

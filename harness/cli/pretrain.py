@@ -15,6 +15,8 @@ from harness.errors import UsageError
 from harness.cli.console import RichReporter, bars
 from harness.runner import Study
 
+EXAMPLE = """example:
+  python -m harness pretrain --data /data/acdc/training --out models/acdc.pt --val-subjects 10"""
 HELP = "pre-train a source model on your labelled data (--data DIR --out FILE.pt), or the phantom base model"
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+EXAMPLE = """example:
+  python -m harness report studies/default --margin 0.02 --reference all_frames@10"""
 HELP = "write report.md and report.html for an existing study folder"
 
 

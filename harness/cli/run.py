@@ -18,6 +18,10 @@ from harness.cli.console import RichReporter
 from harness.grid import StudySettings
 from harness.store import RunStore
 
+EXAMPLE = """examples:
+  python -m harness run --strategy ed_es --n 2,5,10                       # the default study on the phantom
+  python -m harness run --data /data/my7T --init checkpoint:models/acdc.pt,random \\
+      --strategy ed_es,all_frames --n 1,3,7,14 --schedule paper --executor local --workers 4"""
 HELP = "run a data-efficiency study (strategies x n x seeds) and write report.md / report.html"
 
 

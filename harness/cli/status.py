@@ -12,6 +12,8 @@ from rich.table import Table
 
 from harness.store import RunStore
 
+EXAMPLE = """example:
+  python -m harness status studies/default"""
 HELP = "show a study's runs: done, running (where, since when), failed (reason), pending"
 
 
@@ -20,7 +22,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stale-after", type=float, default=600.0, metavar="SECONDS",
                    help="a claim without a heartbeat for this long counts as abandoned (default 600)")
     p.add_argument("--json", action="store_true", help="print the runs as JSON on stdout")
-    p.epilog = "example: python -m harness status studies/default"
 
 
 def runs(store: RunStore) -> list[dict]:

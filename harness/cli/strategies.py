@@ -8,6 +8,8 @@ from rich.table import Table
 
 from harness import registry
 
+EXAMPLE = """example:
+  python -m harness strategies"""
 HELP = "list the sampling strategies installed (entry-point group harness.strategies)"
 
 

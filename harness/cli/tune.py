@@ -10,6 +10,8 @@ from rich.table import Table
 from harness.cli import run
 from harness.errors import UsageError
 
+EXAMPLE = """example:
+  python -m harness tune --data /data/my7T --init checkpoint:models/acdc.pt --strategy ed_es --n 3 --trials 30"""
 HELP = "tune training settings with Optuna for one strategy / init / n on validation subjects (resumable)"
 
 
