@@ -95,10 +95,10 @@ def test_second_load_comes_from_the_cache_and_is_identical(tmp_path):
     first = load_dataset(source, cache_dir=tmp_path / "cache")
     second = load_dataset(source, cache_dir=tmp_path / "cache")
     assert np.array_equal(first.images, second.images) and first.index.equals(second.index)
-    assert len(list((tmp_path / "cache" / "prepared").glob("*.npz"))) == 1
+    assert len(list((tmp_path / "cache" / "prepared").glob("*/meta.json"))) == 1
     (source / "patient002" / "Info.cfg").write_text((source / "patient002" / "Info.cfg").read_text() + "\n")
     load_dataset(source, cache_dir=tmp_path / "cache")  # changed content: prepared again
-    assert len(list((tmp_path / "cache" / "prepared").glob("*.npz"))) == 2
+    assert len(list((tmp_path / "cache" / "prepared").glob("*/meta.json"))) == 2
 
 
 def test_data_inspect_prints_every_subject_with_phases(capsys):

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,32 +218,45 @@ def fingerprint(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def is_cached(path: Path) -> bool:
+    """Whether a prepared dataset is complete at ``path`` (its folder appears by one rename, when whole)."""
+    return (path / "meta.json").exists()
+
+
 def save(dataset: CineDataset, path: Path) -> CineDataset:
-    """Write a prepared dataset atomically (temp file, then rename); returns it with its ``path``."""
+    """Write a prepared dataset as a folder of plain files (images.npy, masks.npy, index.csv, subjects.csv,
+    meta.json), built under a temporary name and renamed into place; returns it with its ``path``. The
+    arrays are .npy so that every worker process can memory-map them instead of holding its own copy."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tag = f".{os.getpid()}.tmp"  # two processes preparing the same data never share a temporary file
-    tmp = path.with_name(path.name + tag + ".npz")
-    np.savez(tmp, images=dataset.images, masks=dataset.masks,
-             meta=np.array(json.dumps({"name": dataset.name, "fingerprint": dataset.fingerprint,
-                                       "problems": list(dataset.problems)})))
-    tables = {path.with_suffix(".csv"): dataset.index}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # never shared by two processes preparing it
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    np.save(tmp / "images.npy", dataset.images)
+    np.save(tmp / "masks.npy", dataset.masks)
+    dataset.index.to_csv(tmp / "index.csv", index=False)
     if dataset.subjects_info is not None:
-        tables[path.with_suffix(".subjects.csv")] = dataset.subjects_info
-    for target, table in tables.items():
-        table.to_csv(target.with_name(target.name + tag), index=False)
-    for target in tables:  # the tables first: a dataset file is only read when its index is there
-        target.with_name(target.name + tag).replace(target)
-    tmp.replace(path)
+        dataset.subjects_info.to_csv(tmp / "subjects.csv", index=False)
+    (tmp / "meta.json").write_text(json.dumps({"name": dataset.name, "fingerprint": dataset.fingerprint,
+                                               "problems": list(dataset.problems)}))
+    try:
+        os.rename(tmp, path)
+    except OSError:  # another process put the same dataset there first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not is_cached(path):
+            raise
     return dataclasses.replace(dataset, path=str(path))
 
 
-def load(path: Path) -> CineDataset:
-    with np.load(path) as arrays:
-        meta = json.loads(str(arrays["meta"]))
-        images, masks = arrays["images"], arrays["masks"]
-    index = pd.read_csv(path.with_suffix(".csv"), dtype={"subject": str})
+def load(path: Path, mmap: bool = True) -> CineDataset:
+    """A prepared dataset from its cache folder; the arrays memory-mapped read-only unless ``mmap`` is False,
+    so K workers on one machine share one copy in the page cache."""
+    path = Path(path)
+    meta = json.loads((path / "meta.json").read_text())
+    mode = "r" if mmap else None
+    images, masks = np.load(path / "images.npy", mmap_mode=mode), np.load(path / "masks.npy", mmap_mode=mode)
+    index = pd.read_csv(path / "index.csv", dtype={"subject": str})
     index["phase"] = index["phase"].astype(object).where(index["phase"].notna(), None)
-    info_path = path.with_suffix(".subjects.csv")
+    info_path = path / "subjects.csv"
     info = pd.read_csv(info_path, dtype={"subject": str}, keep_default_na=False) if info_path.exists() else None
     return CineDataset(meta["name"], index, images, masks, meta["fingerprint"], info,
                        tuple(meta.get("problems", ())), str(path))

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from harness.data.dataset import CineDataset, RawStack, fingerprint, load, prepare, save
+from harness.data.dataset import CineDataset, RawStack, fingerprint, is_cached, load, prepare, save
 from harness.errors import UsageError
 
 LABEL_LV, LABEL_MY, LABEL_RV = 1, 2, 3
@@ -273,8 +273,8 @@ def phantom_dataset(domain: str, n_subjects: int, seed: int, size: int,
                     on_subject: Callable[[int, int], None] | None = None) -> CineDataset:
     """The phantom of one domain at the training size, cached on disk when ``cache_dir`` is given."""
     key = phantom_fingerprint(domain, n_subjects, seed, size)
-    path = cache_dir / f"phantom-{domain}-{key}.npz" if cache_dir else None
-    if path is not None and path.exists() and path.with_suffix(".csv").exists():
+    path = cache_dir / f"phantom-{domain}-{key}" if cache_dir else None
+    if path is not None and is_cached(path):
         return load(path)
 
     def stacks() -> Iterator[RawStack]:

@@ -210,8 +210,8 @@ def load_dataset(root: Path, fmt: str | None = None, labels: nifti.LabelMap | No
     located = locate(root, fmt)
     labels = labels or DEFAULT_LABELS[located.format]
     key = content_key(located, labels, size, skip_bad)
-    path = cache_dir / "prepared" / f"{located.format}-{key}.npz" if cache_dir else None
-    if path is not None and path.exists() and path.with_suffix(".csv").exists():
+    path = cache_dir / "prepared" / f"{located.format}-{key}" if cache_dir else None
+    if path is not None and ds.is_cached(path):
         return ds.load(path)
     stacks, problems = _read_stacks(located, labels, dicom.local_salt(cache_dir), skip_bad, on_subject)
     dataset = ds.prepare(f"{located.format}:{located.root.name}", stacks, size, key,
