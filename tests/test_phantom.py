@@ -112,3 +112,13 @@ def test_prepared_dataset_is_cached_and_identical(tmp_path):
     assert first.images.shape[1:] == (64, 64) and first.images.dtype == np.float16
     assert 0 <= float(first.images.min()) and float(first.images.max()) <= 1
     assert sorted(first.index["phase"].dropna().unique()) == ["ED", "ES"]
+
+
+def test_subjects_rendered_in_worker_processes_equal_those_rendered_here(monkeypatch):
+    from harness.data import phantom
+
+    parallel = phantom_dataset("target", 3, 0, 64)
+    monkeypatch.setattr(phantom.os, "cpu_count", lambda: 1)
+    serial = phantom_dataset("target", 3, 0, 64)
+    assert np.array_equal(parallel.images, serial.images) and np.array_equal(parallel.masks, serial.masks)
+    assert parallel.index.equals(serial.index)

@@ -17,7 +17,10 @@ Everything is deterministic given (seed, domain, subject number).
 """
 from __future__ import annotations
 
+import multiprocessing
+import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -278,15 +281,35 @@ def phantom_dataset(domain: str, n_subjects: int, seed: int, size: int,
         return load(path)
 
     def stacks() -> Iterator[RawStack]:
-        for number in range(n_subjects):
-            subject = generate_subject(seed, domain, number)
-            n_frames = subject.labels.shape[1]
-            yield RawStack(subject.name, subject.images, subject.labels, subject.spacing_mm, tuple(range(n_frames)),
-                           n_frames, None, FIELD_STRENGTH[domain], SLICE_THICKNESS_MM, SLICE_THICKNESS_MM)
-            if on_subject:
-                on_subject(number + 1, n_subjects)
+        workers = min(n_subjects, os.cpu_count() or 1)
+        if workers <= 1:
+            made: Iterator[RawStack] = map(subject_stack, [seed] * n_subjects, [domain] * n_subjects,
+                                           range(n_subjects))
+            yield from _counted(made, n_subjects, on_subject)
+            return
+        # subjects are independent (each has its own generator): render them on every core, in order
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=spawn) as pool:
+            made = pool.map(subject_stack, [seed] * n_subjects, [domain] * n_subjects, range(n_subjects))
+            yield from _counted(made, n_subjects, on_subject)
 
     dataset = prepare(f"phantom-{domain}", stacks(), size, key)
     if path is not None:
         dataset = save(dataset, path)
     return dataset
+
+
+def subject_stack(seed: int, domain: str, number: int) -> RawStack:
+    """One rendered subject as the loaders' RawStack (top level, so worker processes can run it)."""
+    subject = generate_subject(seed, domain, number)
+    n_frames = subject.labels.shape[1]
+    return RawStack(subject.name, subject.images, subject.labels, subject.spacing_mm, tuple(range(n_frames)),
+                    n_frames, None, FIELD_STRENGTH[domain], SLICE_THICKNESS_MM, SLICE_THICKNESS_MM)
+
+
+def _counted(stacks: Iterator[RawStack], total: int,
+             on_subject: Callable[[int, int], None] | None) -> Iterator[RawStack]:
+    for number, stack in enumerate(stacks, start=1):
+        yield stack
+        if on_subject:
+            on_subject(number, total)
