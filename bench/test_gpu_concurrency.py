@@ -9,6 +9,7 @@ augmentation on the GPU; a barrier starts them together and each reports its own
 """
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import subprocess
@@ -46,8 +47,7 @@ def _worker(model: dict, barrier, results, seed: int) -> None:
     torch.cuda.synchronize()
     barrier.wait()
     started = time.perf_counter()
-    timed = TrainSettings(**{**settings.to_dict(), "decoder_channels": settings.decoder_channels,
-                             "steps_unfrozen": STEPS})
+    timed = dataclasses.replace(settings, steps_unfrozen=STEPS)
     train.fine_tune(net, images, masks, timed, seed, seed)
     torch.cuda.synchronize()
     results.put(STEPS * settings.batch_size / (time.perf_counter() - started))
