@@ -62,7 +62,7 @@ def cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def reference(cache, tmp_path_factory) -> dict[str, str]:
     out = tmp_path_factory.mktemp("inprocess") / "study"
-    done = harness(out, cache)
+    done = harness(out, cache, "--executor", "inprocess")
     assert done.returncode == 0, done.stdout + done.stderr
     found = results(out)
     assert len(found) == RUNS
@@ -173,7 +173,7 @@ def test_a_detached_slurm_study_is_picked_up_by_a_later_command(reference, cache
         if all(r["state"] == "done" for r in rows):
             break
         time.sleep(2)
-    again = harness(out, cache)  # the same study, now in this process: nothing left to run
+    again = harness(out, cache, "--executor", "inprocess")  # the same study, here: nothing left to run
     assert again.returncode == 0 and f"0 runs done, {RUNS} already finished" in again.stderr, again.stderr
     check_complete(out, reference)
 

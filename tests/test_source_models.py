@@ -14,8 +14,8 @@ from harness.cli import main
 from harness.store import RunSpec
 from harness.train.settings import SCHEDULES, TrainSettings, stage_steps
 
-TINY = ["--steps", "3", "--target-subjects", "6", "--test-subjects", "2", "--seeds", "1", "--folds", "1",
-        "--n", "1"]
+TINY = ["--executor", "inprocess", "--steps", "3", "--target-subjects", "6", "--test-subjects", "2", "--seeds", "1",
+        "--folds", "1", "--n", "1"]
 
 
 @pytest.fixture(scope="module")

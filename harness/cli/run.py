@@ -72,10 +72,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_executor_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where runs happen")
-    g.add_argument("--executor", choices=["inprocess", "local", "slurm"], default="inprocess",
-                   help="inprocess (default): one run after another in this process; local: --workers processes "
-                        "on this machine; slurm: a SLURM job array through submitit")
-    g.add_argument("--workers", type=int, default=2, help="local: worker processes (default 2)")
+    g.add_argument("--executor", choices=["inprocess", "local", "slurm"], default="local",
+                   help="local (default): --workers processes on this machine, 1 CPU thread per run each; "
+                        "inprocess: one run after another in this process (for debugging); slurm: a SLURM job "
+                        "array through submitit")
+    g.add_argument("--workers", type=int, default=None,
+                   help="local: worker processes (default: this machine's CPU cores, at most 8)")
     g.add_argument("--devices", default=None, metavar="0,1",
                    help="local: GPUs to spread the workers over (several workers may share one)")
     g.add_argument("--slurm-partition", default=None, help="slurm: partition (default: the cluster's default)")
@@ -105,8 +107,10 @@ def make_executor(args: argparse.Namespace):
     from harness.executors import InProcessExecutor, LocalExecutor, SlurmExecutor, SlurmOptions
 
     if args.executor == "local":
+        from harness.executors.local import default_workers
+
         devices = tuple(d.strip() for d in args.devices.split(",") if d.strip()) if args.devices else ()
-        return LocalExecutor(args.workers, devices)
+        return LocalExecutor(args.workers if args.workers is not None else default_workers(), devices)
     if args.executor == "slurm":
         options = {}
         for item in args.slurm_option:

@@ -18,6 +18,12 @@ from harness.store import RunSpec
 from harness.worker import RunContext, local_worker
 
 
+def default_workers() -> int:
+    """One worker per CPU core this process may use (each run uses 1 thread by default), at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, 8))
+
+
 class LocalExecutor(Executor):
     name = "local"
 
