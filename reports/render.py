@@ -185,6 +185,17 @@ def _summary_table(a: Analysis) -> Table:
                  "all test subjects. `base` = the pre-trained model without fine-tuning (n = 0).")
 
 
+DZ_SHOWN = 100.0  # beyond this the subjects' differences are all but equal; a bigger number says nothing more
+
+
+def dz_cell(dz: float) -> str:
+    if dz != dz:
+        return "n/a"
+    if abs(dz) > DZ_SHOWN:
+        return f"> {DZ_SHOWN:.0f}" if dz > 0 else f"< −{DZ_SHOWN:.0f}"
+    return f"{dz:.2f}"
+
+
 def _comparison_table(title: str, table: pd.DataFrame, label_columns: list[tuple[str, str]], note: str) -> Table:
     rows = []
     for r in table.itertuples():
@@ -195,7 +206,7 @@ def _comparison_table(title: str, table: pd.DataFrame, label_columns: list[tuple
             continue
         rows.append([str(getattr(r, c)) for _, c in label_columns] + [
             METRIC_NAMES[r.metric], signed(r.difference), ci_text(r.ci_low, r.ci_high),
-            "n/a" if r.dz != r.dz else f"{r.dz:.2f}", f"{r.better}/{r.subjects}", p_cell(r.p), p_cell(r.p_holm)])
+            dz_cell(r.dz), f"{r.better}/{r.subjects}", p_cell(r.p), p_cell(r.p_holm)])
     return Table(title, [h for h, _ in label_columns] + ["metric", "difference", "95% CI", "d_z",
                                                           "better/subjects", "p", "p (Holm)"], rows, note)
 
@@ -346,7 +357,8 @@ def tables(a: Analysis) -> list[Table]:
                 f"difference; 95% CI: t interval with the crossed subjects × training-runs variance; test: "
                 f"{TEST_TEXT[a.options.test]}. Multiplicity: Holm over {family}, separately for LV and MY; "
                 "tables are separate families and are not corrected against each other. d_z = difference / SD "
-                "of the subject-level differences. A row without a p-value says why it could not be tested.")
+                "of the subject-level differences (beyond ±100, where the subjects' differences are all but "
+                "equal, it is shown as > 100). A row without a p-value says why it could not be tested.")
 
     out = [_summary_table(a)]
     if len(a.noninferiority):

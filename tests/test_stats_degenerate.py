@@ -290,3 +290,11 @@ def test_a_budget_shown_enough_is_named_with_where_smaller_ones_stopped():
     assert "on 24 test subjects and 2 seed(s), fixed sequence from the largest n)." in sentences[0]
     assert sentences[0].endswith("Smaller budgets: LV not at n = 2 (difference -0.080, 90% CI -0.081 to -0.079, "
                                  "p = 1.000); MY not at n = 2 (difference -0.080, 90% CI -0.081 to -0.079, p = 1.000).")
+
+
+def test_a_huge_standardised_effect_is_capped_in_the_report():
+    """Found by the fuzz test in CI: two subjects whose differences agree to 2e-5 gave d_z = 10824."""
+    from reports.render import dz_cell
+
+    assert dz_cell(10824.06) == "> 100" and dz_cell(-250.0) == "< −100"
+    assert dz_cell(1.234) == "1.23" and dz_cell(float("nan")) == "n/a"
