@@ -205,3 +205,10 @@ def test_real_data_source_model_transfers_to_another_real_dataset(tmp_path, cach
     assert runs == ["base+ckpt-acdc"] * 3 + ["ed_es+ckpt-acdc"] * 3 + ["ed_es+random"] * 3
     report = (out / "report.md").read_text()
     assert "ed_es+ckpt-acdc" in report and "pre-trained on acdc" in report
+
+
+def test_pretraining_on_real_data_defaults_to_192_px(source_dir, tmp_path, cache):
+    out = tmp_path / "m.pt"
+    assert main(["pretrain", "--data", str(source_dir), "--out", str(out), "--steps", "1", "--val-subjects", "1",
+                 "--cache-dir", str(cache)]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["architecture"]["size"] == 192

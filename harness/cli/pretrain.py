@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 REAL_DATA_STEPS = 10000
+# real data default: at 128 px (the phantom's size) ACDC validation LV was 0.8496, 192 px gave 0.852 (same 8 subjects)
+REAL_DATA_SIZE = 192
 
 
 def execute(args: argparse.Namespace, console: Console) -> int:
@@ -54,6 +56,8 @@ def execute(args: argparse.Namespace, console: Console) -> int:
         args.pretrain_steps = args.steps
     elif args.data is not None:
         args.pretrain_steps = REAL_DATA_STEPS
+    if args.data is not None and args.size is None:
+        args.size = REAL_DATA_SIZE
     study_fields = {"data": args.data, "data_format": args.format, "labels": args.labels, "skip_bad": args.skip_bad}
     settings = settings_from(args, study_fields)
     pretrain = replace(settings.pretrain, seed=args.seed, loss=args.loss or "ce",
