@@ -37,7 +37,9 @@ def harness(out: Path, cache: Path, *extra: str, wait: bool = True, timeout: flo
 
 
 def results(out: Path) -> dict[str, str]:
-    return {p.parent.name: p.read_text() for p in sorted((out / "runs").glob("*/images.csv"))}
+    """images.csv of every run folder (not the temporary folder a killed worker may leave; see RunStore.sweep)."""
+    return {p.parent.name: p.read_text() for p in sorted((out / "runs").glob("*/images.csv"))
+            if not p.parent.name.startswith(".")}
 
 
 def check_complete(out: Path, reference: dict[str, str]) -> Counter:
