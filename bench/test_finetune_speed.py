@@ -3,8 +3,14 @@ precision, number of steps and device (the GPU where there is one, with the harn
 settings for both), all layers trainable in both (the harness's frozen-encoder stage is cheaper per step and
 would flatter it). The bare loop has its data on the device and no augmentation; the ratio shows what the
 harness's augmentation, batching, schedule and loss watch cost. Run: ``pytest bench --benchmark-only -s``;
-the ratio is printed and stored in extra_info."""
+the ratio is printed and stored in extra_info.
+
+Two models: the default (resnet18, 128 px, half decoder) and the paper-like one (resnet34, 256 px, smp's
+decoder). The paper-like one runs on a GPU, or on a CPU with ``BENCH_PAPER=1`` (minutes there).
+"""
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -13,70 +19,99 @@ import torch.nn.functional as F
 
 from harness import train
 from harness.data.phantom import phantom_dataset
+from harness.train.settings import SMP_DECODER_CHANNELS
 
 STEPS = 40
-SETTINGS = train.TrainSettings(steps_frozen=0, steps_unfrozen=STEPS)
+MODELS = {
+    "default": train.TrainSettings(steps_frozen=0, steps_unfrozen=STEPS),
+    "paper-like": train.TrainSettings(steps_frozen=0, steps_unfrozen=STEPS, encoder="resnet34", size=256,
+                                      decoder_channels=SMP_DECODER_CHANNELS),
+}
 DEVICE = train.device()
-PRECISION = train.resolve_precision(SETTINGS.precision, DEVICE)
-RESULTS: dict[str, float] = {}
+RESULTS: dict[tuple[str, str], float] = {}
+
+
+def _settings(name: str) -> train.TrainSettings:
+    if name == "paper-like" and DEVICE.type == "cpu" and not os.environ.get("BENCH_PAPER"):
+        pytest.skip("the paper-like model is measured on a GPU (BENCH_PAPER=1 runs it on the CPU: minutes)")
+    return MODELS[name]
 
 
 @pytest.fixture(scope="module")
-def target(tmp_path_factory):
-    data = phantom_dataset("target", 2, 0, SETTINGS.size, tmp_path_factory.mktemp("phantom"))
-    rows = data.index.index[data.index["phase"].notna()]
-    return data.images[rows], data.masks[rows]
+def phantom(tmp_path_factory):
+    cache = {}
+
+    def get(size: int):
+        if size not in cache:
+            data = phantom_dataset("target", 2, 0, size, tmp_path_factory.mktemp("phantom"))
+            rows = data.index.index[data.index["phase"].notna()]
+            cache[size] = data.images[rows], data.masks[rows]
+        return cache[size]
+
+    return get
 
 
-def _model() -> torch.nn.Module:
+def _model(settings: train.TrainSettings) -> torch.nn.Module:
     torch.manual_seed(0)
-    return train.build_model(SETTINGS.encoder).to(DEVICE, memory_format=torch.channels_last)
+    return train.build_model(settings.encoder, None, settings.decoder_channels).to(
+        DEVICE, memory_format=torch.channels_last)
 
 
-def _record(benchmark, name: str) -> None:
-    images_per_second = STEPS * SETTINGS.batch_size / benchmark.stats.stats.mean
-    RESULTS[name] = images_per_second
-    benchmark.extra_info.update({"images_per_second": round(images_per_second, 2), "precision": PRECISION,
+def _record(benchmark, model: str, loop: str, settings: train.TrainSettings) -> None:
+    images_per_second = STEPS * settings.batch_size / benchmark.stats.stats.mean
+    RESULTS[model, loop] = images_per_second
+    benchmark.extra_info.update({"images_per_second": round(images_per_second, 2),
+                                 "precision": train.resolve_precision(settings.precision, DEVICE),
                                  "device": torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu",
-                                 "threads": torch.get_num_threads(),
-                                 "encoder": SETTINGS.encoder, "size": SETTINGS.size, "batch": SETTINGS.batch_size})
+                                 "threads": torch.get_num_threads(), "encoder": settings.encoder,
+                                 "size": settings.size, "batch": settings.batch_size})
 
 
-def test_harness_fine_tune_loop(benchmark, target):
-    images, masks = target
-    benchmark.pedantic(lambda: train.fine_tune(_model(), images, masks, SETTINGS, 0, 1),
+@pytest.mark.parametrize("model", list(MODELS))
+def test_harness_fine_tune_loop(benchmark, phantom, model):
+    settings = _settings(model)
+    images, masks = phantom(settings.size)
+    benchmark.pedantic(lambda: train.fine_tune(_model(settings), images, masks, settings, 0, 1),
                        rounds=3, iterations=1, warmup_rounds=1)
-    _record(benchmark, "harness")
+    _record(benchmark, model, "harness", settings)
 
 
-def test_bare_smp_loop(benchmark, target):
-    images, masks = target
+@pytest.mark.parametrize("model", list(MODELS))
+def test_bare_smp_loop(benchmark, phantom, model):
+    settings = _settings(model)
+    images, masks = phantom(settings.size)
+    precision = train.resolve_precision(settings.precision, DEVICE)
     x_all = torch.from_numpy(images.astype(np.float32))[:, None].to(DEVICE)
     y_all = torch.from_numpy(train.to_classes(masks)).to(DEVICE)
 
     def loop():
-        model = _model()
-        model.train()
-        optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        net = _model(settings)
+        net.train()
+        optimiser = torch.optim.AdamW(net.parameters(), lr=1e-3)
         gen = torch.Generator(device=DEVICE).manual_seed(0)
         for _ in range(STEPS):
-            idx = torch.randint(0, len(x_all), (SETTINGS.batch_size,), generator=gen, device=DEVICE)
+            idx = torch.randint(0, len(x_all), (settings.batch_size,), generator=gen, device=DEVICE)
             x = x_all[idx].contiguous(memory_format=torch.channels_last)
-            with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=PRECISION == "bf16"):
-                loss = F.cross_entropy(model(x), y_all[idx])
+            with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = F.cross_entropy(net(x), y_all[idx])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
+        if DEVICE.type == "cuda":
+            torch.cuda.synchronize()
 
     benchmark.pedantic(loop, rounds=3, iterations=1, warmup_rounds=1)
-    _record(benchmark, "bare")
+    _record(benchmark, model, "bare", settings)
 
 
-def test_ratio(benchmark):
-    if set(RESULTS) != {"harness", "bare"}:
-        pytest.skip("needs both loops measured in this run")
-    ratio = RESULTS["harness"] / RESULTS["bare"]
-    benchmark.extra_info.update({"harness_over_bare": round(ratio, 3), **{k: round(v, 2) for k, v in RESULTS.items()}})
+@pytest.mark.parametrize("model", list(MODELS))
+def test_ratio(benchmark, model):
+    if (model, "harness") not in RESULTS or (model, "bare") not in RESULTS:
+        pytest.skip("needs both loops of this model measured in this run")
+    harness, bare = RESULTS[model, "harness"], RESULTS[model, "bare"]
+    benchmark.extra_info.update({"model": model, "harness_over_bare": round(harness / bare, 3),
+                                 "harness": round(harness, 2), "bare": round(bare, 2)})
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
-    print(f"\nfine-tune images/s: harness {RESULTS['harness']:.1f}, bare smp loop {RESULTS['bare']:.1f}, "
-          f"ratio {ratio:.2f}")
+    where = torch.cuda.get_device_name() if DEVICE.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    print(f"\n{model} fine-tune images/s on {where}: harness {harness:.1f}, bare smp loop {bare:.1f}, "
+          f"ratio {harness / bare:.2f}")

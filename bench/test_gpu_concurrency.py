@@ -1,15 +1,17 @@
 """Several fine-tunes at once on one GPU: aggregate images/s and SM utilisation at K = 1, 2, 4, 8, 16
-concurrent worker processes, for the default model and the paper-like one; and that a run's Dice does not
-change when it trains beside others. Skips without a GPU. Run on a GPU machine:
+concurrent worker processes, for the default model and the paper-like one; and that a fine-tune's result
+does not change when it trains beside others. Skips without a GPU. Run on a GPU machine:
 
     pytest bench/test_gpu_concurrency.py --benchmark-only -s
 
-Each worker is a spawned process with 1 CPU thread (as the local executor's workers), its data and
-augmentation on the GPU; a barrier starts them together and each reports its own steady-state rate.
+16 worker processes are spawned once per model (1 CPU thread each, as the local executor's workers; data
+and augmentation on the GPU). For each K a barrier starts the first K together; each trains the same
+fine-tune (its own seed) and reports its rate and a hash of its final weights. Worker 0 trains the same seed
+at every K, so its hash must be the same alone (K = 1) and beside 15 others (K = 16).
 """
 from __future__ import annotations
 
-import dataclasses
+import hashlib
 import multiprocessing
 import os
 import subprocess
@@ -30,31 +32,41 @@ KS = (1, 2, 4, 8, 16)
 STEPS, WARMUP = 60, 10
 
 
-def _worker(model: dict, barrier, results, seed: int) -> None:
+def _worker(model: dict, index: int, barrier, results) -> None:
     import numpy as np
 
     torch.set_num_threads(1)
     from harness import train
     from harness.train.settings import TrainSettings
 
-    settings = TrainSettings(encoder=model["encoder"], size=model["size"], decoder_channels=model["decoder"],
-                             steps_frozen=0, steps_unfrozen=WARMUP)
-    rng = np.random.default_rng(seed)
+    def settings(steps: int) -> TrainSettings:
+        return TrainSettings(encoder=model["encoder"], size=model["size"], decoder_channels=model["decoder"],
+                             steps_frozen=0, steps_unfrozen=steps)
+
+    rng = np.random.default_rng(index)
     images = rng.random((64, model["size"], model["size"])).astype(np.float16)
     masks = (rng.random((64, model["size"], model["size"])) * 3).astype(np.uint8)
-    net = train.build_model(settings.encoder, None, settings.decoder_channels, seed=seed)
-    train.fine_tune(net, images, masks, settings, seed, seed)  # warm-up: kernels, allocator
+    net = train.build_model(model["encoder"], None, model["decoder"], seed=index)
+    train.fine_tune(net, images, masks, settings(WARMUP), index, index)  # warm-up: kernels, allocator
     torch.cuda.synchronize()
+    for k in KS:
+        net = train.build_model(model["encoder"], None, model["decoder"], seed=index)
+        barrier.wait()
+        if index >= k:
+            continue
+        started = time.perf_counter()
+        train.fine_tune(net, images, masks, settings(STEPS), index, index)
+        torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+        digest = hashlib.sha256()
+        for value in net.state_dict().values():
+            digest.update(value.detach().float().cpu().numpy().tobytes())
+        results.put((k, index, STEPS * 8 / seconds, digest.hexdigest()[:12]))
     barrier.wait()
-    started = time.perf_counter()
-    timed = dataclasses.replace(settings, steps_unfrozen=STEPS)
-    train.fine_tune(net, images, masks, timed, seed, seed)
-    torch.cuda.synchronize()
-    results.put(STEPS * settings.batch_size / (time.perf_counter() - started))
 
 
 def _utilisation(stop: threading.Event, samples: list[float]) -> None:
-    while not stop.wait(0.5):
+    while not stop.wait(0.25):
         out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
                              capture_output=True, text=True)
         if out.returncode == 0 and out.stdout.strip():
@@ -64,26 +76,35 @@ def _utilisation(stop: threading.Event, samples: list[float]) -> None:
 @pytest.mark.parametrize("name", list(MODELS))
 def test_concurrent_fine_tunes(benchmark, name):
     spawn = multiprocessing.get_context("spawn")
-    rows = []
+    workers = max(KS)
+    barrier, results = spawn.Barrier(workers + 1), spawn.Queue()
+    processes = [spawn.Process(target=_worker, args=(MODELS[name], i, barrier, results)) for i in range(workers)]
+    for p in processes:
+        p.start()
+    rows, hashes = [], {}
     for k in KS:
-        barrier, results = spawn.Barrier(k), spawn.Queue()
-        processes = [spawn.Process(target=_worker, args=(MODELS[name], barrier, results, i)) for i in range(k)]
+        barrier.wait(timeout=900)
         stop, samples = threading.Event(), []
-        for p in processes:
-            p.start()
         watcher = threading.Thread(target=_utilisation, args=(stop, samples))
         watcher.start()
-        rates = [results.get(timeout=1800) for _ in processes]
+        reports = [results.get(timeout=900) for _ in range(k)]
         stop.set()
         watcher.join()
-        for p in processes:
-            p.join()
+        rates = [r[2] for r in reports]
+        hashes[k] = {r[1]: r[3] for r in reports}
         rows.append({"K": k, "aggregate_img_s": round(sum(rates), 1), "per_worker_img_s": round(sum(rates) / k, 1),
                      "sm_util_mean": round(sum(samples) / max(len(samples), 1), 1),
                      "sm_util_max": max(samples, default=0.0)})
         print(f"\n{torch.cuda.get_device_name()} | {name} | K={k}: {rows[-1]}", file=sys.stderr)
+    barrier.wait(timeout=900)
+    for p in processes:
+        p.join()
+    same = len({hashes[k][0] for k in KS}) == 1
+    print(f"\nworker 0's weights after the same fine-tune at K = {', '.join(map(str, KS))}: "
+          f"{'identical' if same else 'DIFFERENT: ' + str({k: hashes[k][0] for k in KS})}", file=sys.stderr)
     benchmark.extra_info.update({"gpu": torch.cuda.get_device_name(), "model": name, "sweep": rows,
                                  "speedup_best_over_k1": round(max(r["aggregate_img_s"] for r in rows)
                                                                / rows[0]["aggregate_img_s"], 2),
-                                 "cpus": os.cpu_count()})
+                                 "same_result_alone_and_beside_others": same, "cpus": os.cpu_count()})
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    assert same, "a fine-tune's result changed when it trained beside others"

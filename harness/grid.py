@@ -47,6 +47,7 @@ class StudySettings:
     data_seed: int = 0
     test_subjects: int = 8
     val_subjects: int = 2
+    test_stride: int = 1  # score every labelled test frame (1) or ED, ES and every k-th frame (evaluate.test_frames)
     split_seed: int = 0
     empty: str = "both-one"
     train: TrainSettings = TrainSettings()
@@ -136,7 +137,8 @@ def plan(settings: StudySettings, strategies: dict[str, SamplingStrategy], datas
         tuned = settings.tuned.get(config_key(strategy, init, n))
         train_settings = with_params(settings.train, tuned["params"]) if tuned else settings.train
         return {"fold": fold, "dataset": dataset.fingerprint, "split": splits[fold], "init": init,
-                "init_fingerprint": inits[init][1], "train": train_settings.to_dict()}
+                "init_fingerprint": inits[init][1], "train": train_settings.to_dict(),
+                "test_stride": settings.test_stride}
 
     specs = [RunSpec(strategy=BASE, n=0, seed=0, params={}, streams=stream_seeds(0), **common(f, name))
              for name, (init, _) in inits.items() if init.has_base for f in range(len(splits))]

@@ -182,7 +182,7 @@ class Study:
         command returns when its whole grid is finished, or when no live process holds what is left."""
         while todo:
             executor.run(context, todo, self.reporter, retry_failed)
-            if getattr(executor, "options", None) is not None and executor.options.detach:
+            if executor.detaches:
                 return
             left = [sp for sp in todo if self.store.state(sp, verify=False).state == "pending"]
             held = [sp for sp in left if (c := self.store.read_claim(sp.folder_name)) and not c["stale"]]

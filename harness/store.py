@@ -54,6 +54,7 @@ class RunSpec:
     init: str  # where fine-tuning starts: source, ckpt-<name>, imagenet or random (harness.inits)
     init_fingerprint: str  # identity of the initial weights (for a checkpoint: the hash of its tensors)
     train: dict[str, Any]
+    test_stride: int = 1  # test images scored: every labelled frame (1) or ED, ES and every k-th (evaluate.test_frames)
     version: str = field(default=__version__)
 
     def to_dict(self) -> dict[str, Any]:

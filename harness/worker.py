@@ -153,7 +153,7 @@ def execute(spec: RunSpec, context: RunContext, on_step: Callable[[], None] = la
     t1 = time.perf_counter()
     val_metrics = evaluate.image_metrics(val, train.predict(model, dataset.images[val.index], settings.precision),
                                          dataset.masks[val.index], empty)
-    test = dataset.rows_of(spec.split["test"])
+    test = evaluate.test_frames(dataset.rows_of(spec.split["test"]), spec.test_stride)
     images = evaluate.image_metrics(test, train.predict(model, dataset.images[test.index], settings.precision),
                                     dataset.masks[test.index], empty)
     volumes = voxel_ml(dataset.subjects_info, dataset.images.shape[-1])

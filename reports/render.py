@@ -461,9 +461,14 @@ def _study_lines(a: Analysis) -> list[str]:
         split_text = (f"Split by subject (split seed {s['split_seed']}): {len(split['pool'])} in the training pool, "
                       f"{len(split['validation'])} validation, {len(split['test'])} test "
                       f"({', '.join(split['test'])}); test and validation subjects never enter a training subset.")
+    stride = s.get("test_stride", 1)
+    scored = ("Test Dice over every labelled frame of each test subject." if stride == 1 else
+              f"Test Dice over ED, ES and every {_ordinal(stride)} frame of the cycle counted from ED of each test "
+              f"subject (about 1/{stride} of its frames, the whole cycle represented; the same images for every "
+              "run, so paired comparisons are unaffected).")
     return [
         data,
-        split_text,
+        split_text + " " + scored,
         f"Strategies: {', '.join(s['strategies'])}; n = {', '.join(map(str, s['ns']))} subjects; "
         f"{s['seeds']} seeds per configuration and fold (seeds {s['first_seed']}–{s['first_seed'] + s['seeds'] - 1}). "
         "At each seed the subjects drawn are the same for every strategy and nested across n.",
@@ -474,6 +479,10 @@ def _study_lines(a: Analysis) -> list[str]:
         *tuned_lines(s),
         f"Software: torch {torch_version}, Python {platform.python_version()}.",
     ]
+
+
+def _ordinal(k: int) -> str:
+    return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"
 
 
 INIT_TEXT = {"imagenet": "encoder from ImageNet, decoder and head random from each run's init seed (TL)",

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from harness.errors import UsageError
+from harness import evaluate
 from harness.evaluate import dice, image_metrics, subject_metrics
 
 
@@ -31,3 +32,15 @@ def test_image_and_subject_metrics():
     assert per_subject.loc[0, "dice_lv"] == pytest.approx((4 / 6 + 1) / 2)
     assert per_subject.loc[0, "dice3d_lv"] == pytest.approx(4 / 6)
     assert per_subject.loc[0, "images"] == 2
+
+
+def test_test_frames_keeps_ed_es_and_every_kth_frame_from_ed():
+    rows = pd.DataFrame({"subject": ["a"] * 10 + ["b"] * 7, "slice": 0,
+                         "frame": list(range(10)) + list(range(7)), "phase": None})
+    rows.loc[4, "phase"], rows.loc[8, "phase"] = "ED", "ES"  # subject a: ED frame 4, ES frame 8
+    assert evaluate.test_frames(rows, 1) is rows
+    kept = evaluate.test_frames(rows, 3)
+    assert kept[kept["subject"] == "a"]["frame"].tolist() == [1, 4, 7, 8]  # 4 - 3, ED, 4 + 3, ES
+    assert kept[kept["subject"] == "b"]["frame"].tolist() == [0, 3, 6]  # no ED known: counted from frame 0
+    with pytest.raises(UsageError, match="at least 1"):
+        evaluate.test_frames(rows, 0)

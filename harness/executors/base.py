@@ -15,6 +15,11 @@ class Executor:
 
     name = "executor"
 
+    @property
+    def detaches(self) -> bool:
+        """Whether ``run`` returns once the runs are handed over, before they finish."""
+        return False
+
     def run(self, context: RunContext, specs: list[RunSpec], reporter: Reporter, retry_failed: bool = False) -> None:
         raise NotImplementedError
 

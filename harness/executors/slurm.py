@@ -40,6 +40,10 @@ class SlurmExecutor(Executor):
         self.options = options
         self.jobs: list = []
 
+    @property
+    def detaches(self) -> bool:
+        return self.options.detach
+
     def describe(self) -> str:
         o = self.options
         where = f"partition {o.partition}" if o.partition else "the default partition"
