@@ -30,8 +30,8 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """
     log_p = F.log_softmax(logits.float(), dim=1)
     known = target != IGNORE
-    one_hot = F.one_hot(torch.where(known, target, 0), logits.shape[1]).permute(0, 3, 1, 2)
-    per_pixel = -(log_p * one_hot).sum(dim=1)
+    classes = torch.arange(logits.shape[1], device=logits.device).view(1, -1, 1, 1)
+    per_pixel = -torch.where(target.unsqueeze(1) == classes, log_p, 0.0).sum(dim=1)  # IGNORE matches no class
     return (per_pixel * known).sum() / known.sum().clamp(min=1)
 
 
@@ -199,8 +199,10 @@ def fine_tune(model: torch.nn.Module, images: np.ndarray, masks: np.ndarray, set
         stage = _Stage(model, stage_steps, lr, settings, frozen, number, dev)
         points = _check_points(stage_steps, settings.checks) if validate else set()
         model.train()
-        for i, batch in enumerate(_batches(len(images), settings.batch_size, stage_steps, order_rng), start=1):
-            index = torch.from_numpy(batch).to(dev, non_blocking=True)
+        # the stage's batches go to the device at once: no host-to-device copy per step
+        batches = torch.from_numpy(np.stack(list(_batches(len(images), settings.batch_size, stage_steps,
+                                                          order_rng)))).to(dev)
+        for i, index in enumerate(batches, start=1):
             x, y = augment(x_all[index].float()[:, None], y_all[index].long())
             x = x.contiguous(memory_format=memory)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
