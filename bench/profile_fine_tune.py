@@ -36,11 +36,12 @@ def main(name: str = "paper-like", steps: int = 20) -> None:
 
     def bare_loop():
         net = _model(settings)
-        optimiser = torch.optim.AdamW(net.parameters(), lr=1e-3)
+        optimiser = torch.optim.AdamW(net.parameters(), lr=1e-3, fused=DEVICE.type == "cuda" or None)
         gen = torch.Generator(device=DEVICE).manual_seed(0)
         for _ in range(steps):
             idx = torch.randint(0, len(x_all), (settings.batch_size,), generator=gen, device=DEVICE)
-            with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=DEVICE.type == "cuda"):
+            with torch.autocast(DEVICE.type, dtype=torch.bfloat16,
+                                enabled=train.resolve_precision(settings.precision, DEVICE) == "bf16"):
                 value = _deterministic_ce(net(x_all[idx].contiguous(memory_format=torch.channels_last)), y_all[idx])
             optimiser.zero_grad(set_to_none=True)
             value.backward()

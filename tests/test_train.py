@@ -88,17 +88,21 @@ def test_rv_becomes_background_for_training():
     assert train.to_classes(np.array([0, 1, 2, 3], np.uint8)).tolist() == [0, 1, 2, 0]
 
 
-def test_cross_entropy_equals_torch_and_leaves_uncontoured_pixels_out():
+@pytest.mark.parametrize("loss", [loop.cross_entropy, loop.summed_cross_entropy])
+def test_cross_entropy_equals_torch_and_leaves_uncontoured_pixels_out(loss):
+    """Both the CPU loss and the sums-only one CUDA runs (for determinism) equal torch's, value and gradient."""
     torch.manual_seed(0)
     logits = torch.randn(3, 3, 8, 8, requires_grad=True)
     target = torch.randint(0, 3, (3, 8, 8))
     target[0, :4] = train.IGNORE
-    ours = train.cross_entropy(logits, target)
+    ours = loss(logits, target)
     (grad,) = torch.autograd.grad(ours, logits)
     theirs = F.cross_entropy(logits, target, ignore_index=train.IGNORE)
     (expected,) = torch.autograd.grad(theirs, logits)
     assert ours.item() == pytest.approx(theirs.item(), rel=1e-6)
     assert torch.allclose(grad, expected, atol=1e-7) and (grad[0, :, :4] == 0).all()
+    nothing_known = torch.full_like(target, train.IGNORE)
+    assert loss(logits, nothing_known).item() == 0.0
 
 
 def test_soft_dice_loss_is_zero_for_a_perfect_prediction_and_ignores_uncontoured_pixels():

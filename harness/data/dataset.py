@@ -177,25 +177,41 @@ def order_base_to_apex(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarr
     return (images[::-1], labels[::-1], True) if flip else (images, labels, False)
 
 
-def prepare(name: str, stacks: Iterable[RawStack], size: int, key: str, hint_source: str = "metadata",
-            problems: tuple[str, ...] = ()) -> CineDataset:
+@dataclass(frozen=True)
+class PreparedStack:
+    """One subject at the training size: what ``prepare`` keeps of a RawStack."""
+
+    images: np.ndarray  # (slices x labelled frames, size, size) float16, normalised
+    masks: np.ndarray  # uint8
+    frames: pd.DataFrame  # index rows (phase not yet found)
+    info: dict
+    hint: tuple | None
+
+
+def prepare_stack(stack: RawStack, size: int) -> PreparedStack:
+    """Resize and normalise one subject and index its frames (top level: worker processes run it)."""
+    img, lab = to_training_size(stack.images.astype(np.float32), stack.labels, size)
+    info = {"subject": stack.subject, "slices": stack.images.shape[0], "frames": stack.n_frames,
+            "labelled_frames": len(stack.frame_numbers), "spacing_mm": round(stack.spacing_mm, 3),
+            "slice_thickness_mm": stack.slice_thickness_mm, "slice_spacing_mm": stack.slice_spacing_mm,
+            "side_px": max(stack.images.shape[-2:]), "field_strength_t": stack.field_strength_t}
+    return PreparedStack(normalise(img).reshape(-1, size, size).astype(np.float16),
+                         lab.reshape(-1, size, size).astype(np.uint8),
+                         index_stack(stack.subject, stack.labels, stack.spacing_mm, stack.frame_numbers,
+                                     stack.n_frames), info, stack.phase_hint)
+
+
+def prepare(name: str, stacks: Iterable[RawStack | PreparedStack], size: int, key: str,
+            hint_source: str = "metadata", problems: tuple[str, ...] = ()) -> CineDataset:
     """Stacks -> one CineDataset at the training size, with ED/ES found per subject. ``stacks`` may be a
-    generator: each is resized as it comes, so only one subject is held at its original size."""
-    images, masks, frames, info, hints = [], [], [], [], {}
-    for stack in stacks:
-        img, lab = to_training_size(stack.images.astype(np.float32), stack.labels, size)
-        images.append(normalise(img).reshape(-1, size, size).astype(np.float16))
-        masks.append(lab.reshape(-1, size, size).astype(np.uint8))
-        frames.append(index_stack(stack.subject, stack.labels, stack.spacing_mm, stack.frame_numbers, stack.n_frames))
-        info.append({"subject": stack.subject, "slices": stack.images.shape[0], "frames": stack.n_frames,
-                     "labelled_frames": len(stack.frame_numbers), "spacing_mm": round(stack.spacing_mm, 3),
-                     "slice_thickness_mm": stack.slice_thickness_mm, "slice_spacing_mm": stack.slice_spacing_mm,
-                     "side_px": max(stack.images.shape[-2:]), "field_strength_t": stack.field_strength_t})
-        if stack.phase_hint:
-            hints[stack.subject] = stack.phase_hint
-    phases = find_phases(pd.concat(frames, ignore_index=True), hints, hint_source)
-    subjects = pd.DataFrame(info).merge(phases.phases, on="subject")
-    return CineDataset(name, phases.index, np.concatenate(images), np.concatenate(masks), key, subjects, problems)
+    generator: each is resized as it comes, so only one subject is held at its original size; stacks
+    prepared elsewhere (``prepare_stack`` in worker processes) are taken as they are."""
+    done = [stack if isinstance(stack, PreparedStack) else prepare_stack(stack, size) for stack in stacks]
+    hints = {d.info["subject"]: d.hint for d in done if d.hint}
+    phases = find_phases(pd.concat([d.frames for d in done], ignore_index=True), hints, hint_source)
+    subjects = pd.DataFrame([d.info for d in done]).merge(phases.phases, on="subject")
+    return CineDataset(name, phases.index, np.concatenate([d.images for d in done]),
+                       np.concatenate([d.masks for d in done]), key, subjects, problems)
 
 
 def voxel_ml(info: pd.DataFrame | None, size: int) -> dict[str, float]:

@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from harness.data.dataset import CineDataset, RawStack, fingerprint, is_cached, load, prepare, save
+from harness.data.dataset import (CineDataset, PreparedStack, RawStack, fingerprint, is_cached, load, prepare,
+                                  prepare_stack, save)
 from harness.errors import UsageError
 
 LABEL_LV, LABEL_MY, LABEL_RV = 1, 2, 3
@@ -280,17 +281,19 @@ def phantom_dataset(domain: str, n_subjects: int, seed: int, size: int,
     if path is not None and is_cached(path):
         return load(path)
 
-    def stacks() -> Iterator[RawStack]:
+    def stacks() -> Iterator[RawStack | PreparedStack]:
         workers = min(n_subjects, os.cpu_count() or 1)
         if workers <= 1:
-            made: Iterator[RawStack] = map(subject_stack, [seed] * n_subjects, [domain] * n_subjects,
+            made: Iterator[RawStack | PreparedStack] = map(subject_stack, [seed] * n_subjects, [domain] * n_subjects,
                                            range(n_subjects))
             yield from _counted(made, n_subjects, on_subject)
             return
-        # subjects are independent (each has its own generator): render them on every core, in order
+        # subjects are independent (each has its own generator): render and resize them on every core, in
+        # order; only the training-size arrays come back
         spawn = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=spawn) as pool:
-            made = pool.map(subject_stack, [seed] * n_subjects, [domain] * n_subjects, range(n_subjects))
+            made = pool.map(prepared_subject, [seed] * n_subjects, [domain] * n_subjects, range(n_subjects),
+                            [size] * n_subjects)
             yield from _counted(made, n_subjects, on_subject)
 
     dataset = prepare(f"phantom-{domain}", stacks(), size, key)
@@ -307,8 +310,13 @@ def subject_stack(seed: int, domain: str, number: int) -> RawStack:
                     n_frames, None, FIELD_STRENGTH[domain], SLICE_THICKNESS_MM, SLICE_THICKNESS_MM)
 
 
-def _counted(stacks: Iterator[RawStack], total: int,
-             on_subject: Callable[[int, int], None] | None) -> Iterator[RawStack]:
+def prepared_subject(seed: int, domain: str, number: int, size: int) -> PreparedStack:
+    """One subject rendered and brought to the training size (top level, for worker processes)."""
+    return prepare_stack(subject_stack(seed, domain, number), size)
+
+
+def _counted(stacks: Iterator, total: int,
+             on_subject: Callable[[int, int], None] | None) -> Iterator:
     for number, stack in enumerate(stacks, start=1):
         yield stack
         if on_subject:

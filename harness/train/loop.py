@@ -22,12 +22,17 @@ IGNORE = -100  # cross-entropy's ignore_index: pixels whose class was never cont
 
 
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over the pixels whose class is known (``IGNORE`` left out), in float32.
+    """Mean cross-entropy over the pixels whose class is known (``IGNORE`` left out; 0 when none is), in
+    float32: ``F.cross_entropy`` on a CPU, ``summed_cross_entropy`` on CUDA, whose ``nll_loss2d`` kernel has
+    no deterministic implementation (a recorded seed would otherwise not reproduce a GPU run exactly)."""
+    if logits.device.type == "cuda":
+        return summed_cross_entropy(logits, target)
+    known = (target != IGNORE).sum().clamp(min=1)
+    return F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="sum") / known
 
-    The same value as ``F.cross_entropy(logits, target, ignore_index=IGNORE)``, built from element-wise
-    operations and sums only: CUDA's ``nll_loss2d`` kernel has no deterministic implementation, so a
-    recorded seed would otherwise not reproduce a GPU run exactly.
-    """
+
+def summed_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The same value from element-wise operations and sums only (deterministic on every device)."""
     log_p = F.log_softmax(logits.float(), dim=1)
     known = target != IGNORE
     classes = torch.arange(logits.shape[1], device=logits.device).view(1, -1, 1, 1)
@@ -123,7 +128,10 @@ class _Stage:
     def __init__(self, model: torch.nn.Module, steps: int, lr: float, settings: TrainSettings, frozen: bool,
                  number: int, dev: torch.device):
         self.params = _set_stage(model, frozen)
-        self.optimiser = torch.optim.AdamW(self.params, lr=lr, weight_decay=settings.weight_decay)
+        # on a GPU one fused kernel updates every parameter (element-wise, so deterministic); the CPU keeps
+        # the default implementation (its results are those of earlier versions)
+        self.optimiser = torch.optim.AdamW(self.params, lr=lr, weight_decay=settings.weight_decay,
+                                           fused=dev.type == "cuda" or None)
         self.schedule = torch.optim.lr_scheduler.OneCycleLR(self.optimiser, max_lr=lr, total_steps=steps)
         self.lr, self.number = lr, number
         self.pending: list[torch.Tensor] = []
