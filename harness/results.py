@@ -26,9 +26,27 @@ class ResultTable:
     description: dict
 
 
+TABLE_SUFFIXES = (".csv", ".tsv", ".tab")
+
+
+def expand(paths: list[Path]) -> list[Path]:
+    """Files as given; a folder stands for every CSV/TSV file directly inside it (sorted by name)."""
+    out = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            tables = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES)
+            if not tables:
+                raise UsageError(f"folder '{path}' holds no .csv, .tsv or .tab files; give the result files or "
+                                 "a folder of them")
+            out.extend(tables)
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise UsageError(f"results file '{path}' does not exist")
+    return out
+
+
 def _read(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise UsageError(f"results file '{path}' does not exist")
     sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
     try:
         return pd.read_csv(path, sep=sep)
@@ -60,7 +78,8 @@ def read_results(paths: list[Path], subset: str | None = "test", method_column: 
     """Read and join result files; `subset` keeps rows of that `set` where a `set` column exists; the
     method named `base` is the source-only model and is renamed to `base`."""
     frames, kept_set, counts_all, subject_from, method_from = [], None, True, None, None
-    for path in map(Path, paths):
+    files = expand(paths)
+    for path in files:
         table = _read(path)
         if "set" in table and subset:
             if subset not in set(table["set"]):
@@ -105,6 +124,6 @@ def read_results(paths: list[Path], subset: str | None = "test", method_column: 
     if duplicated.any():
         row = images.loc[duplicated, key].iloc[0].to_dict()
         raise DataError(f"the same image appears twice for one method and run: {row}; one row per image expected")
-    return ResultTable(images, {"kind": "table", "files": [Path(p).name for p in paths], "rows": len(images),
+    return ResultTable(images, {"kind": "table", "files": [p.name for p in files], "rows": len(images),
                                 "set": kept_set, "subject_from": subject_from, "method_column": method_from,
                                 "counts": counts_all})

@@ -62,7 +62,10 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        fields = self.to_dict()
+        if fields["test_stride"] == 1:  # added in 0.5; specs written before it (stride 1) keep their ids
+            del fields["test_stride"]
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
     @property

@@ -114,6 +114,23 @@ def validation_score(dataset: CineDataset, rows: pd.DataFrame, settings: TrainSe
     return score
 
 
+def software_versions() -> dict[str, str]:
+    """What computed a run, recorded with it (the report's methods cite these, not the report's own)."""
+    import platform
+
+    import segmentation_models_pytorch
+    import torch
+
+    from harness import __version__
+
+    versions = {"cine-harness": __version__, "torch": torch.__version__,
+                "segmentation-models-pytorch": segmentation_models_pytorch.__version__, "numpy": np.__version__,
+                "python": platform.python_version()}
+    if torch.cuda.is_available():
+        versions.update(cuda=str(torch.version.cuda), gpu=torch.cuda.get_device_name())
+    return versions
+
+
 def set_threads(threads: int) -> None:
     """The one place a run's CPU thread count is set (it is part of the run's settings, see TrainSettings)."""
     import torch
@@ -134,7 +151,8 @@ def execute(spec: RunSpec, context: RunContext, on_step: Callable[[], None] = la
     empty = context.settings.empty
     model = initial_model(spec, settings, context)
     status: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid(), "threads": settings.threads,
-                              "devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "device": str(train.device())}
+                              "devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "device": str(train.device()),
+                              "software": software_versions()}
     val = dataset.rows_of(spec.split["validation"])
     val = val[val["phase"].notna()]
     if spec.strategy == BASE:

@@ -121,6 +121,37 @@ def _strategy_sentence(row, part: pd.DataFrame, a) -> str:
             f"{margin:g}: {outcomes}.{caveat}")
 
 
+def replication_probability(p: float, alpha: float) -> float:
+    """The probability that an exact replication of a one-sided test with p-value ``p`` lands on the same
+    side of ``alpha`` (Goodman 1992, flat prior: the replicate's z is normal around the observed z with
+    variance 2). 0.5 at p = alpha; it reaches 0.9 only when p is far from alpha."""
+    from scipy.stats import norm
+
+    z, z_alpha = norm.isf(min(max(p, 1e-12), 1 - 1e-12)), norm.isf(alpha)
+    return float(norm.cdf(abs(z - z_alpha) / np.sqrt(2)))
+
+
+def _stability(row, part: pd.DataFrame, a) -> str:
+    """How likely a replication (new seeds, another machine, more of the same subjects) repeats the verdict
+    the strategy sentence gave, metric by metric at the budget it named or where it stopped."""
+    if row.n_enough is not None and row.n_enough == row.n_enough:
+        rows = part[(part["n"] == int(row.n_enough)) & part["tested"]]
+    else:  # where each metric's sequence stopped
+        stops = [next((r for r in part[part["metric"] == m].sort_values("n", ascending=False).itertuples()
+                       if not r.non_inferior and r.tested), None) for m in stats.METRICS]
+        rows = pd.DataFrame([r._asdict() for r in stops if r is not None])
+    rows = rows[rows["p"].notna()] if len(rows) else rows
+    if not len(rows):
+        return ""
+    probs = [(METRIC_NAMES[r.metric], r.n, replication_probability(r.p, r.alpha)) for r in rows.itertuples()]
+    each = "; ".join(f"{name}{_at(n)} {prob:.2f}" for name, n, prob in probs)
+    shaky = [name for name, _, prob in probs if prob < 0.8]
+    tail = (f" {' and '.join(shaky)} {'is' if len(shaky) == 1 else 'are'} close to α: expect this verdict to change "
+            "between seeds and machines (CPU kernels and bf16 differ between processors)." if shaky else "")
+    return (f"How stable: an exact replication would repeat this verdict with probability {each} (Goodman's "
+            f"replication probability from the one-sided p, flat prior).{tail}")
+
+
 def _too_few(a) -> str:
     k = a.test_subjects
     return (f"**No guideline from this study**: it has {k} test subject(s), and at least {MIN_SUBJECTS} are needed "
@@ -263,6 +294,9 @@ def guideline(a) -> list[str]:
         for row in a.enough.itertuples():
             part = a.noninferiority[a.noninferiority["strategy"] == row.strategy]
             sentences.append(_strategy_sentence(row, part, a))
+            stability = _stability(row, part, a)
+            if stability:
+                sentences.append(stability)
     if len(a.versus_base):
         sentences += _versus_base(a, descriptive=tiny)
     if not tiny:

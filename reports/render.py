@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import platform
 from dataclasses import dataclass
 from importlib import metadata
@@ -82,8 +83,12 @@ class Analysis:
     image_level: pd.DataFrame
     image_means: pd.DataFrame  # per strategy x n: mean over all test images (descriptive)
     failed: list[tuple[str, str]]
+    cautions: list[str]  # strategies that trained on the same images (identical_selections)
     test_subjects: int
     seeds: int
+    runs: pd.DataFrame  # every run of a study: state, where, how long, labelled images, Dice (run_table)
+    images: pd.DataFrame  # per test image and run: identity, Dice (tables/images.csv)
+    subjects: pd.DataFrame  # per test subject and run: mean image Dice, 3D Dice, volumes (tables/subjects.csv)
 
 
 def analyse(study_dir: Path, options: Options | None = None) -> Analysis:
@@ -97,11 +102,82 @@ def analyse(study_dir: Path, options: Options | None = None) -> Analysis:
     images = pd.concat([store.images(spec, method_label(spec.strategy, spec.init, inits)) for spec in specs],
                        ignore_index=True)
     options = dataclasses.replace(options or Options(), empty=settings["empty"])
-    return analyse_images(images, settings, options, failed)
+    return analyse_images(images, settings, options, failed, identical_selections(store, specs, inits),
+                          run_table(store))
+
+
+RUN_COLUMNS = ["run", "strategy", "init", "n", "seed", "fold", "state", "host", "device", "seconds",
+               "labelled_images", "dice_lv", "dice_my", "reason", "software"]
+
+
+def run_table(store: RunStore) -> pd.DataFrame:
+    """One row per run of the study (study.json's list): its state, where and how long it ran, what it
+    trained on, its mean subject Dice, a failure's reason and the software that computed it."""
+    rows = []
+    for name in store.read_study()["runs"]:
+        folder = store.folder(name)
+        state = store.state(name)
+        status, spec = {}, {}
+        for file, target in (("status.json", status), ("spec.json", spec)):
+            try:
+                target.update(json.loads((folder / file).read_text()))
+            except (OSError, ValueError):
+                pass
+        dice = {}
+        if state.state == "done":
+            subjects = pd.read_csv(folder / "subjects.csv")
+            dice = {m: float(subjects[m].mean()) for m in stats.METRICS if m in subjects}
+        seconds = sum(status.get(k) or 0.0 for k in ("train_seconds", "evaluate_seconds")) or None
+        software = status.get("software") or {}
+        rows.append({
+            "run": name, **{k: spec.get(k) for k in ("strategy", "init", "n", "seed", "fold")},
+            "state": state.state, "host": status.get("host"), "device": status.get("device"),
+            "seconds": seconds, "labelled_images": status.get("labelled_images"), **dice,
+            "reason": state.reason.strip().splitlines()[-1] if state.reason.strip() else "",
+            "software": ", ".join(f"{k} {v}" for k, v in software.items())})
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def identical_selections(store: RunStore, specs: list, inits: list[str]) -> list[str]:
+    """Sentences for strategies that selected the same training images in every run they share (same init,
+    n, seed and fold): on such data they are one strategy, and a comparison of them measures nothing. On ACDC,
+    where only ED and ES are labelled, ed_es, subject_random and slice_stratified are such a group."""
+    chosen: dict[tuple, dict[str, frozenset]] = {}
+    for spec in specs:
+        if stats.is_base(spec.strategy):
+            continue
+        rows = pd.read_csv(store.folder(spec) / "selection.csv", dtype=str)
+        key = (spec.init, spec.n, spec.seed, spec.fold)
+        label = method_label(spec.strategy, spec.init, inits)
+        chosen.setdefault(key, {})[label] = frozenset(zip(rows["subject"], rows["slice"], rows["frame"]))
+    labels = sorted({label for runs in chosen.values() for label in runs})
+    same_everywhere: dict[str, set[str]] = {label: {label} for label in labels}
+    shared_runs: dict[tuple[str, str], int] = {}
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            both = [runs for runs in chosen.values() if a in runs and b in runs]
+            if both and all(runs[a] == runs[b] for runs in both):
+                same_everywhere[a].add(b)
+                same_everywhere[b].add(a)
+                shared_runs[a, b] = len(both)
+    out, seen = [], set()
+    for label in labels:
+        group = sorted(same_everywhere[label])
+        if len(group) < 2 or label in seen:
+            continue
+        seen.update(group)
+        runs = min(shared_runs.get((a, b), 0) for i, a in enumerate(group) for b in group[i + 1:])
+        names = ", ".join(group[:-1]) + " and " + group[-1]
+        out.append(f"{names} selected exactly the same training images in all {runs} runs they share: on this "
+                   "dataset they are one strategy (as where only ED and ES are labelled), so they trained "
+                   "identically and their differences are zero by construction; read their rows as one result, "
+                   "not as evidence that they perform alike.")
+    return out
 
 
 def analyse_images(images: pd.DataFrame, settings: dict, options: Options,
-                   failed: list[tuple[str, str]] | None = None) -> Analysis:
+                   failed: list[tuple[str, str]] | None = None, cautions: list[str] | None = None,
+                   runs: pd.DataFrame | None = None) -> Analysis:
     """Every statistic of the report, from a per-image table (strategy, n, seed, fold, subject, counts or Dice)."""
     scored = stats.with_dice(images, options.empty)
     scores = stats.subject_scores(images, options.empty)
@@ -150,8 +226,9 @@ def analyse_images(images: pd.DataFrame, settings: dict, options: Options,
         versus_base=joined["base"], noninferiority=ni, enough=stats.enough(ni) if len(ni) else pd.DataFrame(),
         curves=joined["curves"], mixed=mixed, planning=joined["planning"], image_level=joined["image"],
         image_means=scored.groupby(["strategy", "n"])[list(stats.METRICS)].agg(["mean", "count"]),
-        failed=failed or [], test_subjects=int(scores["subject"].nunique()),
-        seeds=int(fine["seed"].nunique()) if len(fine) else 0)
+        failed=failed or [], cautions=cautions or [], test_subjects=int(scores["subject"].nunique()),
+        seeds=int(fine["seed"].nunique()) if len(fine) else 0, images=scored, subjects=scores,
+        runs=runs if runs is not None else pd.DataFrame(columns=RUN_COLUMNS))
 
 
 def raise_no_runs(study_dir: Path, failed: list[tuple[str, str]]) -> None:
@@ -351,6 +428,20 @@ def _mean_range(values: pd.Series) -> str:
     return f"mean {values.mean():.0f} (range {values.min():.0f} to {values.max():.0f})"
 
 
+def _run_rows_table(a: Analysis) -> Table:
+    def cell(value, spec: str = "") -> str:
+        return "–" if value is None or value != value or value == "" else format(value, spec)
+
+    rows = [[r.strategy, cell(r.init), cell(r.n), cell(r.seed), cell(r.fold), r.state, cell(r.host), cell(r.device),
+             cell(r.seconds, ".0f"), cell(r.labelled_images, ".0f"), cell(r.dice_lv, ".3f"), cell(r.dice_my, ".3f"),
+             cell(r.reason)] for r in a.runs.itertuples()]
+    return Table("Runs", ["strategy", "init", "n", "seed", "fold", "state", "host", "device", "seconds",
+                          "labelled images", "LV", "MY", "reason"], rows,
+                 "Every run of the study: where it ran, its wall time (fine-tuning and evaluation), the images it "
+                 "trained on and its mean subject Dice on its fold's test subjects; failed runs with their reason. "
+                 "Also in `tables/runs.csv`, with each run's folder and software versions.")
+
+
 def tables(a: Analysis) -> list[Table]:
     def paired_note(family: str) -> str:
         return ("Paired by test subject and seed; difference = mean over subjects of the seed-averaged paired "
@@ -389,6 +480,8 @@ def tables(a: Analysis) -> list[Table]:
     if len(a.image_level):
         out.append(_image_table(a))
     out.append(_image_means_table(a))
+    if len(a.runs):
+        out.append(_run_rows_table(a))
     return out
 
 
@@ -418,6 +511,8 @@ def settings_lines(a: Analysis) -> list[str]:
         f"{metadata.version('statsmodels')}.",
         f"Dice: per 2D image, classes LV blood pool and LV myocardium; empty-mask convention "
         f"`{a.options.empty}`: {EMPTY_TEXT[a.options.empty]}.",
+        "Files: every table of this report as CSV in `tables/`, with the Dice of every test image and run "
+        "(`tables/images.csv`) and of every test subject and run (`tables/subjects.csv`).",
     ]
     if a.settings.get("kind") == "table":
         s = a.settings
@@ -438,11 +533,15 @@ def _study_lines(a: Analysis) -> list[str]:
     s = a.settings
     t = s["train"]
     splits = s.get("splits") or [s["split"]]
-    try:
-        smp_version = metadata.version("segmentation-models-pytorch")
-        torch_version = metadata.version("torch")
-    except metadata.PackageNotFoundError:
-        smp_version = torch_version = "unknown"
+    recorded = a.runs["software"].replace("", np.nan).dropna().value_counts() if len(a.runs) else pd.Series()
+    if len(recorded):
+        software = "; ".join(f"{text} ({count} run{'s' if count > 1 else ''})" if len(recorded) > 1 else text
+                             for text, count in recorded.items())
+        software_line = f"Software, as recorded by the runs when they ran: {software}."
+    else:  # runs of versions before 0.5 did not record theirs
+        software_line = (f"Software (the runs recorded none; versions when this report was written): torch "
+                         f"{_installed('torch')}, segmentation-models-pytorch "
+                         f"{_installed('segmentation-models-pytorch')}, Python {platform.python_version()}.")
     if s.get("data"):
         data = (f"Data: {s.get('dataset_name', s['data'])}, {s.get('subjects_total', '?')} subjects, labelled "
                 f"frames only; label map {s.get('labels') or 'the layout default'}; prepared-data fingerprint "
@@ -473,12 +572,78 @@ def _study_lines(a: Analysis) -> list[str]:
         f"{s['seeds']} seeds per configuration and fold (seeds {s['first_seed']}–{s['first_seed'] + s['seeds'] - 1}). "
         "At each seed the subjects drawn are the same for every strategy and nested across n.",
         f"Model: U-Net ({t['encoder']} encoder, decoder widths {', '.join(map(str, t['decoder_channels']))}; "
-        f"segmentation-models-pytorch {smp_version}).",
+        "segmentation-models-pytorch).",
         *init_lines(s),
         fine_tuning_text(t),
         *tuned_lines(s),
-        f"Software: torch {torch_version}, Python {platform.python_version()}.",
+        software_line,
     ]
+
+
+def methods_paragraph(a: Analysis) -> str:
+    """The study's methods as one paragraph to paste into a paper: data, split, sampling, model, training,
+    evaluation and statistics, with the software the runs recorded."""
+    s, o = a.settings, a.options
+    statistics = (
+        f"The unit of analysis was the test subject (image Dice averaged within subject and run, then over seeds). "
+        f"Non-inferiority to {config_text(*a.reference) if a.reference else 'each strategy at its largest budget'} "
+        f"within a margin of {o.margin:g} Dice was tested one-sided at "
+        f"α = {o.alpha:g} in a fixed sequence from the largest budget down, with 90% confidence intervals; "
+        f"differences from the base model, between budgets and between strategies used the {TEST_TEXT[o.test]}, "
+        "with Holm's correction within each family; confidence intervals of mean Dice came from a hierarchical "
+        "bootstrap-t over folds, test subjects and seeds (2000 resamples).")
+    if s.get("kind") == "table":
+        return (f"Per-image segmentation results ({', '.join(s['files'])}; {s['rows']} images of "
+                f"{a.test_subjects} test subjects) were analysed with cine-harness {_installed('cine-harness')}. "
+                f"Dice was computed per 2D image for the LV blood pool and LV myocardium "
+                f"({EMPTY_TEXT[o.empty]}). " + statistics)
+    t = s["train"]
+    splits = s.get("splits") or [s["split"]]
+    data = (f"{s.get('dataset_name', s['data'])} ({s.get('subjects_total', '?')} subjects, labelled frames only)"
+            if s.get("data") else
+            f"the built-in synthetic cine phantom's 7T-like target domain ({s['target_subjects']} subjects)")
+    if len(splits) > 1:
+        split = (f"{len(splits)}-fold cross-validation over subjects (each subject tested once, "
+                 f"{len(splits[0]['test'])} per fold; {len(splits[0]['validation'])} validation subjects per fold "
+                 "from its training side)")
+    else:
+        split = (f"one split by subject ({len(splits[0]['pool'])} in the training pool, {len(splits[0]['validation'])} "
+                 f"validation, {len(splits[0]['test'])} test)")
+    models = s.get("init_models") or {"source": {"kind": "source"}}
+    origin = {"source": f"a model pre-trained on {s['source_subjects']} subjects of the phantom's 1.5T-like source "
+                        "domain", "imagenet": "an ImageNet encoder", "random": "random weights"}
+    inits = " and ".join(origin.get(models[name]["kind"], f"the checkpoint `{name}`")
+                         for name in (s.get("init_names") or list(models)))
+    steps = (f"{t['steps_frozen']} steps with the encoder frozen (BatchNorm trainable) and {t['steps_unfrozen']} "
+             f"with all layers, one-cycle learning rates to {t['lr_frozen']:g} and {t['lr_unfrozen']:g}"
+             if t.get("schedule", "fast") == "fast" else
+             f"the published two-stage schedule ({t['epochs']} epochs of the whole pool's size per stage, one-cycle "
+             f"to {t['lr_frozen']:g} and {t['lr_unfrozen']:g})")
+    stride = s.get("test_stride", 1)
+    scored = ("every labelled frame" if stride == 1 else
+              f"ED, ES and every {_ordinal(stride)} frame of the cycle from ED")
+    recorded = a.runs["software"].replace("", np.nan).dropna().unique() if len(a.runs) else []
+    software = (f" Software, as recorded by the runs: {'; '.join(recorded)}." if len(recorded) else "")
+    return (
+        f"We studied how many labelled subjects fine-tuning needs on {data}, dataset fingerprint "
+        f"`{s['dataset']}`, with {split}. For each fold and each of {s['seeds']} seeds, training subsets of "
+        f"n = {', '.join(map(str, s['ns']))} subjects were drawn from the fold's training pool (the same subjects "
+        f"for every strategy and initialisation, nested across n), and their images selected by the sampling "
+        f"strateg{'y' if len(s['strategies']) == 1 else 'ies'} {', '.join(s['strategies'])}. A U-Net "
+        f"(segmentation-models-pytorch, {t['encoder']} encoder) initialised from {inits} was fine-tuned for "
+        f"{steps}, AdamW (weight decay {t['weight_decay']:g}), batch {t['batch_size']}, cross-entropy, "
+        f"flip/rotation/zoom/intensity augmentation, {t['precision']} precision, at {t['size']} px; the "
+        f"{'last' if t.get('select', 'last') == 'last' else 'best-validation'} weights were kept. Dice was computed "
+        f"per 2D test image ({scored} of each test subject) for the LV blood pool and LV myocardium "
+        f"({EMPTY_TEXT[o.empty]}). " + statistics
+        + f" The study comprised {len(a.runs)} fine-tuning and base-model runs (cine-harness).{software}")
+
+
+def _installed(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _ordinal(k: int) -> str:
@@ -557,7 +722,7 @@ def tuned_lines(s: dict) -> list[str]:
 
 
 def caveats(a: Analysis) -> list[str]:
-    out = []
+    out = list(a.cautions)
     k = a.test_subjects
     if k < 6:
         out.append(
@@ -595,12 +760,17 @@ def write(a: Analysis, folder: Path, title: str) -> tuple[Path, Path]:
     tables_dir = folder / "tables"
     tables_dir.mkdir(exist_ok=True)
     a.image_means.to_csv(tables_dir / "image_means.csv")
+    a.images.to_csv(tables_dir / "images.csv", index=False)
+    a.subjects.to_csv(tables_dir / "subjects.csv", index=False)
+    if len(a.runs):
+        a.runs.to_csv(tables_dir / "runs.csv", index=False)
     for name in ("summary", "base", "extra", "noninferiority", "enough", "versus_base", "budgets", "strategies",
                  "friedman", "curves", "planning", "image_level"):
         getattr(a, name).to_csv(tables_dir / f"{name}.csv", index=False)
     env = jinja2.Environment(loader=jinja2.PackageLoader("reports", "templates"), autoescape=False,
                              trim_blocks=True, lstrip_blocks=True)
     context = {"guideline": guideline(a), "tables": tables(a), "settings": settings_lines(a),
+               "methods": methods_paragraph(a),
                "caveats": caveats(a), "failed": a.failed, "title": title,
                "data_warnings": a.settings.get("data_warnings", []),
                "figure_b64": base64.b64encode(png).decode() if png else None}

@@ -100,8 +100,34 @@ def test_study_writes_every_run_and_the_reports(tiny_study):
         selection = pd.read_csv(out / "runs" / name / "selection.csv")
         held_out = set(study["split"]["test"]) | set(study["split"]["validation"])
         assert not set(selection["subject"]) & held_out
+    # the phantom's test images: ED, ES and every 3rd frame from ED, the same for every run
+    assert study["test_stride"] == 3
+    for name in runs:
+        images = pd.read_csv(out / "runs" / name / "images.csv")
+        for _, subject in images.groupby("subject"):
+            ed = subject.loc[subject["phase"] == "ED", "frame"].iloc[0]
+            off_cycle = subject[subject["phase"].isna() & ((subject["frame"] - ed) % 3 != 0)]
+            assert len(off_cycle) == 0 and subject["phase"].notna().sum() >= 2
+    # every image's and every subject's Dice beside the report
+    per_image = pd.read_csv(out / "tables" / "images.csv")
+    assert len(per_image) == sum(len(pd.read_csv(out / "runs" / n / "images.csv")) for n in runs)
+    per_subject = pd.read_csv(out / "tables" / "subjects.csv")
+    assert len(per_subject) == len(runs) * len(study["split"]["test"])
+    assert {"strategy", "n", "seed", "fold", "subject", "dice_lv", "dice_my"} <= set(per_subject)
     md = (out / "report.md").read_text()
     assert "How much target data is enough" in md and "source-only base model" in md
+    assert "over ED, ES and every 3rd frame of the cycle" in md and "`tables/images.csv`" in md
+    # every run in the run table, with where it ran, its Dice and the software that computed it then
+    run_rows = pd.read_csv(out / "tables" / "runs.csv")
+    assert sorted(run_rows["run"]) == runs and (run_rows["state"] == "done").all()
+    assert run_rows["dice_lv"].between(0, 1).all() and (run_rows["seconds"] > 0).all()
+    assert run_rows["software"].str.startswith("cine-harness ").all() and "## Runs" in md
+    assert "Software, as recorded by the runs when they ran: cine-harness" in md
+    methods = md.split("## Methods (ready to paste)\n\n")[1].split("\n")[0]
+    assert methods.startswith("We studied how many labelled subjects fine-tuning needs on the built-in synthetic")
+    for part in ("n = 1, 2 subjects", "strategies ed_es, subject_random", "Holm's correction", "Software, as recorded by the runs: "
+                 "cine-harness", f"`{study['dataset']}`", "ED, ES and every 3rd frame"):
+        assert part in methods, part
     # 2 test subjects: no guideline, said first; the tables still show every configuration
     assert "**No guideline from this study**: it has 2 test subject(s)" in md and "| ed_es | 2 |" in md
     assert " nan " not in md and "| base | 1 |" not in md  # no empty strategy x n rows
@@ -199,3 +225,20 @@ def test_cross_validation_tests_every_subject_once_and_keeps_validation_on_the_t
         assert set(selection["subject"]) <= set(splits[spec["fold"]]["pool"])
     md = (out / "report.md").read_text()
     assert "Cross-validation over subjects, 3 folds" in md
+
+
+@pytest.mark.slow
+def test_quiet_logs_plain_lines_and_json_prints_the_verdicts(tiny_study, capsys):
+    """The same command again with --quiet --json: timestamped lines without live bars on stderr, and on
+    stdout one JSON object with the outcome, the report paths and every non-inferiority verdict."""
+    out, args, _ = tiny_study
+    capsys.readouterr()
+    assert main([*args, "--quiet", "--json"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["done"] == 0 and summary["already_finished"] == 9 and summary["failed"] == []
+    assert summary["report_md"] == str(out / "report.md")
+    verdicts = pd.read_csv(out / "tables" / "noninferiority.csv")
+    assert len(summary["noninferiority"]) == len(verdicts) > 0
+    assert {v["metric"] for v in summary["noninferiority"]} == {"dice_lv", "dice_my"}
+    assert "ETA" not in captured.err and "Mean subject Dice (95% CI)" in captured.err

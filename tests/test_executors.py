@@ -215,3 +215,14 @@ def test_a_full_disk_and_a_read_only_folder_stop_with_a_clear_error_and_keep_fin
     resumed = harness(out, cache)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     check_complete(out, reference)
+
+
+def test_mps_hint_only_when_workers_share_a_gpu_without_mps(tmp_path):
+    from harness.executors.local import mps_hint
+
+    assert mps_hint(8, 0, str(tmp_path)) is None  # no GPU
+    assert mps_hint(1, 1, str(tmp_path)) is None  # one worker per GPU: nothing to share
+    hint = mps_hint(8, 1, str(tmp_path))
+    assert hint and "8 workers share 1 GPU" in hint and "nvidia-cuda-mps-control -d" in hint
+    (tmp_path / "control").touch()  # the MPS daemon's control pipe: MPS is running
+    assert mps_hint(8, 1, str(tmp_path)) is None

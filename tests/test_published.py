@@ -80,3 +80,28 @@ def test_analyze_names_the_missing_columns(tmp_path):
     with pytest.raises(DataError, match="needs Dice columns dice_lv and dice_my, or confusion counts"):
         read_results([bad])
     assert main(["analyze", str(bad), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_analyze_reads_every_table_in_a_folder(tmp_path):
+    """A folder stands for the CSV/TSV files directly in it (the published tables' layout)."""
+    from harness.errors import UsageError
+
+    folder = tmp_path / "tables"
+    folder.mkdir()
+    rows = "".join(f"{s}_slice001_frame00{f},{m},{0.9 - f / 100},{0.8}\n" for s in (1, 2) for f in (1, 2)
+                   for m in ("a",))
+    (folder / "a.csv").write_text("image,method,dice_lv,dice_my\n" + rows)
+    (folder / "b.tsv").write_text("image\tmethod\tdice_lv\tdice_my\n" + rows.replace(",a,", ",b,").replace(",", "\t"))
+    (folder / "notes.txt").write_text("not a table")
+    table = read_results([folder])
+    assert sorted(table.images["strategy"].unique()) == ["a", "b"] and len(table.images) == 8
+    assert table.description["files"] == ["a.csv", "b.tsv"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UsageError, match="holds no .csv, .tsv or .tab files"):
+        read_results([empty])
+    with pytest.raises(UsageError, match="'.*missing' does not exist"):
+        read_results([tmp_path / "missing"])
+    assert main(["analyze", str(folder), "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "Per-image segmentation results (a.csv, b.tsv; 8 images of 2 test subjects)" in md

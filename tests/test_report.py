@@ -19,3 +19,41 @@ def test_guideline_says_which_metric_stopped_the_sequence_and_which_was_never_te
     few = next(s for s in sentences if s.startswith("**few**"))
     assert "LV was not shown non-inferior at n = 10 (difference -0.0" in few
     assert "MY was not shown non-inferior at n = 10 (difference -0.0" in few
+
+
+def test_strategies_that_select_the_same_images_are_named_as_one(tmp_path):
+    """On ACDC-like data (only ED/ES labelled) ed_es, subject_random and slice_stratified choose the same
+    images: the report must say so rather than compare them; a strategy that differs in one run is not named."""
+    from types import SimpleNamespace
+
+    from reports.render import identical_selections
+
+    def run(strategy, seed, frames, n=2):
+        folder = tmp_path / f"{strategy}-{seed}-{n}"
+        folder.mkdir()
+        (folder / "selection.csv").write_text("subject,slice,frame,phase\n" + "".join(
+            f"s{seed},{k},{f},ED\n" for k in range(2) for f in frames))
+        return SimpleNamespace(strategy=strategy, init="source", n=n, seed=seed, fold=0, folder=folder)
+
+    specs = [run("base", 0, []),
+             *(run(name, seed, (0, 9)) for name in ("ed_es", "subject_random", "slice_stratified") for seed in (0, 1)),
+             run("all_frames", 0, (0, 9)), run("all_frames", 1, (0, 5, 9))]  # differs at seed 1
+    store = SimpleNamespace(folder=lambda spec: spec.folder)
+    (sentence,) = identical_selections(store, specs, ["source"])
+    assert sentence.startswith("ed_es, slice_stratified and subject_random selected exactly the same training "
+                               "images in all 2 runs they share") and "all_frames" not in sentence
+    assert identical_selections(store, [s for s in specs if s.strategy in ("base", "ed_es", "all_frames")],
+                                ["source"]) == []
+
+
+def test_replication_probability_known_values():
+    """Goodman (1992): a result exactly at α replicates with probability 1/2; p = 0.001 one-sided against
+    α = 0.05 gives Φ((3.090 - 1.645) / √2) = 0.847; a 'not shown' at p = 0.9 repeats with 0.981."""
+    import pytest
+
+    from reports.guideline import replication_probability
+
+    assert replication_probability(0.05, 0.05) == pytest.approx(0.5)
+    assert replication_probability(0.001, 0.05) == pytest.approx(0.8466, abs=1e-3)
+    assert replication_probability(0.9, 0.05) == pytest.approx(0.9807, abs=1e-3)
+    assert 0.5 < replication_probability(1.0, 0.05) <= 1.0 and 0.5 < replication_probability(0.0, 0.05) <= 1.0

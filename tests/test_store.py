@@ -142,3 +142,14 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_spec_written_before_test_stride_keeps_its_run_id():
+    """Specs of 0.4 studies have no test_stride (they scored every frame): read back, their folder name must
+    be the one they were stored under, so `report` still finds their results; another stride is another run."""
+    import hashlib
+
+    old = {k: v for k, v in _spec().to_dict().items() if k != "test_stride"}
+    stored_id = hashlib.sha256(json.dumps(old, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:10]
+    assert RunSpec.from_dict(old).run_id == stored_id
+    assert RunSpec.from_dict({**old, "test_stride": 3}).run_id != stored_id

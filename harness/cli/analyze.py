@@ -14,7 +14,8 @@ HELP = "statistics and report on per-image results made elsewhere (CSV/TSV: Dice
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("files", nargs="+", type=Path, help="CSV/TSV files, one row per image (all are joined)")
+    p.add_argument("files", nargs="+", type=Path,
+                   help="CSV/TSV files, one row per image, or folders of them (all are joined)")
     p.add_argument("--out", type=Path, required=True, help="folder for report.md, report.html and tables/")
     p.add_argument("--set", default="test", help="keep rows whose `set` column has this value (default: test)")
     p.add_argument("--method-column", help="column naming the method (default: method, strategy or methodB)")

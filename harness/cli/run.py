@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from harness.cli.options import add_model_arguments, parse_ns, parse_params, par
 from harness.errors import UsageError
 from harness.inits import parse_inits
 from harness.train.settings import SCHEDULES
-from harness.cli.console import RichReporter
+from harness.cli.console import LogReporter, RichReporter, summary_table
 from harness.grid import StudySettings
 from harness.store import RunStore
 
@@ -70,6 +71,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="test images scored per subject: every labelled frame (1; the default on real data, as "
                         "published) or ED, ES and every K-th frame of the cycle from ED (default 3 on the phantom, "
                         "whose every frame is labelled: the whole cycle at a third of the cost)")
+    out = p.add_argument_group("output")
+    out.add_argument("--quiet", action="store_true",
+                     help="no live progress bars: plain, timestamped lines (for log files and SLURM output)")
+    out.add_argument("--json", action="store_true",
+                     help="print a machine-readable summary on stdout (runs, failures, report paths, every "
+                          "non-inferiority verdict); everything else goes to stderr")
     add_model_arguments(p)
     add_statistics_arguments(p)
     add_executor_arguments(p)
@@ -201,16 +208,20 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     executor = make_executor(args)
     store = RunStore(Path(args.out), args.stale_after)
     store.prepare()
-    study = Study(settings, store, RichReporter(console), Path(args.cache_dir) if args.cache_dir else None)
+    reporter = LogReporter(console) if args.quiet else RichReporter(console)
+    study = Study(settings, store, reporter, Path(args.cache_dir) if args.cache_dir else None)
     summary = study.run(executor, retry_failed=args.retry_failed)
     unfinished = summary["unfinished"]
     if args.detach and unfinished:
         console.print(f"{len(unfinished)} runs queued on SLURM. Follow them: python -m harness status {store.root}\n"
                       f"Report when they are done: python -m harness report {store.root}", highlight=False)
+        if args.json:
+            print(json.dumps(json_summary(store.root, summary, None, None)))
         return 0
     from reports.render import render
 
     md, html = render(store.root, options_from(args))
+    console.print(summary_table(store.root / "tables"))
     console.print(f"{summary['done']} runs done, {summary['skipped']} already finished, "
                   f"{len(summary['failed'])} failed, in {summary['seconds']:.0f} s")
     for failure in summary["failed"]:
@@ -222,4 +233,25 @@ def execute(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[yellow]{len(unfinished)} runs unfinished[/] (a worker stopped); the same command resumes "
                       "them", highlight=False)
     console.print(f"report: {md}\n        {html}")
+    if args.json:
+        print(json.dumps(json_summary(store.root, summary, md, html)))
     return 1 if summary["failed"] or summary["failed_before"] or unfinished else 0
+
+
+def json_summary(root: Path, summary: dict, md: Path | None, html: Path | None) -> dict[str, Any]:
+    """What `run --json` prints: the command's outcome and, once reported, every non-inferiority verdict."""
+    import pandas as pd
+
+    verdicts = []
+    table = root / "tables" / "noninferiority.csv"
+    if md is not None and table.exists() and table.stat().st_size > 1:
+        ni = pd.read_csv(table)
+        keep = ["strategy", "n", "reference", "metric", "margin", "difference", "ci_level", "ci_low", "ci_high",
+                "p", "subjects", "non_inferior", "reason"]
+        ni = ni[[c for c in keep if c in ni]].astype(object).where(ni.notna(), None)
+        verdicts = ni.to_dict("records")
+    return {"study": str(root), "done": summary["done"], "already_finished": summary["skipped"],
+            "failed": list(summary["failed"]), "failed_before": summary["failed_before"],
+            "unfinished": list(summary["unfinished"]), "seconds": summary["seconds"],
+            "report_md": str(md) if md else None, "report_html": str(html) if html else None,
+            "noninferiority": verdicts}

@@ -10,6 +10,8 @@ import multiprocessing
 import os
 import queue
 import socket
+import sys
+from pathlib import Path
 
 from harness.errors import StoreError, UsageError
 from harness.executors.base import Executor, watch
@@ -22,6 +24,19 @@ def default_workers() -> int:
     """One worker per CPU core this process may use (each run uses 1 thread by default), at most 8."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(cores, 8))
+
+
+def mps_hint(workers: int, gpus: int, pipe_dir: str | None = None) -> str | None:
+    """A line for when several workers will share a GPU without CUDA MPS: then the GPU runs one process's
+    kernels at a time: on an H200, 16 concurrent fine-tunes gave 3.2x one alone without MPS, 11.9x with it."""
+    if gpus < 1 or workers <= gpus:
+        return None
+    pipe = Path(pipe_dir or os.environ.get("CUDA_MPS_PIPE_DIRECTORY") or "/tmp/nvidia-mps")
+    if (pipe / "control").exists():
+        return None
+    return (f"{workers} workers share {gpus} GPU{'s' if gpus > 1 else ''} without CUDA MPS, so the GPU runs one "
+            "worker's kernels at a time; start MPS (`nvidia-cuda-mps-control -d`) before the study: 2-3x the "
+            "throughput, the same results")
 
 
 class LocalExecutor(Executor):
@@ -38,6 +53,12 @@ class LocalExecutor(Executor):
         return f"local, {self.workers} worker process{'es' if self.workers > 1 else ''}{on}"
 
     def run(self, context: RunContext, specs: list[RunSpec], reporter: Reporter, retry_failed: bool = False) -> None:
+        torch = sys.modules.get("torch")  # imported by now where a model was loaded; never imported here
+        gpus = len(set(self.devices)) if self.devices else (
+            torch.cuda.device_count() if torch is not None and torch.cuda.is_available() else 0)
+        hint = mps_hint(min(self.workers, len(specs)), gpus)
+        if hint:
+            reporter.say(hint)
         spawn = multiprocessing.get_context("spawn")
         errors = spawn.Queue()
         payload = [spec.to_dict() for spec in specs]
