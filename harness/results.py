@@ -107,7 +107,7 @@ def read_results(paths: list[Path], subset: str | None = "test", method_column: 
             subject_from = "column `subject`"
         table, has_counts = _counts(table, path)
         counts_all &= has_counts
-        frames.append(table)
+        frames.append(table.assign(_file=path.name))
     images = pd.concat(frames, ignore_index=True)
     images["strategy"] = images["strategy"].astype(str)
     if base is not None:
@@ -120,10 +120,15 @@ def read_results(paths: list[Path], subset: str | None = "test", method_column: 
     if not counts_all:
         images = images.drop(columns=[c for c in images if c.endswith(("_inter", "_pred", "_ref"))])
     key = [c for c in ("strategy", "n", "seed", "fold", "subject", "image", "slice", "frame") if c in images]
-    duplicated = images.duplicated(key)
+    duplicated = images.duplicated(key, keep=False)
     if duplicated.any():
-        row = images.loc[duplicated, key].iloc[0].to_dict()
-        raise DataError(f"the same image appears twice for one method and run: {row}; one row per image expected")
+        row = images.loc[duplicated, key].iloc[0]
+        sources = sorted(set(images.loc[duplicated & (images[key] == row).all(axis=1), "_file"]))
+        where = (f" (in {' and '.join(sources)}: tables of one method against different references or "
+                 "sets? analyse them separately)" if len(sources) > 1 else f" (in {sources[0]})")
+        raise DataError(f"the same image appears twice for one method and run: {row.to_dict()}{where}; one row "
+                        "per image expected")
+    images = images.drop(columns="_file")
     return ResultTable(images, {"kind": "table", "files": [p.name for p in files], "rows": len(images),
                                 "set": kept_set, "subject_from": subject_from, "method_column": method_from,
                                 "counts": counts_all})

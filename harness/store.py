@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -70,7 +71,10 @@ class RunSpec:
 
     @property
     def folder_name(self) -> str:
-        return f"{self.strategy}__{self.init}__n{self.n}__s{self.seed}__f{self.fold}__{self.run_id}"
+        # a plug-in may name its strategy anything; the folder keeps letters, digits and ._+- of it (the id
+        # keeps folders of two such names apart)
+        strategy = re.sub(r"[^A-Za-z0-9._+-]", "_", self.strategy)
+        return f"{strategy}__{self.init}__n{self.n}__s{self.seed}__f{self.fold}__{self.run_id}"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:

@@ -19,7 +19,7 @@ import pandas as pd
 from harness import stats
 from harness.errors import StoreError
 from harness.store import RunStore, finished_runs, method_label
-from reports.figures import learning_curves
+from reports.figures import learning_curves, subject_lines
 from reports.guideline import (METRIC_NAMES, ci_text, config_text, guideline, level_text, p_text, signed,
                                x_interval)
 EMPTY_TEXT = {
@@ -753,10 +753,18 @@ def render(study_dir: Path, options: Options | None = None) -> tuple[Path, Path]
 def write(a: Analysis, folder: Path, title: str) -> tuple[Path, Path]:
     """report.md, report.html and the tidy tables (csv) of an analysis, into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
-    figure = a.summary["n"].nunique() > 1
-    png = learning_curves(a.summary, a.base) if figure else None
-    if png:
-        (folder / "learning_curves.png").write_bytes(png)
+    figures = []  # (file, caption)
+    if a.summary["n"].nunique() > 1:
+        figures.append(("learning_curves.png", learning_curves(a.summary, a.base),
+                        "Mean Dice over test subjects against labelled subjects (log scale); bands: 95% hierarchical "
+                        "bootstrap CI; dashed: source-only base model."))
+    metrics = [m for m in stats.METRICS if m in a.subjects and a.subjects[m].notna().any()]
+    if len(a.subjects) and metrics:
+        figures.append(("subjects.png", subject_lines(a.subjects, metrics),
+                        "Each test subject's Dice (seeds averaged) at every strategy and budget, one line per "
+                        "subject: the paired differences the tests use; black diamonds: means over subjects."))
+    for name, png, _ in figures:
+        (folder / name).write_bytes(png)
     tables_dir = folder / "tables"
     tables_dir.mkdir(exist_ok=True)
     a.image_means.to_csv(tables_dir / "image_means.csv")
@@ -773,7 +781,8 @@ def write(a: Analysis, folder: Path, title: str) -> tuple[Path, Path]:
                "methods": methods_paragraph(a),
                "caveats": caveats(a), "failed": a.failed, "title": title,
                "data_warnings": a.settings.get("data_warnings", []),
-               "figure_b64": base64.b64encode(png).decode() if png else None}
+               "figures": [{"file": name, "b64": base64.b64encode(png).decode(), "caption": caption,
+                            "alt": name.removesuffix(".png").replace("_", " ")} for name, png, caption in figures]}
     md = folder / "report.md"
     html = folder / "report.html"
     md.write_text(env.get_template("report.md.j2").render(**context))
