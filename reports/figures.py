@@ -1,4 +1,4 @@
-"""The learning-curve figure: Dice against labelled subjects per strategy, with 95% CI bands."""
+"""The report's figures: learning curves (against subjects and labelled images) and per-subject lines."""
 from __future__ import annotations
 
 import io
@@ -6,37 +6,58 @@ import io
 import pandas as pd
 
 
-def learning_curves(summary: pd.DataFrame, base: pd.DataFrame) -> bytes:
-    """PNG bytes: one panel per metric; the source-only base model as a dashed line."""
+AXES = {"subjects": ("n", "labelled subjects (n)"), "images": ("labelled_images", "labelled images (annotation cost)")}
+
+
+def learning_curves(summary: pd.DataFrame, base: pd.DataFrame, curves: pd.DataFrame | None = None,
+                    reference_dice: dict[str, float] | None = None) -> bytes:
+    """PNG bytes: one column per metric, Dice against labelled subjects (top) and labelled images (bottom);
+    the source-only base model dashed; the fitted curve (where 4+ budgets identify it) with x* marked; an
+    optional reference Dice dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
+    from harness.stats.curves import CURVES
+
+    functions = {c.name: c.f for c in CURVES}
     metrics = list(dict.fromkeys(summary["metric"]))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.8), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
-        part = summary[summary["metric"] == metric]
-        for strategy, curve in part.groupby("strategy", sort=True):
-            curve = curve.sort_values("n")
-            line, = ax.plot(curve["n"], curve["mean"], marker="o", label=strategy)
-            ax.fill_between(curve["n"], curve["ci_low"], curve["ci_high"], color=line.get_color(), alpha=0.2)
-        base_row = base[base["metric"] == metric]
-        if len(base_row):
-            ax.axhline(float(base_row["mean"].iloc[0]), color="grey", linestyle="--", label="base (no fine-tuning)")
-        ax.set_xscale("log")
-        ticks = sorted(part["n"].unique())
-        ax.set_xticks(ticks, [str(t) for t in ticks])
-        ax.minorticks_off()
-        ax.set_xlabel("labelled subjects (n)")
-        ax.set_ylabel(f"{metric.replace('dice_', '').upper()} Dice (mean over test subjects)")
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return buffer.getvalue()
+    fig, axes = plt.subplots(2, len(metrics), figsize=(5.2 * len(metrics), 7.2), squeeze=False)
+    colours = {s: f"C{i}" for i, s in enumerate(sorted(summary["strategy"].unique()))}
+    for row, (axis, (column, label)) in enumerate(AXES.items()):
+        for ax, metric in zip(axes[row], metrics):
+            part = summary[summary["metric"] == metric]
+            for strategy, points in part.groupby("strategy", sort=True):
+                points = points.sort_values(column)
+                x = points[column].to_numpy(float)
+                colour = colours[strategy]
+                ax.plot(x, points["mean"], marker="o", color=colour, label=strategy)
+                ax.fill_between(x, points["ci_low"], points["ci_high"], color=colour, alpha=0.2)
+                fit = curves[(curves["strategy"] == strategy) & (curves["metric"] == metric)
+                             & (curves["axis"] == axis)] if curves is not None and len(curves) else pd.DataFrame()
+                if len(fit) and fit["curve"].notna().iloc[0] and fit["budgets"].iloc[0] >= 4:
+                    f = fit.iloc[0]
+                    grid = np.geomspace(x.min(), x.max() * 1.5, 100)
+                    ax.plot(grid, functions[f["curve"]](grid, f["a"], f["b"], f["c"]), color=colour, linewidth=0.8)
+                    if f["x_star"] == f["x_star"]:
+                        ax.axvline(f["x_star"], color=colour, linestyle=":", linewidth=1)
+                        ax.annotate(f"x* = {f['x_star']:.3g}", (f["x_star"], f["target"]), fontsize=7,
+                                    color=colour, xytext=(3, -10), textcoords="offset points")
+            base_row = base[base["metric"] == metric]
+            if len(base_row):
+                ax.axhline(float(base_row["mean"].iloc[0]), color="grey", linestyle="--", label="base (no fine-tuning)")
+            if reference_dice and metric in reference_dice:
+                ax.axhline(reference_dice[metric], color="black", linestyle=":", label="reference Dice")
+            ax.set_xscale("log")
+            ticks = sorted(part[column].dropna().round().unique())
+            ax.set_xticks(ticks, [f"{t:.0f}" for t in ticks])
+            ax.minorticks_off()
+            ax.set_xlabel(label)
+            ax.set_ylabel(f"{metric.replace('dice_', '').upper()} Dice (mean over test subjects)")
+            ax.grid(alpha=0.3)
+    return _png(fig, axes)
 
 
 def subject_lines(scores: pd.DataFrame, metrics: list[str]) -> bytes:
@@ -67,6 +88,13 @@ def subject_lines(scores: pd.DataFrame, metrics: list[str]) -> bytes:
         ax.set_xticks(range(len(labels)), labels, fontsize=7)
         ax.set_ylabel(f"{metric.replace('dice_', '').upper()} Dice per test subject")
         ax.grid(alpha=0.3, axis="y")
+    return _png(fig, axes)
+
+
+def _png(fig, axes) -> bytes:
+    """The figure as PNG bytes, legend in the first panel, closed after."""
+    import matplotlib.pyplot as plt
+
     axes[0][0].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     buffer = io.BytesIO()

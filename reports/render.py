@@ -53,6 +53,7 @@ class Options:
     test: str = "t"
     alpha: float = 0.05
     empty: str = "both-one"
+    reference_dice: dict[str, float] = dataclasses.field(default_factory=dict)  # metric -> a Dice to draw
 
 
 DEFAULT_MARGIN = 0.02
@@ -755,9 +756,13 @@ def write(a: Analysis, folder: Path, title: str) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     figures = []  # (file, caption)
     if a.summary["n"].nunique() > 1:
-        figures.append(("learning_curves.png", learning_curves(a.summary, a.base),
-                        "Mean Dice over test subjects against labelled subjects (log scale); bands: 95% hierarchical "
-                        "bootstrap CI; dashed: source-only base model."))
+        drawn = ", ".join(f"{k.replace('dice_', '').upper()} {v:g}" for k, v in a.options.reference_dice.items())
+        figures.append(("learning_curves.png", learning_curves(a.summary, a.base, a.curves, a.options.reference_dice),
+                        "Mean Dice over test subjects against labelled subjects (top) and labelled images, the "
+                        "annotation cost (bottom), log scales; bands: 95% hierarchical bootstrap CI; dashed: "
+                        "source-only base model; thin lines: the fitted learning curve where at least 4 budgets "
+                        "identify it, with x* (the budget reaching the reference − margin) marked where it is "
+                        "estimated" + (f"; dotted: the given reference Dice ({drawn})" if drawn else "") + "."))
     metrics = [m for m in stats.METRICS if m in a.subjects and a.subjects[m].notna().any()]
     if len(a.subjects) and metrics:
         figures.append(("subjects.png", subject_lines(a.subjects, metrics),

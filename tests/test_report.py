@@ -57,3 +57,16 @@ def test_replication_probability_known_values():
     assert replication_probability(0.001, 0.05) == pytest.approx(0.8466, abs=1e-3)
     assert replication_probability(0.9, 0.05) == pytest.approx(0.9807, abs=1e-3)
     assert 0.5 < replication_probability(1.0, 0.05) <= 1.0 and 0.5 < replication_probability(0.0, 0.05) <= 1.0
+
+
+def test_reference_dice_is_parsed_per_metric_and_bad_input_named():
+    import pytest
+
+    from harness.cli.report import parse_reference_dice
+    from harness.errors import UsageError
+
+    assert parse_reference_dice("LV=0.939,MY=0.813") == {"dice_lv": 0.939, "dice_my": 0.813}
+    assert parse_reference_dice(None) == {} and parse_reference_dice("my=0.8") == {"dice_my": 0.8}
+    for bad in ("RV=0.9", "LV=1.5", "LV=high", "LV"):
+        with pytest.raises(UsageError, match="give METRIC=DICE pairs"):
+            parse_reference_dice(bad)

@@ -17,6 +17,9 @@ def add_statistics_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference", metavar="STRATEGY[@N]",
                    help="what 'as good as' means (default: all_frames at its largest n; without all_frames, each "
                         "strategy's own largest n)")
+    p.add_argument("--reference-dice", metavar="LV=0.939,MY=0.813", default=None,
+                   help="a Dice to draw on the learning curves per metric, e.g. inter-observer agreement (the "
+                        "published 7T study's second expert: LV=0.939,MY=0.813)")
     p.add_argument("--test", default="t", choices=["t", "wilcoxon", "permutation"],
                    help="two-sided paired test over subjects (default t: adds the noise of training runs shared "
                         "by test subjects)")
@@ -28,7 +31,29 @@ def options_from(args: argparse.Namespace, empty: str = "both-one"):
 
     if not 0 < args.margin < 1:
         raise UsageError(f"--margin {args.margin:g} must be a Dice difference between 0 and 1, e.g. 0.02")
-    return Options(margin=args.margin, reference=args.reference, test=args.test, empty=empty)
+    return Options(margin=args.margin, reference=args.reference, test=args.test, empty=empty,
+                   reference_dice=parse_reference_dice(getattr(args, "reference_dice", None)))
+
+
+def parse_reference_dice(text: str | None) -> dict[str, float]:
+    """'LV=0.939,MY=0.813' -> {'dice_lv': 0.939, 'dice_my': 0.813}."""
+    from harness.errors import UsageError
+
+    out: dict[str, float] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        key, _, value = item.partition("=")
+        metric = {"lv": "dice_lv", "my": "dice_my"}.get(key.strip().lower())
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if metric is None or not 0 < number <= 1:
+            raise UsageError(f"--reference-dice '{text}': give METRIC=DICE pairs of LV and MY with Dice in (0, 1], "
+                             "e.g. LV=0.939,MY=0.813")
+        out[metric] = number
+    return out
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
