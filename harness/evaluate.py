@@ -73,3 +73,26 @@ def subject_metrics(images: pd.DataFrame, empty: str = "both-one") -> pd.DataFra
         out[f"dice3d_{name}"] = dice(sums[f"{name}_inter"], sums[f"{name}_pred"], sums[f"{name}_ref"], empty)
     out["images"] = grouped.size()
     return out.reset_index()
+
+
+def examples(images: pd.DataFrame, pixels: np.ndarray, pred: np.ndarray, ref: np.ndarray) -> dict[str, np.ndarray]:
+    """A few test images to show in the report: per test subject its mid-ventricular ED slice (the middle of
+    the ED slices with reference LV) at ED and ES, with image (8-bit), prediction and reference. ``images`` is
+    the per-image metrics table (rows in the order of ``pixels``, ``pred`` and ``ref``)."""
+    picked = []
+    for subject, rows in images.groupby("subject", sort=True):
+        ed = rows[(rows["phase"] == "ED") & (rows["lv_ref"] > 0)].sort_values("slice")
+        if not len(ed):
+            continue
+        middle = ed["slice"].iloc[len(ed) // 2]
+        for phase in ("ED", "ES"):
+            hit = rows[(rows["phase"] == phase) & (rows["slice"] == middle)]
+            if len(hit):
+                picked.append(hit.index[0])
+    if not picked:
+        return {}
+    chosen = images.loc[picked]
+    return {"subject": chosen["subject"].to_numpy(str), "phase": chosen["phase"].to_numpy(str),  # never pickled
+            "slice": chosen["slice"].to_numpy(), "frame": chosen["frame"].to_numpy(),
+            "image": np.round(np.clip(np.asarray(pixels[picked], np.float32), 0, 1) * 255).astype(np.uint8),
+            "pred": pred[picked].astype(np.uint8), "ref": np.where(ref[picked] <= 2, ref[picked], 0).astype(np.uint8)}

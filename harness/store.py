@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from harness import __version__
@@ -262,14 +263,20 @@ class RunStore:
             raise
 
     def save_run(self, spec: RunSpec, selection: pd.DataFrame, images: pd.DataFrame, subjects: pd.DataFrame,
-                 status: dict[str, Any]) -> None:
-        """Write a finished run: all files and their checksums into a temporary folder, then swap it in."""
+                 status: dict[str, Any], examples: dict[str, np.ndarray] | None = None) -> None:
+        """Write a finished run: all files and their checksums into a temporary folder, then swap it in.
+        ``examples`` (arrays of a few test images, see evaluate.examples) go to examples.npz."""
         def fill(tmp: Path) -> None:
             write_json(tmp / "spec.json", spec.to_dict())
             selection.to_csv(tmp / "selection.csv", index=False)
             images.to_csv(tmp / "images.csv", index=False)
             subjects.to_csv(tmp / "subjects.csv", index=False)
-            files = {name: _digest(tmp / name) for name in ("spec.json", "selection.csv", "images.csv", "subjects.csv")}
+            names = ["spec.json", "selection.csv", "images.csv", "subjects.csv"]
+            if examples:
+                with open(tmp / "examples.npz", "wb") as handle:
+                    np.savez_compressed(handle, **examples)
+                names.append("examples.npz")
+            files = {name: _digest(tmp / name) for name in names}
             write_json(tmp / "status.json", {"state": "done", **status, "files": files})
 
         self._guard(lambda: self._install(spec, fill), f"the results of run {spec.folder_name}")

@@ -172,8 +172,10 @@ def execute(spec: RunSpec, context: RunContext, on_step: Callable[[], None] = la
     val_metrics = evaluate.image_metrics(val, train.predict(model, dataset.images[val.index], settings.precision),
                                          dataset.masks[val.index], empty)
     test = evaluate.test_frames(dataset.rows_of(spec.split["test"]), spec.test_stride)
-    images = evaluate.image_metrics(test, train.predict(model, dataset.images[test.index], settings.precision),
-                                    dataset.masks[test.index], empty)
+    pixels, reference = dataset.images[test.index], dataset.masks[test.index]
+    predicted = train.predict(model, pixels, settings.precision)
+    images = evaluate.image_metrics(test, predicted, reference, empty)
+    shown = evaluate.examples(images, pixels, predicted, reference)  # the report's overlays
     volumes = voxel_ml(dataset.subjects_info, dataset.images.shape[-1])
     if volumes:  # EDV/ESV/EF need it; subjects of unknown spacing stay empty
         images["voxel_ml"] = images["subject"].map(volumes)
@@ -186,7 +188,7 @@ def execute(spec: RunSpec, context: RunContext, on_step: Callable[[], None] = la
         "evaluate_seconds": round(time.perf_counter() - t1, 2),
     })
     context.store().save_run(spec, selection[["subject", "slice", "frame", "phase"]], images,
-                             evaluate.subject_metrics(images, empty), status)
+                             evaluate.subject_metrics(images, empty), status, shown)
 
 
 def run_claimed(spec: RunSpec, context: RunContext, owner: str, on_step: Callable[[], None] = lambda: None,

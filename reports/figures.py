@@ -91,6 +91,49 @@ def subject_lines(scores: pd.DataFrame, metrics: list[str]) -> bytes:
     return _png(fig, axes)
 
 
+LV_COLOUR, MY_COLOUR = "#0077BB", "#EE7733"  # Paul Tol's colour-blind-safe blue and orange
+
+
+def overlays(examples: dict) -> bytes:
+    """PNG bytes: a row per shown subject (best, median, worst); per phase the base model (where there is one)
+    and the fine-tuned model, prediction filled, reference as contour lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+
+    rows = examples["rows"]
+    with_base = any(r["base"] for r in rows)
+    models = (["base", "tuned"] if with_base else ["tuned"])
+    columns = [(phase, model) for phase in ("ED", "ES") for model in models]
+    fig, axes = plt.subplots(len(rows), len(columns), figsize=(2.3 * len(columns), 2.5 * len(rows)), squeeze=False)
+    fill = ListedColormap([(0, 0, 0, 0), LV_COLOUR, MY_COLOUR])
+    for r, row in enumerate(rows):
+        for c, (phase, model) in enumerate(columns):
+            ax = axes[r][c]
+            ax.set_axis_off()
+            shown = (row[model] or {}).get(phase)
+            if shown is None:
+                ax.text(0.5, 0.5, "not shown", ha="center", va="center", fontsize=8, transform=ax.transAxes)
+                continue
+            ax.imshow(shown["image"], cmap="gray", vmin=0, vmax=255)
+            ax.imshow(np.ma.masked_equal(shown["pred"], 0), cmap=fill, vmin=0, vmax=2, alpha=0.45,
+                      interpolation="nearest")
+            for label, colour in ((1, LV_COLOUR), (2, MY_COLOUR)):
+                if (shown["ref"] == label).any():
+                    ax.contour(shown["ref"] == label, levels=[0.5], colors=[colour], linewidths=1.0)
+            name = "base model" if model == "base" else "fine-tuned"
+            ax.set_title(f"{row['rank']} ({row['subject']}, Dice {row['dice']:.2f})\n{phase}, {name}" if c == 0
+                         else f"{phase}, {name}", fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
 def _png(fig, axes) -> bytes:
     """The figure as PNG bytes, legend in the first panel, closed after."""
     import matplotlib.pyplot as plt

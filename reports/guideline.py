@@ -157,7 +157,8 @@ def _too_few(a) -> str:
     return (f"**No guideline from this study**: it has {k} test subject(s), and at least {MIN_SUBJECTS} are needed "
             f"before a verdict over subjects means anything (below {MIN_SUBJECTS} no sign-flip or rank test can reach "
             f"p < 0.05, and a t-test's normality cannot be checked on {k} values). The tables below are descriptive. "
-            "Test more subjects: more folds (`--folds`) or a larger dataset.")
+            + ("Analyse results of more test subjects." if a.settings.get("kind") == "table" else
+               "Test more subjects: more folds (`--folds`) or a larger dataset."))
 
 
 def _versus_base(a, descriptive: bool = False) -> list[str]:

@@ -19,7 +19,7 @@ import pandas as pd
 from harness import stats
 from harness.errors import StoreError
 from harness.store import RunStore, finished_runs, method_label
-from reports.figures import learning_curves, subject_lines
+from reports.figures import learning_curves, overlays, subject_lines
 from reports.guideline import (METRIC_NAMES, ci_text, config_text, guideline, level_text, p_text, signed,
                                x_interval)
 EMPTY_TEXT = {
@@ -90,6 +90,7 @@ class Analysis:
     runs: pd.DataFrame  # every run of a study: state, where, how long, labelled images, Dice (run_table)
     images: pd.DataFrame  # per test image and run: identity, Dice (tables/images.csv)
     subjects: pd.DataFrame  # per test subject and run: mean image Dice, 3D Dice, volumes (tables/subjects.csv)
+    examples: dict = dataclasses.field(default_factory=dict)  # overlays of one configuration (example_panels)
 
 
 def analyse(study_dir: Path, options: Options | None = None) -> Analysis:
@@ -103,8 +104,61 @@ def analyse(study_dir: Path, options: Options | None = None) -> Analysis:
     images = pd.concat([store.images(spec, method_label(spec.strategy, spec.init, inits)) for spec in specs],
                        ignore_index=True)
     options = dataclasses.replace(options or Options(), empty=settings["empty"])
-    return analyse_images(images, settings, options, failed, identical_selections(store, specs, inits),
-                          run_table(store))
+    analysis = analyse_images(images, settings, options, failed, identical_selections(store, specs, inits),
+                              run_table(store))
+    return dataclasses.replace(analysis, examples=example_panels(store, specs, inits, analysis))
+
+
+def example_panels(store: RunStore, specs: list, inits: list[str], a: Analysis) -> dict:
+    """Test images of the best, median and worst test subject (mean of LV and MY subject Dice) of one
+    configuration: the budget the guideline names for the first strategy, else that strategy's largest n;
+    its first seed; beside the base model of the same fold where there is one. Empty when runs saved none."""
+    enough = a.enough[a.enough["n_enough"].notna()] if len(a.enough) else pd.DataFrame()
+    if len(enough):
+        label, n = enough["strategy"].iloc[0], int(enough["n_enough"].iloc[0])
+    elif len(a.summary):
+        label = a.summary["strategy"].iloc[0]
+        n = int(a.summary[a.summary["strategy"] == label]["n"].max())
+    else:
+        return {}
+    runs = [sp for sp in specs if method_label(sp.strategy, sp.init, inits) == label and sp.n == n]
+    if not runs:
+        return {}
+    seed = min(sp.seed for sp in runs)
+    runs = [sp for sp in runs if sp.seed == seed]
+    scored = []
+    for spec in runs:
+        if _examples_of(store, spec, "") is None:  # runs of versions before 0.5 saved none
+            return {}
+        subjects = pd.read_csv(store.folder(spec) / "subjects.csv", dtype={"subject": str})
+        for row in subjects.itertuples():
+            scored.append((float(np.nanmean([getattr(row, m) for m in stats.METRICS])), row.subject, spec))
+    scored.sort(key=lambda item: item[0])
+    if not scored:
+        return {}
+    picks = {"best": scored[-1], "median": scored[len(scored) // 2], "worst": scored[0]}
+    bases = {(sp.fold, sp.init): sp for sp in specs if stats.is_base(sp.strategy)}
+    rows = []
+    for rank, (score, subject, spec) in picks.items():
+        tuned = _examples_of(store, spec, subject)
+        base = bases.get((spec.fold, spec.init))
+        rows.append({"rank": rank, "subject": subject, "dice": score, "tuned": tuned,
+                     "base": _examples_of(store, base, subject) if base is not None else None})
+    return {"label": label, "n": n, "seed": seed, "rows": rows}
+
+
+def _examples_of(store: RunStore, spec, subject: str) -> dict[str, dict[str, np.ndarray]] | None:
+    """{phase: {image, pred, ref}} of one test subject in a run's examples.npz."""
+    path = store.folder(spec) / "examples.npz"
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as data:  # never unpickle what a shared study folder holds
+        try:
+            keep = data["subject"] == subject
+        except ValueError:  # object arrays (written by an early 0.5 build): not shown
+            return None
+        return {str(phase): {k: data[k][keep][i] for k in ("image", "pred", "ref")}
+                for i, phase in enumerate(data["phase"][keep])}
 
 
 RUN_COLUMNS = ["run", "strategy", "init", "n", "seed", "fold", "state", "host", "device", "seconds",
@@ -768,6 +822,13 @@ def write(a: Analysis, folder: Path, title: str) -> tuple[Path, Path]:
         figures.append(("subjects.png", subject_lines(a.subjects, metrics),
                         "Each test subject's Dice (seeds averaged) at every strategy and budget, one line per "
                         "subject: the paired differences the tests use; black diamonds: means over subjects."))
+    if a.examples:
+        e = a.examples
+        figures.append(("examples.png", overlays(e),
+                        f"Test images of the best, median and worst test subject (mean of LV and MY Dice) of "
+                        f"{config_text(e['label'], e['n'])}, seed {e['seed']}, mid-ventricular slice at ED and ES"
+                        + (", the source-only base model beside the fine-tuned one" if any(r["base"] for r in e["rows"])
+                           else "") + ". Filled: prediction (LV blue, MY orange); lines: the reference contour."))
     for name, png, _ in figures:
         (folder / name).write_bytes(png)
     tables_dir = folder / "tables"
@@ -792,14 +853,15 @@ def write(a: Analysis, folder: Path, title: str) -> tuple[Path, Path]:
     html = folder / "report.html"
     md.write_text(env.get_template("report.md.j2").render(**context))
     env.autoescape = True
-    html.write_text(env.get_template("report.html.j2").render(markdown_bold=_bold, **context))
+    html.write_text(env.get_template("report.html.j2").render(inline=_inline, **context))
     return md, html
 
 
-def _bold(text: str):
-    """Markdown **x** -> <strong>x</strong> after escaping, for guideline sentences in HTML."""
+def _inline(text: str):
+    """The report's inline markdown for HTML, after escaping: **x** -> <strong>, `x` -> <code>."""
     import re
 
     from markupsafe import Markup, escape
 
-    return Markup(re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", str(escape(text))))
+    html = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", str(escape(text)))
+    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", html))

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -123,6 +124,11 @@ def test_study_writes_every_run_and_the_reports(tiny_study):
     assert run_rows["dice_lv"].between(0, 1).all() and (run_rows["seconds"] > 0).all()
     assert run_rows["software"].str.startswith("cine-harness ").all() and "## Runs" in md
     assert "Software, as recorded by the runs when they ran: cine-harness" in md
+    # overlays of the best, median and worst test subject, from the runs' examples.npz
+    assert (out / "examples.png").stat().st_size > 5000 and "Test images of the best, median and worst" in md
+    with np.load(out / "runs" / runs[-1] / "examples.npz") as shown:
+        assert set(shown["phase"]) == {"ED", "ES"} and shown["image"].dtype == np.uint8
+        assert set(shown["subject"]) == set(study["split"]["test"])
     methods = md.split("## Methods (ready to paste)\n\n")[1].split("\n")[0]
     assert methods.startswith("We studied how many labelled subjects fine-tuning needs on the built-in synthetic")
     for part in ("n = 1, 2 subjects", "strategies ed_es, subject_random", "Holm's correction", "Software, as recorded by the runs: "

@@ -44,3 +44,19 @@ def test_test_frames_keeps_ed_es_and_every_kth_frame_from_ed():
     assert kept[kept["subject"] == "b"]["frame"].tolist() == [0, 3, 6]  # no ED known: counted from frame 0
     with pytest.raises(UsageError, match="at least 1"):
         evaluate.test_frames(rows, 0)
+
+
+def test_examples_pick_the_mid_ventricular_ed_slice_at_ed_and_es():
+    rows = pd.DataFrame([{"subject": "a", "slice": s, "frame": f, "phase": ph}
+                         for s in range(5) for f, ph in ((0, "ED"), (1, None), (3, "ES"))])
+    ref = np.zeros((len(rows), 8, 8), np.uint8)
+    ref[:, 2:5, 2:5] = 1
+    ref[rows.index[(rows["slice"] == 4)], :, :] = 0  # apex without LV: not a candidate
+    ref[:, 0, 0] = 3  # RV: not shown as a class
+    pred = ref.copy()
+    pixels = np.full((len(rows), 8, 8), 0.5, np.float16)
+    metrics = image_metrics(rows, pred, ref)
+    shown = evaluate.examples(metrics, pixels, pred, ref)
+    assert shown["phase"].tolist() == ["ED", "ES"] and shown["slice"].tolist() == [2, 2]  # middle of slices 0-3
+    assert shown["image"].dtype == np.uint8 and int(shown["image"].max()) == 128
+    assert shown["ref"].max() == 1 and shown["subject"].tolist() == ["a", "a"]
