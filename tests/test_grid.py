@@ -144,12 +144,14 @@ def test_status_lists_done_running_failed_abandoned_and_pending(study, monkeypat
     capsys.readouterr()
     assert main(["status", str(store.root), "--json"]) == 0
     rows = {r["run"]: r for r in json.loads(capsys.readouterr().out)}
+    assert main(["status", str(store.root)]) == 0  # the table, while the claim is held
+    out = capsys.readouterr().out
     claim.release()
+    # (the table's title holds the study path, whose test-folder name says "running": look at rows only)
+    table = out.split("┏", 1)[1]
+    assert "running" in table and "local-0" in table and "refuses n=2" in table
     assert rows[running]["state"] == "running" and "local-0 node-3" in rows[running]["detail"]
     assert rows[abandoned]["state"] == "abandoned" and "is gone" in rows[abandoned]["detail"]
     failed = [r for r in rows.values() if r["state"] == "failed"]
     assert len(failed) == 1 and "this strategy refuses n=2" in failed[0]["detail"]
     assert len(rows) == 3  # random init has no base model to evaluate: n = 1, 2, 4
-    assert main(["status", str(store.root)]) == 0
-    out = capsys.readouterr().out
-    assert "running" in out and "refuses n=2" in out
