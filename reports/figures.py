@@ -62,7 +62,8 @@ def learning_curves(summary: pd.DataFrame, base: pd.DataFrame, curves: pd.DataFr
 
 def subject_lines(scores: pd.DataFrame, metrics: list[str]) -> bytes:
     """PNG bytes: each test subject's mean Dice (seeds averaged) at every configuration, one line per subject,
-    so paired differences between strategies and budgets show subject by subject; black diamonds: means."""
+    so paired differences between strategies and budgets show subject by subject; black diamonds: means; a
+    black bar beside them: the range over seeds of the mean over subjects (seed spread)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -85,6 +86,13 @@ def subject_lines(scores: pd.DataFrame, metrics: list[str]) -> bytes:
         centre = means.groupby(["strategy", "n"], sort=False)[metric].mean()
         ax.scatter([position[k] for k in centre.index], centre.to_numpy(), color="black", marker="D", zorder=3,
                    s=22, label="mean over subjects")
+        # seed spread: the range over seeds of the mean over subjects (each seed is one set of training runs)
+        per_seed = scores.groupby(["strategy", "n", "seed"], sort=False)[metric].mean().groupby(["strategy", "n"])
+        low, high = per_seed.min(), per_seed.max()
+        spread = [k for k in low.index if high[k] > low[k]]
+        if spread:
+            ax.vlines([position[k] + 0.12 for k in spread], [low[k] for k in spread], [high[k] for k in spread],
+                      color="black", linewidth=2, label="range over seeds")
         ax.set_xticks(range(len(labels)), labels, fontsize=7)
         ax.set_ylabel(f"{metric.replace('dice_', '').upper()} Dice per test subject")
         ax.grid(alpha=0.3, axis="y")

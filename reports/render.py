@@ -821,7 +821,8 @@ def write(a: Analysis, folder: Path, title: str) -> tuple[Path, Path]:
     if len(a.subjects) and metrics:
         figures.append(("subjects.png", subject_lines(a.subjects, metrics),
                         "Each test subject's Dice (seeds averaged) at every strategy and budget, one line per "
-                        "subject: the paired differences the tests use; black diamonds: means over subjects."))
+                        "subject: the paired differences the tests use; black diamonds: means over subjects; black bars "
+                        "beside them: the range over seeds of that mean (seed spread)."))
     if a.examples:
         e = a.examples
         figures.append(("examples.png", overlays(e),
