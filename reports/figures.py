@@ -129,9 +129,10 @@ def overlays(examples: dict) -> bytes:
             ax.imshow(shown["image"], cmap="gray", vmin=0, vmax=255)
             ax.imshow(np.ma.masked_equal(shown["pred"], 0), cmap=fill, vmin=0, vmax=2, alpha=0.45,
                       interpolation="nearest")
-            for label, colour in ((1, LV_COLOUR), (2, MY_COLOUR)):
-                if (shown["ref"] == label).any():
-                    ax.contour(shown["ref"] == label, levels=[0.5], colors=[colour], linewidths=1.0)
+            # the reference as endocardium (LV border, blue) and epicardium (outer MY border, orange)
+            for region, colour in ((shown["ref"] >= 1, MY_COLOUR), (shown["ref"] == 1, LV_COLOUR)):
+                if region.any():
+                    ax.contour(region, levels=[0.5], colors=[colour], linewidths=1.2)
             name = "base model" if model == "base" else "fine-tuned"
             ax.set_title(f"{row['rank']} ({row['subject']}, Dice {row['dice']:.2f})\n{phase}, {name}" if c == 0
                          else f"{phase}, {name}", fontsize=7)

@@ -829,7 +829,8 @@ def write(a: Analysis, folder: Path, title: str) -> tuple[Path, Path]:
                         f"Test images of the best, median and worst test subject (mean of LV and MY Dice) of "
                         f"{config_text(e['label'], e['n'])}, seed {e['seed']}, mid-ventricular slice at ED and ES"
                         + (", the source-only base model beside the fine-tuned one" if any(r["base"] for r in e["rows"])
-                           else "") + ". Filled: prediction (LV blue, MY orange); lines: the reference contour."))
+                           else "") + ". Filled: the prediction (LV blue, MY orange); lines: the reference's endocardium (blue) and "
+                        "epicardium (orange)."))
     for name, png, _ in figures:
         (folder / name).write_bytes(png)
     tables_dir = folder / "tables"
