@@ -248,3 +248,22 @@ def test_quiet_logs_plain_lines_and_json_prints_the_verdicts(tiny_study, capsys)
     assert len(summary["noninferiority"]) == len(verdicts) > 0
     assert {v["metric"] for v in summary["noninferiority"]} == {"dice_lv", "dice_my"}
     assert "ETA" not in captured.err and "Mean subject Dice (95% CI)" in captured.err
+
+
+def test_phantom_and_real_data_get_their_own_defaults_for_steps_and_test_frames():
+    """The phantom's default study is smaller (50 + 50 steps, every 3rd test frame); real data keep the
+    harness's 100 + 100 steps and every labelled frame; flags win over both."""
+    from harness.cli import parser
+    from harness.cli.run import stride_from, training_overrides
+    from harness.errors import UsageError
+    from harness.train.settings import TrainSettings
+
+    phantom = parser().parse_args(["run"])
+    real = parser().parse_args(["run", "--data", "/data/my7T"])
+    assert training_overrides(phantom)["steps_frozen"] == 50 and stride_from(phantom) == 3
+    assert "steps_frozen" not in training_overrides(real) and TrainSettings().steps_frozen == 100
+    assert stride_from(real) == 1
+    given = parser().parse_args(["run", "--steps", "7", "--test-stride", "2"])
+    assert training_overrides(given)["steps_unfrozen"] == 7 and stride_from(given) == 2
+    with pytest.raises(UsageError, match="--test-stride 0"):
+        stride_from(parser().parse_args(["run", "--test-stride", "0"]))
