@@ -12,9 +12,10 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, "bench")
-from test_finetune_speed import DEVICE, MODELS, _deterministic_ce, _model  # noqa: E402
+from test_finetune_speed import DEVICE, MODELS, _model  # noqa: E402
 
 from harness import train  # noqa: E402
+from harness.train.loop import summed_cross_entropy  # noqa: E402
 from harness.train.settings import TrainSettings  # noqa: E402
 
 
@@ -42,7 +43,7 @@ def main(name: str = "paper-like", steps: int = 20) -> None:
             idx = torch.randint(0, len(x_all), (settings.batch_size,), generator=gen, device=DEVICE)
             with torch.autocast(DEVICE.type, dtype=torch.bfloat16,
                                 enabled=train.resolve_precision(settings.precision, DEVICE) == "bf16"):
-                value = _deterministic_ce(net(x_all[idx].contiguous(memory_format=torch.channels_last)), y_all[idx])
+                value = summed_cross_entropy(net(x_all[idx].contiguous(memory_format=torch.channels_last)), y_all[idx])
             optimiser.zero_grad(set_to_none=True)
             value.backward()
             optimiser.step()

@@ -61,6 +61,10 @@ MARGIN_REASON = ("0.02 Dice is about a third of the gap between the source-only 
                  "published 7T study, and below the 0.03 by which human experts differ on myocardium there")
 
 
+RUN_COLUMNS = ["run", "strategy", "init", "n", "seed", "fold", "state", "host", "device", "seconds",
+               "labelled_images", "dice_lv", "dice_my", "reason", "software"]
+
+
 @dataclass(frozen=True)
 class Analysis:
     """The stats tables of one study or results table, for both metrics."""
@@ -87,9 +91,10 @@ class Analysis:
     cautions: list[str]  # strategies that trained on the same images (identical_selections)
     test_subjects: int
     seeds: int
-    runs: pd.DataFrame  # every run of a study: state, where, how long, labelled images, Dice (run_table)
     images: pd.DataFrame  # per test image and run: identity, Dice (tables/images.csv)
     subjects: pd.DataFrame  # per test subject and run: mean image Dice, 3D Dice, volumes (tables/subjects.csv)
+    # a study's every run: state, where, how long, labelled images, Dice (run_table); none for result tables
+    runs: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=RUN_COLUMNS))
     examples: dict = dataclasses.field(default_factory=dict)  # overlays of one configuration (example_panels)
 
 
@@ -104,8 +109,8 @@ def analyse(study_dir: Path, options: Options | None = None) -> Analysis:
     images = pd.concat([store.images(spec, method_label(spec.strategy, spec.init, inits)) for spec in specs],
                        ignore_index=True)
     options = dataclasses.replace(options or Options(), empty=settings["empty"])
-    analysis = analyse_images(images, settings, options, failed, identical_selections(store, specs, inits),
-                              run_table(store))
+    analysis = analyse_images(images, settings, options, failed, identical_selections(store, specs, inits))
+    analysis = dataclasses.replace(analysis, runs=run_table(store, specs, inits, analysis.subjects))
     return dataclasses.replace(analysis, examples=example_panels(store, specs, inits, analysis))
 
 
@@ -125,15 +130,10 @@ def example_panels(store: RunStore, specs: list, inits: list[str], a: Analysis) 
     if not runs:
         return {}
     seed = min(sp.seed for sp in runs)
-    runs = [sp for sp in runs if sp.seed == seed]
-    scored = []
-    for spec in runs:
-        if _examples_of(store, spec, "") is None:  # runs of versions before 0.5 saved none
-            return {}
-        subjects = pd.read_csv(store.folder(spec) / "subjects.csv", dtype={"subject": str})
-        for row in subjects.itertuples():
-            scored.append((float(np.nanmean([getattr(row, m) for m in stats.METRICS])), row.subject, spec))
-    scored.sort(key=lambda item: item[0])
+    by_fold = {sp.fold: sp for sp in runs if sp.seed == seed}
+    subjects = a.subjects[(a.subjects["strategy"] == label) & (a.subjects["n"] == n) & (a.subjects["seed"] == seed)]
+    scored = sorted((float(np.nanmean([getattr(r, m) for m in stats.METRICS])), str(r.subject), by_fold[r.fold])
+                    for r in subjects.itertuples() if r.fold in by_fold)
     if not scored:
         return {}
     picks = {"best": scored[-1], "median": scored[len(scored) // 2], "worst": scored[0]}
@@ -141,6 +141,8 @@ def example_panels(store: RunStore, specs: list, inits: list[str], a: Analysis) 
     rows = []
     for rank, (score, subject, spec) in picks.items():
         tuned = _examples_of(store, spec, subject)
+        if tuned is None:  # runs of versions before 0.5 saved none
+            return {}
         base = bases.get((spec.fold, spec.init))
         rows.append({"rank": rank, "subject": subject, "dice": score, "tuned": tuned,
                      "base": _examples_of(store, base, subject) if base is not None else None})
@@ -161,13 +163,13 @@ def _examples_of(store: RunStore, spec, subject: str) -> dict[str, dict[str, np.
                 for i, phase in enumerate(data["phase"][keep])}
 
 
-RUN_COLUMNS = ["run", "strategy", "init", "n", "seed", "fold", "state", "host", "device", "seconds",
-               "labelled_images", "dice_lv", "dice_my", "reason", "software"]
-
-
-def run_table(store: RunStore) -> pd.DataFrame:
+def run_table(store: RunStore, specs: list, inits: list[str], subjects: pd.DataFrame) -> pd.DataFrame:
     """One row per run of the study (study.json's list): its state, where and how long it ran, what it
-    trained on, its mean subject Dice, a failure's reason and the software that computed it."""
+    trained on, its mean subject Dice (from ``subjects``, the analysis's per-subject scores of the finished
+    ``specs``), a failure's reason and the software that computed it."""
+    means = subjects.groupby(["strategy", "n", "seed", "fold"])[list(stats.METRICS)].mean()
+    dice_of = {sp.folder_name: means.loc[(method_label(sp.strategy, sp.init, inits), sp.n, sp.seed, sp.fold)]
+               for sp in specs}
     rows = []
     for name in store.read_study()["runs"]:
         folder = store.folder(name)
@@ -178,10 +180,7 @@ def run_table(store: RunStore) -> pd.DataFrame:
                 target.update(json.loads((folder / file).read_text()))
             except (OSError, ValueError):
                 pass
-        dice = {}
-        if state.state == "done":
-            subjects = pd.read_csv(folder / "subjects.csv")
-            dice = {m: float(subjects[m].mean()) for m in stats.METRICS if m in subjects}
+        dice = {m: float(v) for m, v in dice_of[name].items()} if name in dice_of else {}
         seconds = sum(status.get(k) or 0.0 for k in ("train_seconds", "evaluate_seconds")) or None
         software = status.get("software") or {}
         rows.append({
@@ -231,8 +230,7 @@ def identical_selections(store: RunStore, specs: list, inits: list[str]) -> list
 
 
 def analyse_images(images: pd.DataFrame, settings: dict, options: Options,
-                   failed: list[tuple[str, str]] | None = None, cautions: list[str] | None = None,
-                   runs: pd.DataFrame | None = None) -> Analysis:
+                   failed: list[tuple[str, str]] | None = None, cautions: list[str] | None = None) -> Analysis:
     """Every statistic of the report, from a per-image table (strategy, n, seed, fold, subject, counts or Dice)."""
     scored = stats.with_dice(images, options.empty)
     scores = stats.subject_scores(images, options.empty)
@@ -282,8 +280,7 @@ def analyse_images(images: pd.DataFrame, settings: dict, options: Options,
         curves=joined["curves"], mixed=mixed, planning=joined["planning"], image_level=joined["image"],
         image_means=scored.groupby(["strategy", "n"])[list(stats.METRICS)].agg(["mean", "count"]),
         failed=failed or [], cautions=cautions or [], test_subjects=int(scores["subject"].nunique()),
-        seeds=int(fine["seed"].nunique()) if len(fine) else 0, images=scored, subjects=scores,
-        runs=runs if runs is not None else pd.DataFrame(columns=RUN_COLUMNS))
+        seeds=int(fine["seed"].nunique()) if len(fine) else 0, images=scored, subjects=scores)
 
 
 def raise_no_runs(study_dir: Path, failed: list[tuple[str, str]]) -> None:
@@ -588,10 +585,8 @@ def _study_lines(a: Analysis) -> list[str]:
     s = a.settings
     t = s["train"]
     splits = s.get("splits") or [s["split"]]
-    recorded = a.runs["software"].replace("", np.nan).dropna().value_counts() if len(a.runs) else pd.Series()
-    if len(recorded):
-        software = "; ".join(f"{text} ({count} run{'s' if count > 1 else ''})" if len(recorded) > 1 else text
-                             for text, count in recorded.items())
+    software = _recorded_software(a)
+    if software:
         software_line = f"Software, as recorded by the runs when they ran: {software}."
     else:  # runs of versions before 0.5 did not record theirs
         software_line = (f"Software (the runs recorded none; versions when this report was written): torch "
@@ -616,10 +611,9 @@ def _study_lines(a: Analysis) -> list[str]:
                       f"{len(split['validation'])} validation, {len(split['test'])} test "
                       f"({', '.join(split['test'])}); test and validation subjects never enter a training subset.")
     stride = s.get("test_stride", 1)
-    scored = ("Test Dice over every labelled frame of each test subject." if stride == 1 else
-              f"Test Dice over ED, ES and every {_ordinal(stride)} frame of the cycle counted from ED of each test "
-              f"subject (about 1/{stride} of its frames, the whole cycle represented; the same images for every "
-              "run, so paired comparisons are unaffected).")
+    scored = f"Test Dice over {_scored_frames(stride)} of each test subject" + (
+        "." if stride == 1 else f" (about 1/{stride} of its frames, the whole cycle represented; the same images "
+        "for every run, so paired comparisons are unaffected).")
     return [
         data,
         split_text + " " + scored,
@@ -674,11 +668,9 @@ def methods_paragraph(a: Analysis) -> str:
              if t.get("schedule", "fast") == "fast" else
              f"the published two-stage schedule ({t['epochs']} epochs of the whole pool's size per stage, one-cycle "
              f"to {t['lr_frozen']:g} and {t['lr_unfrozen']:g})")
-    stride = s.get("test_stride", 1)
-    scored = ("every labelled frame" if stride == 1 else
-              f"ED, ES and every {_ordinal(stride)} frame of the cycle from ED")
-    recorded = a.runs["software"].replace("", np.nan).dropna().unique() if len(a.runs) else []
-    software = (f" Software, as recorded by the runs: {'; '.join(recorded)}." if len(recorded) else "")
+    scored = _scored_frames(s.get("test_stride", 1))
+    recorded = _recorded_software(a)
+    software = f" Software, as recorded by the runs: {recorded}." if recorded else ""
     return (
         f"We studied how many labelled subjects fine-tuning needs on {data}, dataset fingerprint "
         f"`{s['dataset']}`, with {split}. For each fold and each of {s['seeds']} seeds, training subsets of "
@@ -692,6 +684,18 @@ def methods_paragraph(a: Analysis) -> str:
         f"per 2D test image ({scored} of each test subject) for the LV blood pool and LV myocardium "
         f"({EMPTY_TEXT[o.empty]}). " + statistics
         + f" The study comprised {len(a.runs)} fine-tuning and base-model runs (cine-harness).{software}")
+
+
+def _scored_frames(stride: int) -> str:
+    return ("every labelled frame" if stride == 1 else
+            f"ED, ES and every {_ordinal(stride)} frame of the cycle counted from ED")
+
+
+def _recorded_software(a: Analysis) -> str:
+    """The software versions the runs recorded (with run counts where they differ); '' when none did."""
+    recorded = a.runs["software"].replace("", np.nan).dropna().value_counts()
+    return "; ".join(f"{text} ({count} run{'s' if count > 1 else ''})" if len(recorded) > 1 else text
+                     for text, count in recorded.items())
 
 
 def _installed(package: str) -> str:
