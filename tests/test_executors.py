@@ -108,17 +108,21 @@ def _workers(pid: int) -> list[int]:
 
 
 def test_killed_workers_lose_nothing_and_do_nothing_twice(reference, cache, tmp_path):
-    """10 trials: SIGKILL one local worker at a random moment, let the command end, run it again."""
+    """10 trials: SIGKILL one local worker at a random point of the study (after a random number of its 19
+    runs finished, so the kill lands while work is left however fast the machine is), let the command end,
+    run it again."""
     rng = random.Random(11)
     kills = []
     for trial in range(10):
         out = tmp_path / f"trial{trial}"
         process = harness(out, cache, "--executor", "local", "--workers", "2", wait=False)
         started = time.monotonic()
-        delay = rng.uniform(3.0, 20.0)
+        finished_before_kill = rng.randint(0, 16)
         victim = None
-        while process.poll() is None and time.monotonic() - started < delay:
+        while process.poll() is None and (not (out / "events.jsonl").exists() or sum(
+                e["event"] == "done" for e in RunStore(out).events()) < finished_before_kill):
             time.sleep(0.05)
+        delay = time.monotonic() - started
         workers = _workers(process.pid) if process.poll() is None else []
         if workers:
             victim = rng.choice(workers)
