@@ -15,7 +15,7 @@ sys.path.insert(0, "bench")
 from test_finetune_speed import DEVICE, MODELS, _model  # noqa: E402
 
 from harness import train  # noqa: E402
-from harness.train.loop import summed_cross_entropy  # noqa: E402
+from harness.train.loop import cross_entropy  # noqa: E402
 from harness.train.settings import TrainSettings  # noqa: E402
 
 
@@ -37,13 +37,13 @@ def main(name: str = "paper-like", steps: int = 20) -> None:
 
     def bare_loop():
         net = _model(settings)
-        optimiser = torch.optim.AdamW(net.parameters(), lr=1e-3, fused=DEVICE.type == "cuda" or None)
+        optimiser = torch.optim.AdamW(net.parameters(), lr=1e-3, fused=True)
         gen = torch.Generator(device=DEVICE).manual_seed(0)
         for _ in range(steps):
             idx = torch.randint(0, len(x_all), (settings.batch_size,), generator=gen, device=DEVICE)
             with torch.autocast(DEVICE.type, dtype=torch.bfloat16,
                                 enabled=train.resolve_precision(settings.precision, DEVICE) == "bf16"):
-                value = summed_cross_entropy(net(x_all[idx].contiguous(memory_format=torch.channels_last)), y_all[idx])
+                value = cross_entropy(net(x_all[idx].contiguous(memory_format=torch.channels_last)), y_all[idx])
             optimiser.zero_grad(set_to_none=True)
             value.backward()
             optimiser.step()

@@ -21,7 +21,7 @@ from harness.data.phantom import phantom_fingerprint
 from harness.errors import StrategyError, UsageError
 from harness.inits import Init
 from harness.store import RunSpec
-from harness.train.settings import PretrainSettings, TrainSettings, config_key, with_params
+from harness.train.settings import TRAINING_REVISION, PretrainSettings, TrainSettings, config_key, with_params
 
 BASE = "base"  # pseudo-strategy: the pre-trained model evaluated without fine-tuning
 STREAMS = ("subset", "select", "init", "order", "augment")
@@ -125,7 +125,7 @@ def load_strategies(settings: StudySettings) -> dict[str, SamplingStrategy]:
 def base_fingerprint(settings: StudySettings) -> str:
     """Identity of the base model: its pre-training settings and the source phantom it learns from."""
     source = phantom_fingerprint("source", settings.source_subjects, settings.data_seed, settings.pretrain.size)
-    return fingerprint({"pretrain": settings.pretrain.to_dict(), "source": source})
+    return fingerprint({"pretrain": settings.pretrain.to_dict(), "source": source, "training": TRAINING_REVISION})
 
 
 def plan(settings: StudySettings, strategies: dict[str, SamplingStrategy], dataset: CineDataset,

@@ -14,6 +14,9 @@ CLASSES = ("background", "LV", "MY")  # what the harness's models predict, in he
 # Half the width of smp's default decoder (256, 128, 64, 32, 16): 1.5x faster on a CPU at 128 px.
 DECODER_CHANNELS = (128, 64, 32, 16, 16)
 SMP_DECODER_CHANNELS = (256, 128, 64, 32, 16)
+# bumped whenever the training arithmetic changes (2: fused AdamW on the CPU too): part of the cached base
+# model's identity, so a cache never serves weights the current code would not produce
+TRAINING_REVISION = 2
 
 
 @dataclass(frozen=True)
