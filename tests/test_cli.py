@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -122,6 +123,11 @@ def test_study_writes_every_run_and_the_reports(tiny_study):
     run_rows = pd.read_csv(out / "tables" / "runs.csv")
     assert sorted(run_rows["run"]) == runs and (run_rows["state"] == "done").all()
     assert run_rows["dice_lv"].between(0, 1).all() and (run_rows["seconds"] > 0).all()
+    assert (run_rows["seconds"] == run_rows["seconds"].round(1)).all()
+    # no float artefacts (0.30000000000000004) in any table beside the report: at most 10 significant digits
+    for table in (out / "tables").glob("*.csv"):
+        for number in re.findall(r"\b\d+\.\d+", table.read_text()):
+            assert len(number.replace(".", "").lstrip("0")) <= 10, (table.name, number)
     assert run_rows["software"].str.startswith("cine-harness ").all() and "## Runs" in md
     assert "Software, as recorded by the runs when they ran: cine-harness" in md
     # overlays of the best, median and worst test subject, from the runs' examples.npz

@@ -155,3 +155,14 @@ def test_status_lists_done_running_failed_abandoned_and_pending(study, monkeypat
     failed = [r for r in rows.values() if r["state"] == "failed"]
     assert len(failed) == 1 and "this strategy refuses n=2" in failed[0]["detail"]
     assert len(rows) == 3  # random init has no base model to evaluate: n = 1, 2, 4
+
+
+def test_the_cached_base_model_is_keyed_by_the_training_arithmetic(monkeypatch):
+    """A cache must not serve a base model trained by arithmetic the current code no longer does."""
+    import harness.grid as grid
+
+    settings = StudySettings()
+    before = grid.base_fingerprint(settings)
+    assert grid.base_fingerprint(StudySettings()) == before  # stable
+    monkeypatch.setattr(grid, "TRAINING_REVISION", grid.TRAINING_REVISION + 1)
+    assert grid.base_fingerprint(settings) != before

@@ -126,7 +126,7 @@ class _Stage:
     ``WATCH_EVERY`` steps (and at the end) they are read at once and checked for NaN/inf or divergence."""
 
     def __init__(self, model: torch.nn.Module, steps: int, lr: float, settings: TrainSettings, frozen: bool,
-                 number: int, dev: torch.device):
+                 number: int):
         self.params = _set_stage(model, frozen)
         # one fused kernel updates every parameter (element-wise, so deterministic): on the CPU 5x faster
         # than the default per-tensor loop, which took a quarter of a default-model step there
@@ -203,7 +203,7 @@ def fine_tune(model: torch.nn.Module, images: np.ndarray, masks: np.ndarray, set
         if stage_steps == 0:
             losses.append(float("nan"))
             continue
-        stage = _Stage(model, stage_steps, lr, settings, frozen, number, dev)
+        stage = _Stage(model, stage_steps, lr, settings, frozen, number)
         points = _check_points(stage_steps, settings.checks) if validate else set()
         model.train()
         # the stage's batches go to the device at once: no host-to-device copy per step
