@@ -842,14 +842,11 @@ def write(a: Analysis, folder: Path, title: str) -> tuple[Path, Path]:
         (folder / name).write_bytes(png)
     tables_dir = folder / "tables"
     tables_dir.mkdir(exist_ok=True)
-    a.image_means.to_csv(tables_dir / "image_means.csv", float_format=CSV_FLOATS)
-    a.images.to_csv(tables_dir / "images.csv", index=False, float_format=CSV_FLOATS)
-    a.subjects.to_csv(tables_dir / "subjects.csv", index=False, float_format=CSV_FLOATS)
-    if len(a.runs):
-        a.runs.to_csv(tables_dir / "runs.csv", index=False, float_format=CSV_FLOATS)
-    for name in ("summary", "base", "extra", "noninferiority", "enough", "versus_base", "budgets", "strategies",
-                 "friedman", "curves", "planning", "image_level"):
-        getattr(a, name).to_csv(tables_dir / f"{name}.csv", index=False, float_format=CSV_FLOATS)
+    names = ["image_means", "images", "subjects", *(["runs"] if len(a.runs) else []), "summary", "base", "extra",
+             "noninferiority", "enough", "versus_base", "budgets", "strategies", "friedman", "curves", "planning",
+             "image_level"]
+    for name in names:  # image_means is indexed by (strategy, n); the others are plain tables
+        getattr(a, name).to_csv(tables_dir / f"{name}.csv", index=name == "image_means", float_format=CSV_FLOATS)
     env = jinja2.Environment(loader=jinja2.PackageLoader("reports", "templates"), autoescape=False,
                              trim_blocks=True, lstrip_blocks=True)
     context = {"guideline": guideline(a), "tables": tables(a), "settings": settings_lines(a),
