@@ -33,6 +33,7 @@ class StudySettings:
     data_format: str | None = None  # layout of `data` (None = detected)
     labels: str | None = None  # label map of `data`, e.g. "lv=3,my=2,rv=1" (None = the layout's)
     skip_bad: bool = False  # leave out subjects with broken files (listed in the report) instead of stopping
+    allow_source_overlap: bool = False  # run although a source model was trained on test/validation images
     strategies: tuple[str, ...] = ("ed_es",)
     inits: tuple[str, ...] = ("source",)  # --init: source, checkpoint:PATH, imagenet, random (harness.inits)
     checkpoint_classes: str | None = None  # head classes of a plain state_dict, e.g. "background,rv,my,lv"
@@ -122,6 +123,27 @@ def load_strategies(settings: StudySettings) -> dict[str, SamplingStrategy]:
     return {name: registry.load(name, settings.params.get(name)) for name in settings.strategies}
 
 
+def check_tuned(tuned: dict[str, dict[str, Any]], splits: list[dict[str, list[str]]], dataset: str) -> None:
+    """Refuse tuned parameters that a run may not use: tuned on other data, missing for one of the run's
+    folds, or tuned on a subject that is a test subject of the fold they would be used in."""
+    for key, entry in sorted(tuned.items()):
+        if entry.get("dataset") != dataset:
+            raise UsageError(f"--tuned: {key} was tuned on other data (fingerprint {entry.get('dataset')}; this "
+                             f"study's is {dataset}); tune again")
+        for fold, split in enumerate(splits):
+            part = entry["folds"].get(str(fold))
+            if part is None:
+                raise UsageError(f"--tuned: {key} has no tuned parameters for fold {fold} (tuned: folds "
+                                 f"{', '.join(entry['folds']) or 'none'}); run `harness tune` with the same --folds "
+                                 f"and data options (or --fold {fold}) first")
+            seen = sorted(set(part["tuning_subjects"]) & set(split["test"]))
+            if seen:
+                raise UsageError(
+                    f"--tuned: the parameters of {key} for fold {fold} were tuned on {len(seen)} of its "
+                    f"{len(split['test'])} test subjects ({', '.join(seen[:5])}{', ...' if len(seen) > 5 else ''}); "
+                    "tune with the same --folds, --test-subjects, --val-subjects and data as this run")
+
+
 def base_fingerprint(settings: StudySettings) -> str:
     """Identity of the base model: its pre-training settings and the source phantom it learns from."""
     source = phantom_fingerprint("source", settings.source_subjects, settings.data_seed, settings.pretrain.size)
@@ -135,7 +157,8 @@ def plan(settings: StudySettings, strategies: dict[str, SamplingStrategy], datas
     draws, so they are compared on the same subjects (paired). ``inits``: name -> (init, fingerprint)."""
     def common(fold: int, init: str, strategy: str = BASE, n: int = 0) -> dict[str, Any]:
         tuned = settings.tuned.get(config_key(strategy, init, n))
-        train_settings = with_params(settings.train, tuned["params"]) if tuned else settings.train
+        params = tuned["folds"][str(fold)]["params"] if tuned else None
+        train_settings = with_params(settings.train, params) if tuned else settings.train
         return {"fold": fold, "dataset": dataset.fingerprint, "split": splits[fold], "init": init,
                 "init_fingerprint": inits[init][1], "train": train_settings.to_dict(),
                 "test_stride": settings.test_stride}

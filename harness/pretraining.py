@@ -59,9 +59,11 @@ def pretrain_on(dataset: CineDataset, settings: PretrainSettings, out: Path, val
     if val_ids:
         progress = on_validate and (lambda k: on_validate(k, len(dataset.rows_of(val_ids))))
         validation = validate(model, dataset, val_ids, train.resolve_precision("auto"), on_batch=progress)
+    hashes = None if dataset.hashes is None else sorted(set(dataset.hashes[rows].tolist()))
     card = {
         "architecture": architecture(settings.encoder, settings.decoder_channels, settings.size),
         "training": {"data": dataset.name, "data_fingerprint": dataset.fingerprint, **(source or {}),
+                     "image_hashes": hashes, "image_hash": HASH_TEXT,
                      "subjects": len(train_ids), "images": int(len(rows)), "train_subjects": train_ids,
                      "validation_subjects": val_ids, "steps": settings.steps, "settings": settings.to_dict(),
                      "seconds": round(seconds, 1), "device": str(train.device())},
@@ -71,6 +73,30 @@ def pretrain_on(dataset: CineDataset, settings: PretrainSettings, out: Path, val
     }
     train.save_checkpoint(model, out, card)
     return card
+
+
+HASH_TEXT = "sha256 of each image's pixel values as loaded (float32, original size), first 16 hex digits"
+
+
+def source_overlap(card: dict[str, Any] | None, dataset: CineDataset, subjects: list[str]) -> dict[str, Any]:
+    """Which of ``subjects`` (a study's test and validation subjects) have an image that the source model
+    was trained on, by content hash (ids differ between copies of a dataset; pixels do not). ``checked`` is
+    False, with ``why``, where the card or the data carry no hashes."""
+    if card is None:
+        return {"checked": False, "why": "a plain state_dict has no model card, so the images it was trained on "
+                                         "are unknown"}
+    hashes = (card.get("training") or {}).get("image_hashes")
+    if hashes is None:
+        return {"checked": False, "why": "its model card records no image hashes (written before cine-harness "
+                                         "0.7; `harness pretrain` again records them)"}
+    if dataset.hashes is None:
+        return {"checked": False, "why": "the study's data were prepared before cine-harness 0.7 (no image "
+                                         "hashes); delete the prepared copy in the cache to prepare them again"}
+    rows = dataset.rows_of(subjects)
+    hit = np.isin(dataset.hashes[rows.index.to_numpy()], np.asarray(hashes, dtype="<U16"))
+    overlapping = sorted(rows.loc[hit, "subject"].unique().tolist())
+    return {"checked": True, "subjects": overlapping, "images": int(hit.sum()),
+            "of_subjects": len(set(subjects)), "source_images": len(hashes)}
 
 
 def describe(card: dict[str, Any]) -> pd.DataFrame:

@@ -17,10 +17,10 @@ from harness.data.phantom import phantom_dataset
 from harness.data.sources import FORMATS, load_dataset, locate
 from harness.errors import UsageError
 from harness.executors import Executor, InProcessExecutor
-from harness.grid import (StudySettings, base_fingerprint, cache_dir, check_budgets, data_warnings, fold_splits,
-                          load_strategies, plan)
+from harness.grid import (StudySettings, base_fingerprint, cache_dir, check_budgets, check_tuned, data_warnings,
+                          fold_splits, load_strategies, plan)
 from harness.inits import Init, parse_inits
-from harness.pretraining import pretrain_on
+from harness.pretraining import pretrain_on, source_overlap
 from harness.progress import Reporter
 from harness.store import RunStore
 from harness.train import check_weights_reachable, resolve_precision
@@ -110,6 +110,32 @@ class Study:
                 out[init.name] = (init, init.kind)
         return out
 
+    def check_source_overlap(self, dataset: CineDataset, splits: list[dict[str, list[str]]]) -> dict[str, Any]:
+        """Per init with a source model: which test and validation subjects (of any fold) it was pre-trained on,
+        by image content. Any overlap stops the study unless ``allow_source_overlap``; the result goes to
+        study.json, where the report reads it (overlap, or why it could not be checked)."""
+        import json
+
+        held = sorted({s for split in splits for s in split["test"] + split["validation"]})
+        out = {}
+        for init in self.inits:
+            if not init.has_base:
+                continue
+            if init.kind == "checkpoint":
+                card = self.checkpoints[init.name].card
+            else:
+                card = json.loads(train.card_path(self.base_model()[0]).read_text())
+            result = source_overlap(card, dataset, held)
+            found = result.get("subjects") or []
+            if found and not self.settings.allow_source_overlap:
+                names = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+                raise UsageError(f"--init {init.text}: its source model was trained on images of {len(found)} of this "
+                                 f"study's {len(held)} test and validation subjects ({names}), so their Dice would be "
+                                 "optimistic; pre-train it without them, or give --allow-source-overlap to run anyway "
+                                 "(the report then says so first)")
+            out[init.name] = result
+        return out
+
     def context(self, dataset: CineDataset) -> RunContext:
         """What a worker needs to execute this study's runs: files in the cache, named by fingerprints."""
         if dataset.path is None:
@@ -138,10 +164,8 @@ class Study:
         for split in splits:
             check_budgets(s.ns, len(split["pool"]), len(split["test"]), len(split["validation"]))
         inits = self.init_fingerprints()
-        stale = sorted(key for key, t in s.tuned.items() if t.get("dataset") not in (None, target.fingerprint))
-        if stale:
-            raise UsageError(f"--tuned: {stale[0]} was tuned on other data (fingerprint "
-                             f"{s.tuned[stale[0]]['dataset']}; this study's is {target.fingerprint}); tune again")
+        overlap = self.check_source_overlap(target, splits)
+        check_tuned(s.tuned, splits, target.fingerprint)  # never parameters chosen on a fold's test subjects
         specs = plan(s, self.strategies, target, splits, inits)
         self.store.write_study({**s.to_dict(), "split": splits[0], "splits": splits,
                                 "init_names": list(inits),
@@ -150,6 +174,7 @@ class Study:
                                                        if name in self.checkpoints else None}
                                                 for name, (init, key) in inits.items()},
                                 "dataset": target.fingerprint, "dataset_name": target.name,
+                                "source_overlap": overlap,
                                 "data_warnings": data_warnings(target),
                                 "subjects_total": len(target.subjects),
                                 "runs": [sp.folder_name for sp in specs]})

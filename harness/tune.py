@@ -1,14 +1,18 @@
-"""Optuna tuning of one (strategy, n, init) configuration on validation subjects only.
+"""Optuna tuning of one (strategy, n, init) configuration, nested in the study's cross-validation.
 
-The objective is the validation Dice (LV and MY averaged, or one of them) of fine-tunes of the
-configuration on fold 0: its training pool gives the subsets, its validation subjects the score; its test
-subjects are never predicted. The search space is plain data (``SEARCH_SPACE``, overridable with a JSON
-file); the sampler is a seeded TPE and a median pruner stops trials whose intermediate validation Dice (at
-the training's validation checks) falls below the median of earlier trials at the same check.
+Each fold is tuned on its own training side: the fine-tunes of a trial draw their subsets from the fold's
+training pool and are scored on the fold's validation subjects; the fold's test subjects are never
+predicted while its parameters are chosen. ``run --tuned`` then uses fold f's parameters for fold f's runs
+only, after checking that none of the subjects they were tuned on is a test subject of that fold (so a
+tuning made with another split is refused, not silently reused). The search space is plain data
+(``SEARCH_SPACE``, overridable with a JSON file); the sampler is a seeded TPE and a median pruner stops
+trials whose intermediate validation Dice (at the training's validation checks) falls below the median of
+earlier trials at the same check.
 
 Trials live in an Optuna storage (SQLite in the study folder by default; any Optuna URL; ``journal:PATH``
-for a journal file on a shared filesystem), so the same command resumes them. The best parameters of each
-configuration are written to ``tuned.json`` in the study folder, where ``run --tuned`` finds them.
+for a journal file on a shared filesystem), one Optuna study per configuration and fold, so the same
+command resumes them. The best parameters of each configuration and fold are written to ``tuned.json`` in
+the study folder, with the subjects they were tuned on, where ``run --tuned`` finds them.
 """
 from __future__ import annotations
 
@@ -93,15 +97,21 @@ class TuneRequest:
     strategy: str
     init: str  # an init name of the study (source, ckpt-<name>, imagenet, random)
     n: int
-    trials: int = 30
+    trials: int = 30  # per fold
     seeds: int = 1  # fine-tunes per trial (different subsets and init draws), averaged
     metric: str = "both"
     sampler_seed: int = 0
     space: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+    folds: tuple[int, ...] | None = None  # folds to tune (None: every fold of the study)
+
+
+def tuning_subjects(split: dict[str, list[str]]) -> list[str]:
+    """The subjects whose labels a fold's tuning sees: its training pool and its validation subjects."""
+    return sorted(set(split["pool"]) | set(split["validation"]))
 
 
 class Tuner:
-    """Tunes one configuration of a study (its data, split and inits) on fold 0's validation subjects."""
+    """Tunes one configuration of a study (its data, folds and inits), each fold on its own training side."""
 
     def __init__(self, study: Study, request: TuneRequest, folder: Path, storage_url: str | None = None):
         if request.metric not in METRICS:
@@ -115,33 +125,68 @@ class Tuner:
     def _prepare(self):
         s = self.study.settings
         dataset = self.study.load_target()
-        split = fold_splits(dataset.subjects, s)[0]
-        if self.request.n > len(split["pool"]):
-            raise UsageError(f"tune --n {self.request.n} is larger than fold 0's training pool of "
-                             f"{len(split['pool'])} subjects")
+        splits = fold_splits(dataset.subjects, s)
+        folds = tuple(range(len(splits))) if self.request.folds is None else self.request.folds
+        outside = [f for f in folds if not 0 <= f < len(splits)]
+        if outside:
+            raise UsageError(f"tune --fold {outside[0]}: the study has folds 0 to {len(splits) - 1} (--folds "
+                             f"{s.folds})")
+        for f in folds:
+            if self.request.n > len(splits[f]["pool"]):
+                raise UsageError(f"tune --n {self.request.n} is larger than fold {f}'s training pool of "
+                                 f"{len(splits[f]['pool'])} subjects")
         inits = self.study.init_fingerprints()
         if self.request.init not in inits:
             raise UsageError(f"tune: init '{self.request.init}' is not in --init ({', '.join(inits)})")
-        val = dataset.rows_of(split["validation"])
-        val = val[val["phase"].notna()]
-        return dataset, split, inits[self.request.init][1], val
+        self.study.check_source_overlap(dataset, splits)
+        return dataset, splits, folds, inits[self.request.init][1]
 
-    def study_name(self, dataset_key: str, init_key: str) -> str:
+    def study_name(self, dataset_key: str, init_key: str, fold: int, split: dict[str, list[str]]) -> str:
         r = self.request
         key = fingerprint({"dataset": dataset_key, "init": init_key, "train": self.study.settings.train.to_dict(),
-                           "space": r.space, "seeds": r.seeds, "metric": r.metric, "split": self.study.settings.split_seed,
-                           "folds": self.study.settings.folds, "strategy": self.study.strategies[r.strategy].__class__.__name__})
-        return f"{config_key(r.strategy, r.init, r.n)}__{key}"
+                           "space": r.space, "seeds": r.seeds, "metric": r.metric, "fold": fold,
+                           "split": fingerprint(split),
+                           "strategy": self.study.strategies[r.strategy].__class__.__name__})
+        return f"{config_key(r.strategy, r.init, r.n)}__f{fold}__{key}"
 
     def run(self, on_trial: Callable[[int, int, float | None], None] | None = None,
             on_step: Callable[[], None] | None = None) -> dict[str, Any]:
-        """Run the trials still missing (the storage keeps earlier ones); returns the summary it stores."""
+        """Run the trials still missing on each fold (the storage keeps earlier ones); returns the
+        configuration's entry of tuned.json (every fold tuned so far), which it stores."""
+        r = self.request
+        dataset, splits, folds, init_key = self._prepare()
+        started = time.perf_counter()
+        done_before = 0
+        results = {}
+        for fold in folds:
+            def progress(done: int, total: int, value: float | None, offset: int = done_before) -> None:
+                if on_trial:
+                    on_trial(offset + done, r.trials * len(folds), value)
+
+            results[fold] = self.tune_fold(dataset, splits[fold], fold, init_key, progress, on_step)
+            done_before += r.trials
+        entry = {
+            "strategy": r.strategy, "init": r.init, "n": r.n, "metric": r.metric, "seeds": r.seeds,
+            "space": r.space, "sampler": f"TPE (seed {r.sampler_seed})", "pruner": "median (5 startup trials)",
+            "dataset": dataset.fingerprint, "init_fingerprint": init_key, "storage": self.storage_text,
+            "design": "nested: each fold tuned on its own training pool and validation subjects",
+            "folds": {str(f): v for f, v in results.items()},
+            "seconds_this_call": round(time.perf_counter() - started, 1),
+        }
+        return record(self.folder, entry)
+
+    def tune_fold(self, dataset, split: dict[str, list[str]], fold: int, init_key: str,
+                  on_trial: Callable[[int, int, float | None], None] | None = None,
+                  on_step: Callable[[], None] | None = None) -> dict[str, Any]:
+        """Tune on one fold: subsets from its pool, scored on its validation subjects; its test subjects
+        are not read. Returns the fold's part of tuned.json."""
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         r = self.request
-        dataset, split, init_key, val = self._prepare()
-        name = self.study_name(dataset.fingerprint, init_key)
+        val = dataset.rows_of(split["validation"])
+        val = val[val["phase"].notna()]
+        name = self.study_name(dataset.fingerprint, init_key, fold, split)
         study = optuna.create_study(study_name=name, storage=self.storage, direction="maximize", load_if_exists=True,
                                     sampler=optuna.samplers.TPESampler(seed=r.sampler_seed),
                                     pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1))
@@ -151,7 +196,6 @@ class Tuner:
         remaining = max(0, r.trials - len(settled))
         score = validation_score(dataset, val, self.study.settings.train, self.study.settings.empty,
                                  METRICS[r.metric])
-        started = time.perf_counter()
 
         def objective(trial: optuna.Trial) -> float:
             params = {}
@@ -168,7 +212,8 @@ class Tuner:
                     if trial.should_prune():
                         raise optuna.TrialPruned(f"validation Dice {value:.3f} at check {offset + number}")
 
-                model, result = self._fine_tune(dataset, split, init_key, settings, seed, on_step, score, check)
+                model, result = self._fine_tune(dataset, split, fold, init_key, settings, seed, on_step, score,
+                                                check)
                 checks_done += len(result["checks"])
                 chosen = [v for step, v in result["checks"] if step == result["selected_step"]]
                 values.append(chosen[-1] if chosen else score(model))
@@ -185,26 +230,23 @@ class Tuner:
             raise UsageError(f"tune: none of {len(study.trials)} trials of {name} completed (all pruned or failed); "
                              "widen --space or lower the learning rates")
         best = study.best_trial
-        baseline = self._default_score(dataset, split, init_key, score)
-        summary = {
-            "strategy": r.strategy, "init": r.init, "n": r.n, "params": best.params, "value": best.value,
-            "default_value": baseline, "metric": r.metric, "trials": len(study.trials), "complete": len(complete),
+        return {
+            "params": best.params, "value": best.value,
+            "default_value": self._default_score(dataset, split, fold, init_key, score),
+            "trials": len(study.trials), "complete": len(complete),
             "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
-            "failed": sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials), "seeds": r.seeds,
-            "space": r.space, "sampler": f"TPE (seed {r.sampler_seed})", "pruner": "median (5 startup trials)",
-            "validation_subjects": split["validation"], "dataset": dataset.fingerprint, "init_fingerprint": init_key,
-            "storage": self.storage_text, "study_name": name, "seconds_this_call": round(time.perf_counter() - started, 1),
+            "failed": sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials),
+            "validation_subjects": list(split["validation"]), "tuning_subjects": tuning_subjects(split),
+            "test_subjects": list(split["test"]), "study_name": name,
         }
-        record(self.folder, summary)
-        return summary
 
-    def _fine_tune(self, dataset, split, init_key: str, settings, seed: int, on_step=None, validate=None,
-                   on_check=None):
-        """One fine-tune of the configuration on fold 0 at ``seed``: the subset and init a run would use."""
+    def _fine_tune(self, dataset, split, fold: int, init_key: str, settings, seed: int, on_step=None,
+                   validate=None, on_check=None):
+        """One fine-tune of the configuration on ``fold`` at ``seed``: the subset and init a run would use."""
         r = self.request
-        spec = RunSpec(strategy=r.strategy, n=r.n, seed=seed, fold=0, params={}, streams=stream_seeds(seed, 0),
-                       dataset=dataset.fingerprint, split=split, init=r.init, init_fingerprint=init_key,
-                       train=settings.to_dict())
+        spec = RunSpec(strategy=r.strategy, n=r.n, seed=seed, fold=fold, params={},
+                       streams=stream_seeds(seed, fold), dataset=dataset.fingerprint, split=split, init=r.init,
+                       init_fingerprint=init_key, train=settings.to_dict())
         rows = select(spec, self.study.strategies[r.strategy], dataset).index.to_numpy()
         set_threads(settings.threads)
         model = self.study.initial_model(spec, settings)
@@ -214,25 +256,34 @@ class Tuner:
                                  validate=validate, on_check=on_check)
         return model, result
 
-    def _default_score(self, dataset, split, init_key: str, score) -> float:
+    def _default_score(self, dataset, split, fold: int, init_key: str, score) -> float:
         """The untuned settings' validation Dice on the same subsets (seeds) as the trials, for comparison."""
         settings = self.study.settings.train
-        return float(np.mean([score(self._fine_tune(dataset, split, init_key, settings, seed)[0])
+        return float(np.mean([score(self._fine_tune(dataset, split, fold, init_key, settings, seed)[0])
                               for seed in range(self.request.seeds)]))
 
 
-def record(folder: Path, summary: dict[str, Any]) -> None:
+def record(folder: Path, entry: dict[str, Any]) -> dict[str, Any]:
+    """Store a configuration's tuning in tuned.json; folds tuned earlier on the same data and init are kept
+    (a fold tuned again replaces its old result). Returns the stored entry."""
     path = Path(folder) / "tuned.json"
     folder.mkdir(parents=True, exist_ok=True)
     data = json.loads(path.read_text()) if path.exists() else {}
-    data[config_key(summary["strategy"], summary["init"], summary["n"])] = summary
+    key = config_key(entry["strategy"], entry["init"], entry["n"])
+    old = data.get(key) or {}
+    same = (old.get("dataset"), old.get("init_fingerprint"), old.get("metric")) == (
+        entry["dataset"], entry["init_fingerprint"], entry["metric"])
+    folds = {**(old.get("folds") or {}), **entry["folds"]} if same else entry["folds"]
+    data[key] = {**entry, "folds": dict(sorted(folds.items(), key=lambda kv: int(kv[0])))}
     write_json(path, data)
+    return data[key]
 
 
 def tuned_overrides(folder: Path, strategies: tuple[str, ...], inits: list[str],
                     ns: tuple[int, ...]) -> dict[str, dict[str, Any]]:
-    """config key -> best parameters and where they came from, for every configuration of a run; a missing
-    one is an error naming the tune command that makes it (the study checks the data fingerprint)."""
+    """config key -> its entry of tuned.json (per fold: best parameters and the subjects they were tuned
+    on), for every configuration of a run; a missing one is an error naming the tune command that makes it.
+    Whether the folds fit the run's splits is checked by ``check_tuned`` once the data are loaded."""
     path = Path(folder) / "tuned.json"
     data = json.loads(path.read_text()) if path.exists() else {}
     out, missing = {}, []
@@ -243,12 +294,14 @@ def tuned_overrides(folder: Path, strategies: tuple[str, ...], inits: list[str],
                 if key not in data:
                     missing.append((strategy, init, n))
                     continue
-                out[key] = {"params": data[key]["params"], "dataset": data[key]["dataset"],
-                            "trials": data[key]["trials"], "validation_subjects": data[key]["validation_subjects"],
-                            "metric": data[key]["metric"], "value": data[key]["value"]}
+                if "folds" not in data[key]:
+                    raise UsageError(f"--tuned: {key} in {path} was tuned by cine-harness < 0.7 on fold 0 only (its "
+                                     "tuning subjects are test subjects of other folds); tune it again")
+                out[key] = {k: data[key][k] for k in ("dataset", "metric", "trials", "folds") if k in data[key]}
     if missing:
         s, i, n = missing[0]
         raise UsageError(f"--tuned: {len(missing)} configurations have no tuned parameters in {path}, first "
                          f"{s} / {i} / n={n}; run `harness tune --strategy {s} --init ... --n {n}` with the same "
                          "--out first")
     return out
+

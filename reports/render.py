@@ -112,7 +112,8 @@ def analyse(study_dir: Path, options: Options | None = None) -> Analysis:
     images = pd.concat([store.images(spec, method_label(spec.strategy, spec.init, inits)) for spec in specs],
                        ignore_index=True)
     options = dataclasses.replace(options or Options(), empty=settings["empty"])
-    analysis = analyse_images(images, settings, options, failed, identical_selections(store, specs, inits))
+    cautions = source_cautions(settings) + identical_selections(store, specs, inits)
+    analysis = analyse_images(images, settings, options, failed, cautions)
     analysis = dataclasses.replace(analysis, runs=run_table(store, specs, inits, analysis.subjects))
     return dataclasses.replace(analysis, examples=example_panels(store, specs, inits, analysis))
 
@@ -193,6 +194,23 @@ def run_table(store: RunStore, specs: list, inits: list[str], subjects: pd.DataF
             "reason": state.reason.strip().splitlines()[-1] if state.reason.strip() else "",
             "software": ", ".join(f"{k} {v}" for k, v in software.items())})
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def source_cautions(settings: dict) -> list[str]:
+    """First cautions of a study: a source model trained on its test or validation subjects (run with
+    --allow-source-overlap), and source models whose training images could not be compared with them."""
+    out = []
+    for name, found in (settings.get("source_overlap") or {}).items():
+        if not found.get("checked"):
+            out.append(f"Whether init `{name}`'s source model was trained on this study's test subjects could not be "
+                       f"checked: {found.get('why', 'unknown')}.")
+        elif found.get("subjects"):
+            subjects = found["subjects"]
+            out.append(f"**Init `{name}`'s source model was trained on {found['images']} images of {len(subjects)} of "
+                       f"this study's {found['of_subjects']} test and validation subjects** ({', '.join(subjects)}); "
+                       "the study ran with --allow-source-overlap. Dice on those subjects, of the base model and of "
+                       "every method fine-tuned from it, is optimistically biased.")
+    return sorted(out, key=lambda text: not text.startswith("**"))
 
 
 def identical_selections(store: RunStore, specs: list, inits: list[str]) -> list[str]:
@@ -740,6 +758,10 @@ def init_lines(s: dict) -> list[str]:
                 text = "your checkpoint (a plain state_dict, no model card)"
         else:
             text = INIT_TEXT[m["kind"]]
+        found = (s.get("source_overlap") or {}).get(name) or {}
+        if found.get("checked") and not found.get("subjects"):
+            text += (f"; none of its {found['source_images']} training images is an image of this study's test or "
+                     "validation subjects (checked by content hash)")
         lines.append(f"Init `{name}`: {text}; weights fingerprint `{m['fingerprint']}`.")
     if len(models) > 1:
         lines.append("Inits are compared on the same test subjects, subsets and seeds (paired), as strategies are; "
@@ -770,16 +792,23 @@ def fine_tuning_text(t: dict) -> str:
 
 
 def tuned_lines(s: dict) -> list[str]:
-    """What `harness tune` chose, per configuration, and on which subjects (run --tuned)."""
+    """What `harness tune` chose, per configuration and fold, and on which subjects (run --tuned)."""
     tuned = s.get("tuned") or {}
     lines = []
     for key, t in sorted(tuned.items()):
-        params = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(t["params"].items()))
-        lines.append(f"Tuned with Optuna (`{key}`): {t['trials']} trials of a seeded TPE sampler with median pruning, "
-                     f"maximising validation Dice ({t['metric']}) on fold 0's validation subjects "
-                     f"({', '.join(t['validation_subjects'])}), never on test subjects; best {t['value']:.3f} with "
-                     f"{params}. With cross-validation these validation subjects are test subjects of another fold, "
-                     "so the tuned settings saw their labels once.")
+        folds = t.get("folds") or {}
+        parts = []
+        for fold, part in folds.items():
+            params = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                               for k, v in sorted(part["params"].items()))
+            parts.append(f"fold {fold}: {part['trials']} trials, validation Dice {part['value']:.3f} "
+                         f"(defaults {part['default_value']:.3f}) with {params}")
+        lines.append(f"Tuned with Optuna (`{key}`), nested in the cross-validation: each fold separately, a seeded "
+                     f"TPE sampler with median pruning maximising validation Dice ({t['metric']}) on that fold's "
+                     "validation subjects, fine-tuning on subsets of that fold's training pool; a fold's test "
+                     "subjects were never predicted while its parameters were chosen, and before the runs every "
+                     "fold's tuning subjects were checked to include none of its test subjects. "
+                     + "; ".join(parts) + ".")
     return lines
 
 

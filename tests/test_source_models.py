@@ -159,21 +159,97 @@ def test_tuning_never_predicts_test_subjects_and_resumes(tmp_path, cache, monkey
             "--space", str(space), "--out", str(out), "--cache-dir", str(cache)]
     assert main(args) == 0
     assert seen and not any(seen), "tuning predicted an image of a test subject"
-    tuned = json.loads((out / "tuned.json").read_text())["ed_es__source__n1"]
+    tuned = json.loads((out / "tuned.json").read_text())["ed_es__source__n1"]["folds"]["0"]
     assert tuned["trials"] == 2 and 1 <= tuned["params"]["steps_frozen"] <= 3
     assert set(tuned["params"]) == {"lr_frozen", "lr_unfrozen", "steps_frozen", "steps_unfrozen", "weight_decay",
                                     "augment"}
     assert (out / "tune.db").exists()
     assert main([*args[:args.index("--trials") + 1], "3", *args[args.index("--trials") + 2:]]) == 0
-    assert json.loads((out / "tuned.json").read_text())["ed_es__source__n1"]["trials"] == 3  # resumed: one more
+    again = json.loads((out / "tuned.json").read_text())["ed_es__source__n1"]["folds"]["0"]
+    assert again["trials"] == 3  # resumed: one more
     monkeypatch.setattr(train, "predict", real_predict)
     run = ["run", *[a for a in TINY if a not in ("--steps", "3")], "--size", "64", "--pretrain-steps", "4",
            "--source-subjects", "3", "--tuned", "--out", str(out), "--cache-dir", str(cache)]
     assert main(run) == 0
-    best = json.loads((out / "tuned.json").read_text())["ed_es__source__n1"]["params"]
+    best = json.loads((out / "tuned.json").read_text())["ed_es__source__n1"]["folds"]["0"]["params"]
     spec = json.loads(next(out.glob("runs/ed_es__*/spec.json")).read_text())
     assert spec["train"]["steps_frozen"] == best["steps_frozen"] and spec["train"]["lr_frozen"] == best["lr_frozen"]
     assert "Tuned with Optuna" in (out / "report.md").read_text()
+
+
+TUNE_SPACE = {"steps_frozen": ["int", 1, 3], "steps_unfrozen": ["int", 1, 3]}
+SMALL_MODEL = ["--size", "64", "--pretrain-steps", "4", "--source-subjects", "3"]
+
+
+@pytest.mark.slow
+def test_parameters_tuned_on_another_split_are_refused(tmp_path, cache, capsys):
+    """The reproduction of issue 19.1: tuned with one split of 2 test subjects, run with 2 folds."""
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(TUNE_SPACE))
+    out = tmp_path / "study"
+    common = [*TINY, *SMALL_MODEL, "--out", str(out), "--cache-dir", str(cache)]
+    assert main(["tune", *common, "--trials", "1", "--space", str(space)]) == 0  # --folds 1 --test-subjects 2
+    tuned = json.loads((out / "tuned.json").read_text())["ed_es__source__n1"]
+    assert set(tuned["folds"]) == {"0"} and len(tuned["folds"]["0"]["tuning_subjects"]) == 4
+    capsys.readouterr()
+    folds2 = [a if a != "1" or common[i - 1] != "--folds" else "2" for i, a in enumerate(common)]
+    assert main(["run", *folds2, "--tuned"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len([line for line in err.splitlines() if line.startswith("error:")]) == 1
+    assert "--tuned: the parameters of ed_es__source__n1 for fold 0 were tuned on" in err and "test subjects" in err
+    assert not list((out / "runs").glob("ed_es__*")), "no run may start with those parameters"
+
+
+@pytest.mark.slow
+def test_nested_tuning_never_predicts_a_fold_test_subject_while_choosing_its_parameters(tmp_path, cache,
+                                                                                       monkeypatch):
+    """Every image predicted while fold f is tuned is traced to its subject: none is a test subject of f."""
+    from harness import tune
+
+    loaded, current, predicted = [], [], []
+    real_load, real_tune_fold, real_predict = runner.Study.load_target, tune.Tuner.tune_fold, train.predict
+
+    def load_target(self):
+        loaded.append(real_load(self))
+        return loaded[-1]
+
+    def tune_fold(self, dataset, split, fold, *args, **kwargs):
+        current.append((fold, split))
+        return real_tune_fold(self, dataset, split, fold, *args, **kwargs)
+
+    def spy(model, images, *args, **kwargs):
+        owner = {np.asarray(image, np.float16).tobytes(): subject
+                 for image, subject in zip(loaded[-1].images, loaded[-1].index["subject"])}
+        predicted.append((current[-1][0], {owner[np.asarray(image, np.float16).tobytes()] for image in images}))
+        return real_predict(model, images, *args, **kwargs)
+
+    monkeypatch.setattr(runner.Study, "load_target", load_target)
+    monkeypatch.setattr(tune.Tuner, "tune_fold", tune_fold)
+    monkeypatch.setattr(train, "predict", spy)
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(TUNE_SPACE))
+    out = tmp_path / "study"
+    common = [*[a if a != "--folds" else "--folds" for a in TINY], *SMALL_MODEL, "--val-subjects", "1",
+              "--out", str(out), "--cache-dir", str(cache)]
+    common[common.index("--folds") + 1] = "2"
+    assert main(["tune", *common, "--trials", "2", "--space", str(space)]) == 0
+    splits = dict(current)
+    assert sorted(splits) == [0, 1] and predicted
+    for fold, subjects in predicted:
+        assert not subjects & set(splits[fold]["test"]), f"fold {fold} tuning predicted a test subject"
+        assert subjects == set(splits[fold]["validation"])  # the spy sees what validation predicts
+    entry = json.loads((out / "tuned.json").read_text())["ed_es__source__n1"]
+    for fold, split in splits.items():
+        part = entry["folds"][str(fold)]
+        assert part["tuning_subjects"] == sorted(split["pool"] + split["validation"])
+        assert not set(part["tuning_subjects"]) & set(split["test"])
+    monkeypatch.setattr(train, "predict", real_predict)
+    assert main(["run", *common, "--tuned"]) == 0  # the same folds: accepted, each fold its own parameters
+    for path in out.glob("runs/ed_es__*/spec.json"):
+        spec = json.loads(path.read_text())
+        best = entry["folds"][str(spec["fold"])]["params"]
+        assert (spec["train"]["steps_frozen"], spec["train"]["lr_frozen"]) == (best["steps_frozen"], best["lr_frozen"])
+    assert "nested in the cross-validation" in (out / "report.md").read_text()
 
 
 def test_tuned_without_a_tune_names_the_command(tmp_path, capsys):
@@ -212,3 +288,76 @@ def test_pretraining_on_real_data_defaults_to_192_px(source_dir, tmp_path, cache
     assert main(["pretrain", "--data", str(source_dir), "--out", str(out), "--steps", "1", "--val-subjects", "1",
                  "--cache-dir", str(cache)]) == 0
     assert json.loads(out.with_suffix(".json").read_text())["architecture"]["size"] == 192
+
+
+def _stack(subject: str, seed: int):
+    from harness.data.dataset import RawStack
+
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((2, 3, 40, 40), np.uint8)
+    labels[:, :, 10:30, 10:30] = 2
+    labels[:, :, 14:26, 14:26] = 1
+    return RawStack(subject, rng.random((2, 3, 40, 40)).astype(np.float32), labels, 1.5, (0, 1, 2), 3)
+
+
+def test_source_overlap_finds_subjects_by_pixels_not_by_name():
+    from harness.data.dataset import prepare
+    from harness.pretraining import source_overlap
+
+    source = prepare("src", [_stack("patient001", 1), _stack("patient002", 2)], 32, "k1")
+    copy = prepare("copy", [_stack("renamed-a", 1), _stack("other", 3), _stack("renamed-b", 2)], 64, "k2")
+    card = {"training": {"image_hashes": sorted(set(source.hashes.tolist()))}}
+    found = source_overlap(card, copy, ["renamed-a", "other", "renamed-b"])
+    assert found == {"checked": True, "subjects": ["renamed-a", "renamed-b"], "images": 12, "of_subjects": 3,
+                     "source_images": 12}
+    assert source_overlap(card, copy, ["other"])["subjects"] == []
+    assert source_overlap(None, copy, ["other"])["checked"] is False
+    assert "before cine-harness 0.7" in source_overlap({"training": {}}, copy, ["other"])["why"]
+
+
+@pytest.mark.slow
+def test_a_source_model_trained_on_the_test_subjects_is_refused(checkpoint, source_dir, tmp_path, cache, capsys):
+    """The reproduction of issue 19.2: pre-trained on 3 of 4 subjects, then a study of the same 4 (and of a copy
+    whose subject folders are renamed): refused; --allow-source-overlap runs and the report says so first."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    for k, folder in enumerate(sorted(p for p in source_dir.iterdir() if p.is_dir())):
+        shutil.copytree(folder, copy / f"renamed-{k}")
+    study = ["run", "--init", f"checkpoint:{checkpoint}", "--folds", "2", "--val-subjects", "1", "--seeds", "1",
+             "--n", "1", "--steps", "1", "--executor", "inprocess", "--cache-dir", str(cache)]
+    for data in (source_dir, copy):
+        capsys.readouterr()
+        assert main([*study, "--data", str(data), "--out", str(tmp_path / "refused")]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len([line for line in err.splitlines() if line.startswith("error:")]) == 1
+        assert "its source model was trained on images of 3 of this study's 4 test and validation subjects" in err
+        assert "--allow-source-overlap" in err
+    assert not (tmp_path / "refused" / "runs").exists() or not list((tmp_path / "refused" / "runs").iterdir())
+    out = tmp_path / "allowed"
+    assert main([*study, "--data", str(copy), "--out", str(out), "--allow-source-overlap"]) == 0
+    report = (out / "report.md").read_text()
+    first = report[report.index("\n> ") + 3:].splitlines()[0]
+    assert first.startswith("**Init `ckpt-lab`'s source model was trained on") and "3 of this study's 4" in first
+
+
+@pytest.mark.slow
+def test_a_plain_state_dict_is_reported_as_unchecked(checkpoint, tmp_path, cache):
+    plain = tmp_path / "plain.pt"
+    torch.save(train.read_checkpoint(checkpoint).state_dict, plain)
+    out = tmp_path / "study"
+    assert main(["run", *TINY, "--size", "64", "--init", f"checkpoint:{plain}", "--out", str(out),
+                 "--cache-dir", str(cache)]) == 0
+    assert ("Whether init `ckpt-plain`'s source model was trained on this study's test subjects could not be "
+            "checked: a plain state_dict has no model card") in (out / "report.md").read_text()
+    study = json.loads((out / "study.json").read_text())
+    assert study["source_overlap"]["ckpt-plain"]["checked"] is False
+
+
+@pytest.mark.slow
+def test_the_phantom_base_model_is_checked_and_clear(tmp_path, cache):
+    out = tmp_path / "study"
+    assert main(["run", *TINY, *SMALL_MODEL, "--out", str(out), "--cache-dir", str(cache)]) == 0
+    overlap = json.loads((out / "study.json").read_text())["source_overlap"]["source"]
+    assert overlap["checked"] and overlap["subjects"] == [] and overlap["source_images"] > 0
+    assert "none of its" in (out / "report.md").read_text()

@@ -43,6 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where fine-tuning starts, a grid axis: source (the phantom base model, default), "
                         "checkpoint:PATH (your model), imagenet, random; a comma list compares them on the same "
                         "subjects and seeds")
+    p.add_argument("--allow-source-overlap", action="store_true",
+                   help="run even though a source model (--init) was trained on images of this study's test or "
+                        "validation subjects (found by image content); the report then says so first")
     p.add_argument("--checkpoint-classes", default=None, metavar="background,rv,my,lv",
                    help="classes of a plain state_dict's head, in order, when it has other than "
                         "background, LV, MY (harness checkpoints say it in their card)")
@@ -189,6 +192,7 @@ def study_settings(args: argparse.Namespace) -> StudySettings:
     study = {"data": args.data, "data_format": args.format, "labels": args.labels, "skip_bad": args.skip_bad,
              "strategies": parse_strategies(args.strategy), "ns": parse_ns(args.n), "seeds": args.seeds,
              "inits": tuple(i.text for i in inits), "checkpoint_classes": args.checkpoint_classes,
+             "allow_source_overlap": args.allow_source_overlap,
              "folds": args.folds,
              "params": parse_params(args.strategy_param), "empty": args.empty,
              "target_subjects": args.target_subjects, "source_subjects": args.source_subjects,

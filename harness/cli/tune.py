@@ -1,4 +1,4 @@
-"""`harness tune`: Optuna search of training settings for one strategy / init / n, on validation subjects."""
+"""`harness tune`: Optuna search of training settings for one strategy / init / n, nested in the folds."""
 from __future__ import annotations
 
 import argparse
@@ -10,14 +10,20 @@ from rich.table import Table
 from harness.cli import run
 from harness.errors import UsageError
 
-EXAMPLE = """example:
-  python -m harness tune --data /data/my7T --init checkpoint:models/acdc.pt --strategy ed_es --n 3 --trials 30"""
-HELP = "tune training settings with Optuna for one strategy / init / n on validation subjects (resumable)"
+EXAMPLE = """examples:
+  python -m harness tune --data /data/my7T --init checkpoint:models/acdc.pt --strategy ed_es --n 3 --trials 30
+  python -m harness tune --strategy ed_es --n 5 --fold 1      # one fold only (e.g. one job per fold)"""
+HELP = ("tune training settings with Optuna for one strategy / init / n, each fold on its own training side "
+        "(nested; resumable)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     run.add_arguments(p)
-    p.add_argument("--trials", type=int, default=30, help="trials in all, counting earlier ones (default 30)")
+    p.add_argument("--trials", type=int, default=30,
+                   help="trials per fold, counting earlier ones (default 30)")
+    p.add_argument("--fold", default=None, metavar="F[,F...]",
+                   help="folds to tune (default: every fold; `run --tuned` needs them all, each tuned without its "
+                        "test subjects)")
     p.add_argument("--storage", default=None,
                    help="Optuna storage URL (default sqlite in --out), or journal:PATH for a shared filesystem")
     p.add_argument("--space", type=Path, default=None,
@@ -49,23 +55,39 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     study = Study(settings, store=None, reporter=RichReporter(console), cache=Path(args.cache_dir) if args.cache_dir else None)
     request = TuneRequest(strategy=settings.strategies[0], init=parse_inits(args.init)[0].name, n=settings.ns[0],
                           trials=args.trials, seeds=args.tune_seeds, metric=args.metric,
-                          sampler_seed=args.sampler_seed, space=search_space(settings.train.schedule, args.space))
+                          sampler_seed=args.sampler_seed, space=search_space(settings.train.schedule, args.space),
+                          folds=parse_folds(args.fold))
     tuner = Tuner(study, request, store.root, args.storage)
     with bars(console) as progress:
-        trials = progress.add_task("trials", total=args.trials)
+        trials = progress.add_task("trials", total=None)
         steps = progress.add_task("fine-tuning steps", total=None)
-        summary = tuner.run(on_trial=lambda done, total, value: progress.update(trials, completed=done),
-                            on_step=lambda: progress.advance(steps))
-    table = Table("parameter", "best", "default")
+        entry = tuner.run(on_trial=lambda done, total, value: progress.update(trials, completed=done, total=total),
+                          on_step=lambda: progress.advance(steps))
+    folds = entry["folds"]
+    table = Table("parameter", *(f"fold {f}" for f in folds), "default")
     defaults = settings.train.to_dict()
-    for name, value in summary["params"].items():
+    for name in entry["space"]:
         default = "1.0 (rotation 90, zoom 1.2, ±0.4)" if name == "augment" else defaults.get(name)
-        table.add_row(name, f"{value:.4g}" if isinstance(value, float) else str(value), str(default))
+        values = [part["params"].get(name) for part in folds.values()]
+        table.add_row(name, *(f"{v:.4g}" if isinstance(v, float) else str(v) for v in values), str(default))
+    table.add_row("validation Dice", *(f"{p['value']:.4f}" for p in folds.values()), "")
+    table.add_row("  with defaults", *(f"{p['default_value']:.4f}" for p in folds.values()), "")
+    table.add_row("trials (pruned, failed)", *(f"{p['trials']} ({p['pruned']}, {p['failed']})" for p in folds.values()), "")
     Console().print(table)
-    console.print(f"validation Dice ({summary['metric']}): best {summary['value']:.4f} vs defaults "
-                  f"{summary['default_value']:.4f}; {summary['trials']} trials ({summary['complete']} complete, "
-                  f"{summary['pruned']} pruned, {summary['failed']} failed) on validation subjects "
-                  f"{', '.join(summary['validation_subjects'])}\nstored in {summary['storage']} "
-                  f"(study {summary['study_name']}) and {store.root / 'tuned.json'}; use them with `run --tuned`",
-                  highlight=False)
+    console.print(f"validation Dice ({entry['metric']}) per fold, each fold tuned on its own training pool and "
+                  f"validation subjects, never on its test subjects.\nstored in {entry['storage']} and "
+                  f"{store.root / 'tuned.json'}; use them with `run --tuned` (same --out, --folds and data)",
+                  highlight=False, markup=False)
     return 0
+
+
+def parse_folds(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        folds = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        folds = ()
+    if not folds or min(folds) < 0:
+        raise UsageError(f"--fold '{text}': give fold numbers from 0, comma list, e.g. --fold 0,2")
+    return folds

@@ -36,6 +36,7 @@ class CineDataset:
     subjects_info: pd.DataFrame | None = None  # per subject: slices, frames, spacing, ED/ES and their source
     problems: tuple[str, ...] = ()  # subjects left out under --skip-bad, each with the reason
     path: str | None = None  # its file in the cache, where workers of other processes read it
+    hashes: np.ndarray | None = None  # per index row: image_hash of the image as loaded (None: prepared before 0.7)
 
     @property
     def subjects(self) -> list[str]:
@@ -43,6 +44,18 @@ class CineDataset:
 
     def rows_of(self, subjects: list[str] | tuple[str, ...]) -> pd.DataFrame:
         return self.index[self.index["subject"].isin(subjects)]
+
+
+#: Revision of what a prepared dataset holds (0.7: per-image content hashes); part of cache keys.
+PREPARED_REVISION = 2
+
+
+def image_hash(image: np.ndarray) -> str:
+    """A 2D image's identity by content: sha256 of its shape and pixel values as loaded (float32, original
+    size, before any resampling), 16 hex digits. File names, subject ids and the training size do not enter
+    it, so two copies of a dataset give the same hashes; a resampled or re-oriented copy does not."""
+    pixels = np.ascontiguousarray(image, dtype="<f4")
+    return hashlib.sha256(repr(pixels.shape).encode() + pixels.tobytes()).hexdigest()[:16]
 
 
 def normalise(images: np.ndarray) -> np.ndarray:
@@ -186,6 +199,7 @@ class PreparedStack:
     frames: pd.DataFrame  # index rows (phase not yet found)
     info: dict
     hint: tuple | None
+    hashes: tuple[str, ...] = ()  # image_hash of each image, in the order of ``images``
 
 
 def prepare_stack(stack: RawStack, size: int) -> PreparedStack:
@@ -195,10 +209,11 @@ def prepare_stack(stack: RawStack, size: int) -> PreparedStack:
             "labelled_frames": len(stack.frame_numbers), "spacing_mm": round(stack.spacing_mm, 3),
             "slice_thickness_mm": stack.slice_thickness_mm, "slice_spacing_mm": stack.slice_spacing_mm,
             "side_px": max(stack.images.shape[-2:]), "field_strength_t": stack.field_strength_t}
+    hashes = tuple(image_hash(image) for image in stack.images.reshape((-1,) + stack.images.shape[-2:]))
     return PreparedStack(normalise(img).reshape(-1, size, size).astype(np.float16),
                          lab.reshape(-1, size, size).astype(np.uint8),
                          index_stack(stack.subject, stack.labels, stack.spacing_mm, stack.frame_numbers,
-                                     stack.n_frames), info, stack.phase_hint)
+                                     stack.n_frames), info, stack.phase_hint, hashes)
 
 
 def prepare(name: str, stacks: Iterable[RawStack | PreparedStack], size: int, key: str,
@@ -211,7 +226,8 @@ def prepare(name: str, stacks: Iterable[RawStack | PreparedStack], size: int, ke
     phases = find_phases(pd.concat([d.frames for d in done], ignore_index=True), hints, hint_source)
     subjects = pd.DataFrame([d.info for d in done]).merge(phases.phases, on="subject")
     return CineDataset(name, phases.index, np.concatenate([d.images for d in done]),
-                       np.concatenate([d.masks for d in done]), key, subjects, problems)
+                       np.concatenate([d.masks for d in done]), key, subjects, problems,
+                       hashes=np.array([h for d in done for h in d.hashes], dtype="<U16"))
 
 
 def voxel_ml(info: pd.DataFrame | None, size: int) -> dict[str, float]:
@@ -249,6 +265,8 @@ def save(dataset: CineDataset, path: Path) -> CineDataset:
     tmp.mkdir()
     np.save(tmp / "images.npy", dataset.images)
     np.save(tmp / "masks.npy", dataset.masks)
+    if dataset.hashes is not None:
+        np.save(tmp / "hashes.npy", np.asarray(dataset.hashes, dtype="<U16"))
     dataset.index.to_csv(tmp / "index.csv", index=False)
     if dataset.subjects_info is not None:
         dataset.subjects_info.to_csv(tmp / "subjects.csv", index=False)
@@ -274,5 +292,6 @@ def load(path: Path, mmap: bool = True) -> CineDataset:
     index["phase"] = index["phase"].astype(object).where(index["phase"].notna(), None)
     info_path = path / "subjects.csv"
     info = pd.read_csv(info_path, dtype={"subject": str}, keep_default_na=False) if info_path.exists() else None
+    hashes = np.load(path / "hashes.npy") if (path / "hashes.npy").exists() else None
     return CineDataset(meta["name"], index, images, masks, meta["fingerprint"], info,
-                       tuple(meta.get("problems", ())), str(path))
+                       tuple(meta.get("problems", ())), str(path), hashes)

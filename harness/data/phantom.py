@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from harness.data.dataset import (CineDataset, PreparedStack, RawStack, fingerprint, is_cached, load, prepare,
-                                  prepare_stack, save)
+from harness.data.dataset import (PREPARED_REVISION, CineDataset, PreparedStack, RawStack, fingerprint, is_cached,
+                                  load, prepare, prepare_stack, save)
 from harness.errors import UsageError
 
 LABEL_LV, LABEL_MY, LABEL_RV = 1, 2, 3
@@ -269,7 +269,7 @@ def phantom_fingerprint(domain: str, n_subjects: int, seed: int, size: int) -> s
     if domain not in DOMAINS:
         raise UsageError(f"unknown phantom domain '{domain}'; choose one of {', '.join(DOMAINS)}")
     return fingerprint({"phantom": generator_version(), "domain": domain, "subjects": n_subjects,
-                        "seed": seed, "size": size})
+                        "seed": seed, "size": size, "prepared": PREPARED_REVISION})
 
 
 def phantom_dataset(domain: str, n_subjects: int, seed: int, size: int,

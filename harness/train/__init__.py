@@ -14,7 +14,7 @@ from harness.train.settings import (CLASSES, DECODER_CHANNELS, SCHEDULES, Pretra
 _LAZY = {name: "harness.train.loop" for name in ("IGNORE", "cross_entropy", "fine_tune", "predict", "pretrain",
                                                  "to_classes")}
 _LAZY.update({name: "harness.train.model" for name in (
-    "Checkpoint", "build_model", "check_weights_reachable", "device", "model_from_checkpoint", "read_checkpoint",
+    "Checkpoint", "build_model", "card_path", "check_weights_reachable", "device", "model_from_checkpoint", "read_checkpoint",
     "resolve_precision", "save_checkpoint")})
 
 __all__ = ["CLASSES", "DECODER_CHANNELS", "PretrainSettings", "SCHEDULES", "TrainSettings", "stage_steps",
