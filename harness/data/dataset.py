@@ -58,6 +58,20 @@ def image_hash(image: np.ndarray) -> str:
     return hashlib.sha256(repr(pixels.shape).encode() + pixels.tobytes()).hexdigest()[:16]
 
 
+#: Most voxels one file may hold (a 4D cine of 512 x 512 x 20 slices x 50 frames is 262 M): a header that
+#: claims more is corrupt or not a cine, and is refused before anything is allocated.
+MAX_VOXELS = 300_000_000
+
+
+def check_voxels(path: Path | str, shape: tuple[int, ...]) -> None:
+    """Refuse a file whose header claims more than MAX_VOXELS voxels, before its data are read."""
+    count = int(np.prod([max(int(d), 0) for d in shape], dtype=object)) if len(shape) else 0
+    if count > MAX_VOXELS:
+        dims = " x ".join(str(int(d)) for d in shape)
+        raise DataError(f"{path}: its header claims {dims} = {count:,} voxels, more than the {MAX_VOXELS:,} one "
+                        "cine file may hold; the file is corrupt or not a cine: replace or remove it")
+
+
 def normalise(images: np.ndarray) -> np.ndarray:
     """Scale each image (last two axes) to [0, 1] between its 1st and 99th percentiles."""
     flat = images.reshape(-1, images.shape[-2] * images.shape[-1]).astype(np.float32)

@@ -11,12 +11,13 @@ import functools
 import hashlib
 import re
 import secrets
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from harness.data.dataset import RawStack, order_base_to_apex
+from harness.data.dataset import RawStack, check_voxels, order_base_to_apex
 from harness.data.nifti import LabelMap
 from harness.errors import DataError
 
@@ -90,6 +91,7 @@ def _images_of(path: Path, h) -> list[DicomImage]:
     """The 2D images a file holds, with their geometry and trigger time."""
     try:
         n = int(h.get("NumberOfFrames", 1) or 1)
+        check_voxels(path, (int(h.get("Rows", 0) or 0), int(h.get("Columns", 0) or 0), n))
         if n == 1:
             return [DicomImage(path, None, tuple(map(float, h.ImageOrientationPatient)),
                                tuple(map(float, h.PixelSpacing)), tuple(map(float, h.ImagePositionPatient)),
@@ -199,6 +201,41 @@ def pixels(image: DicomImage) -> np.ndarray:
     """The image's pixels as float32 (a multi-frame file is decoded once for all its frames)."""
     data = _all_pixels(image.path)
     return (data if image.frame is None else data[image.frame]).astype(np.float32)
+
+
+def fill(grid: SeriesGrid, slices: Iterable[int], frames: Iterable[int],
+         label_of: Callable[[int, int, tuple[int, int]], tuple[np.ndarray, str]]) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels of the cells (slice, frame) of a series, in the order given: the one loop that reads
+    the pixels of every DICOM layout, with every check in it. ``label_of(slice, frame, image shape)`` gives a
+    cell's label image (harness values) and where it came from; a label or image whose size differs from the
+    series' is an error naming its file."""
+    slices, frames = list(slices), list(frames)
+    images = labels = None
+    try:
+        for i, s in enumerate(slices):
+            for j, f in enumerate(frames):
+                file = grid.files[s, f]
+                image = pixels(file)
+                if images is None:
+                    images = np.zeros((len(slices), len(frames)) + image.shape, np.float32)
+                    labels = np.zeros(images.shape, np.uint8)
+                elif image.shape != images.shape[2:]:
+                    raise DataError(f"{file}: image is {_size(image.shape)} but the series' images are "
+                                    f"{_size(images.shape[2:])}; one image size per series")
+                label, where = label_of(s, f, image.shape)
+                if label.shape != image.shape:
+                    raise DataError(f"{where}: mask is {_size(label.shape)} but image {file.name} is "
+                                    f"{_size(image.shape)}")
+                images[i, j], labels[i, j] = image, label
+    finally:
+        _all_pixels.cache_clear()
+    if images is None:
+        raise DataError(f"{grid.files[0, 0].path.parent}: no labelled image to read")
+    return images, labels
+
+
+def _size(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
 
 
 def read_contour(path: Path, shape: tuple[int, int]) -> np.ndarray:
@@ -313,22 +350,16 @@ def stack_from_contours(grid: SeriesGrid, contours: dict[tuple[int, int], dict[s
     if outside:
         raise DataError(f"{where}: contour for slice {outside[0][0]}, frame {outside[0][1]} but the series has "
                         f"{grid.files.shape[0]} slices x {grid.files.shape[1]} frames")
-    first = pixels(grid.files[slices[0], labelled_frames[0]])
-    images = np.zeros((len(slices), len(labelled_frames)) + first.shape, np.float32)
-    labels = np.zeros(images.shape, np.uint8)
-    for i, s in enumerate(slices):
-        for j, f in enumerate(labelled_frames):
-            image = pixels(grid.files[s, f])
-            if image.shape != first.shape:
-                raise DataError(f"{grid.files[s, f]}: image is {image.shape} but the series is {first.shape}")
-            images[i, j] = image
-            kinds = contours[(s, f)]
-            if "o" in kinds:
-                labels[i, j][_mask(kinds["o"], image.shape, where)] = 2
-            else:
-                labels[i, j][:] = UNKNOWN
-            labels[i, j][_mask(kinds["i"], image.shape, where)] = 1
-    _all_pixels.cache_clear()
+    def label_of(s: int, f: int, shape: tuple[int, int]) -> tuple[np.ndarray, str]:
+        kinds = contours[(s, f)]
+        label = np.full(shape, UNKNOWN, np.uint8)  # no epicardium: non-LV pixels are not known
+        if "o" in kinds:
+            label[:] = 0
+            label[_mask(kinds["o"], shape, where)] = 2
+        label[_mask(kinds["i"], shape, where)] = 1
+        return label, str(kinds["i"] if isinstance(kinds["i"], Path) else where)
+
+    images, labels = fill(grid, slices, labelled_frames, label_of)
     images, labels, _ = order_base_to_apex(images, labels)
     return RawStack(subject, images, labels, grid.spacing_mm, tuple(labelled_frames), grid.files.shape[1],
                     None, grid.field_strength_t, grid.slice_thickness_mm,
@@ -354,27 +385,19 @@ LABEL_MAP_NAME = "labels.nii.gz"
 def load_label_map_subject(folder: Path, labels: LabelMap, salt: str, problems: list[str] | None = None) -> RawStack:
     """A DICOM series with a 4D NIfTI label map ``labels.nii.gz`` (columns, rows, slices, frames) beside it,
     slices and frames in the series' geometric and trigger-time order; every frame labelled."""
-    import nibabel as nib
+    from harness.data.nifti import read_volume
 
     grid = read_series(folder, problems)
     path = folder / LABEL_MAP_NAME
-    try:
-        volume = np.asarray(nib.load(str(path)).dataobj)
-    except Exception as exc:
-        raise DataError(f"{path}: not a readable NIfTI label map ({exc.__class__.__name__})") from None
+    volume = read_volume(path, (3, 4), "label map (columns, rows, slices[, frames])")[0]
     if volume.ndim == 3:
         volume = volume[..., None]
     label_grid = np.rint(volume).astype(int).transpose(2, 3, 1, 0)  # -> (slices, frames, rows, columns)
-    first = pixels(grid.files[0, 0])
-    expected = grid.files.shape + first.shape
-    if label_grid.shape != expected:
-        raise DataError(f"{path}: label map is {label_grid.shape} (slices, frames, rows, columns) but the "
-                        f"series is {expected}")
-    images = np.zeros(expected, np.float32)
-    for (s, f), file in np.ndenumerate(grid.files):
-        images[s, f] = first if (s, f) == (0, 0) else pixels(file)
-    _all_pixels.cache_clear()
-    masks = labels.apply(label_grid, str(path))
+    if label_grid.shape[:2] != grid.files.shape:
+        raise DataError(f"{path}: label map has {label_grid.shape[0]} slices x {label_grid.shape[1]} frames but the "
+                        f"series has {grid.files.shape[0]} x {grid.files.shape[1]}")
+    images, masks = fill(grid, range(grid.files.shape[0]), range(grid.files.shape[1]),
+                         lambda s, f, shape: (labels.apply(label_grid[s, f], str(path)), str(path)))
     images, masks, _ = order_base_to_apex(images, masks)
     n_frames = grid.files.shape[1]
     return RawStack(subject_id(folder.name, grid.patient_values, salt), images, masks, grid.spacing_mm,
@@ -394,17 +417,11 @@ def load_png_masked_subject(folder: Path, labels: LabelMap, salt: str, problems:
               if all(masks_of.get((s, f), Path("-")).exists() for s in range(grid.files.shape[0]))]
     if not frames:
         raise DataError(f"{folder}: no frame has a <file>-mask.png beside the DICOM file of every slice")
-    first = pixels(grid.files[0, frames[0]])
-    images = np.zeros((grid.files.shape[0], len(frames)) + first.shape, np.float32)
-    masks = np.zeros(images.shape, np.uint8)
-    for s in range(grid.files.shape[0]):
-        for j, f in enumerate(frames):
-            image, mask = pixels(grid.files[s, f]), read_png(masks_of[(s, f)])
-            if mask.shape != image.shape:
-                raise DataError(f"{masks_of[(s, f)]}: mask is {mask.shape} but image is {image.shape}")
-            images[s, j] = image
-            masks[s, j] = labels.apply(mask.astype(int), str(masks_of[(s, f)]))
-    _all_pixels.cache_clear()
+    def label_of(s: int, f: int, shape: tuple[int, int]) -> tuple[np.ndarray, str]:
+        where = str(masks_of[(s, f)])
+        return labels.apply(read_png(masks_of[(s, f)]).astype(int), where), where
+
+    images, masks = fill(grid, range(grid.files.shape[0]), frames, label_of)
     images, masks, _ = order_base_to_apex(images, masks)
     return RawStack(subject_id(folder.name, grid.patient_values, salt), images, masks, grid.spacing_mm,
                     tuple(frames), grid.files.shape[1], None, grid.field_strength_t, grid.slice_thickness_mm,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data.dataset import RawStack, order_base_to_apex
+from harness.data.dataset import RawStack, check_voxels, order_base_to_apex
 from harness.errors import DataError, UsageError
 
 ACDC_FRAME = re.compile(r"^(?P<subject>.+)_frame(?P<frame>\d+)\.nii(\.gz)?$")
@@ -63,18 +63,35 @@ ACDC_LABELS = LabelMap(lv=3, my=2, rv=1)
 MNMS_LABELS = LabelMap(lv=1, my=2, rv=3)
 
 
-def _read(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+def read_volume(path: Path, ndims: tuple[int, ...], what: str) -> tuple[np.ndarray, tuple[float, ...]]:
+    """A NIfTI file's array (as stored: x, y, ...) and voxel sizes. Its dimensions must be one of ``ndims``
+    (trailing dimensions of length 1 do not count), and its header may not claim more than MAX_VOXELS: both
+    are checked before the data are read."""
     import nibabel as nib
 
     try:
         image = nib.load(str(path))
-        data = np.asarray(image.dataobj)
+        shape = tuple(int(d) for d in image.shape)
     except Exception as exc:  # nibabel raises many types for a broken file
         raise DataError(f"{path}: not a readable NIfTI file ({exc.__class__.__name__}: {exc}); "
                         "replace or remove it") from None
-    if data.ndim != 3:
-        raise DataError(f"{path}: expected a 3D volume (x, y, slices), got shape {data.shape}")
-    return np.moveaxis(data, 2, 0).transpose(0, 2, 1), tuple(float(z) for z in image.header.get_zooms())
+    kept = shape
+    while len(kept) > min(ndims) and len(kept) not in ndims and kept[-1] == 1:
+        kept = kept[:-1]
+    if len(kept) not in ndims:
+        raise DataError(f"{path}: expected a {what}, got shape {shape}")
+    check_voxels(path, shape)
+    try:
+        data = np.asarray(image.dataobj).reshape(kept)
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable NIfTI file ({exc.__class__.__name__}: {exc}); "
+                        "replace or remove it") from None
+    return data, tuple(float(z) for z in image.header.get_zooms())
+
+
+def _read(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    data, zooms = read_volume(path, (3,), "3D volume (x, y, slices)")
+    return np.moveaxis(data, 2, 0).transpose(0, 2, 1), zooms
 
 
 def _pair(image_path: Path, label_path: Path, labels: LabelMap) -> tuple[np.ndarray, np.ndarray, float, float]:
@@ -167,17 +184,8 @@ def load_mnms_subject(folder: Path, labels: LabelMap = MNMS_LABELS, problems: li
 
 def _read4d(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
     """A 4D NIfTI (x, y, slices, frames) as (slices, frames, rows, columns)."""
-    import nibabel as nib
-
-    try:
-        image = nib.load(str(path))
-        data = np.asarray(image.dataobj)
-    except Exception as exc:
-        raise DataError(f"{path}: not a readable NIfTI file ({exc.__class__.__name__}: {exc}); "
-                        "replace or remove it") from None
-    if data.ndim != 4:
-        raise DataError(f"{path}: expected a 4D cine (x, y, slices, frames), got shape {data.shape}")
-    return data.transpose(2, 3, 1, 0), tuple(float(z) for z in image.header.get_zooms())
+    data, zooms = read_volume(path, (4,), "4D cine (x, y, slices, frames)")
+    return data.transpose(2, 3, 1, 0), zooms
 
 
 def load_4d_subject(folder: Path, labels: LabelMap) -> RawStack:

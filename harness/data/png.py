@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data.dataset import RawStack, order_base_to_apex
+from harness.data.dataset import RawStack, check_voxels, order_base_to_apex
 from harness.data.nifti import LabelMap
 from harness.errors import DataError
 
@@ -20,8 +20,9 @@ def read_png(path: Path) -> np.ndarray:
 
     try:
         with Image.open(path) as image:
+            check_voxels(path, (image.height, image.width, len(image.getbands())))
             array = np.asarray(image)
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: not a readable PNG ({exc.__class__.__name__}); replace or remove it") from None
     return array if array.ndim == 2 else array[..., 0]  # grey stored as RGB(A): one channel
 
