@@ -295,7 +295,8 @@ def read_con(path: Path) -> dict[tuple[int, int], dict[str, np.ndarray]]:
 
 
 def subject_id(folder_name: str, patient_values: frozenset[str], salt: str) -> str:
-    """The folder name, unless it holds a patient field's value: then a salted hash of it."""
+    """The folder name (or the folder's relative path, where names clash), unless it holds a patient field's
+    value: then a salted hash of it."""
     if any(v and (v in folder_name or folder_name in v) for v in patient_values):
         return hashed_id(folder_name, salt)
     return folder_name
@@ -318,7 +319,7 @@ def local_salt(cache_dir: Path | None) -> str:
 
 
 def load_sunnybrook_subject(dicom_folder: Path, contour_folder: Path, salt: str,
-                            problems: list[str] | None = None) -> RawStack:
+                            problems: list[str] | None = None, name: str | None = None) -> RawStack:
     """One Sunnybrook subject; contour file IM-0001-NNNN belongs to DICOM file NNNN (as ``N.dcm``)."""
     grid = read_series(dicom_folder, problems)
     where = {int(p.stem): (s, f) for (s, f), p in np.ndenumerate(grid.files) if p.stem.isdigit()}
@@ -331,7 +332,8 @@ def load_sunnybrook_subject(dicom_folder: Path, contour_folder: Path, salt: str,
         if number not in where:
             raise DataError(f"{path}: no DICOM file {number}.dcm in the series for this contour")
         contours.setdefault(where[number], {})[match["kind"]] = path
-    return stack_from_contours(grid, contours, subject_id(dicom_folder.name, grid.patient_values, salt), contour_folder)
+    return stack_from_contours(grid, contours, subject_id(name or dicom_folder.name, grid.patient_values, salt),
+                               contour_folder)
 
 
 def stack_from_contours(grid: SeriesGrid, contours: dict[tuple[int, int], dict[str, np.ndarray | Path]],
@@ -370,19 +372,21 @@ def _mask(contour: np.ndarray | Path, shape: tuple[int, int], where: Path) -> np
     return read_contour(contour, shape) if isinstance(contour, Path) else polygon_mask(contour, shape, str(where))
 
 
-def load_con_subject(folder: Path, salt: str, problems: list[str] | None = None) -> RawStack:
+def load_con_subject(folder: Path, salt: str, problems: list[str] | None = None, name: str | None = None) -> RawStack:
     """A DICOM series with its QMass ``.con`` export in the same folder (slices in stack order)."""
     cons = sorted(folder.glob("*.con"))
     if len(cons) != 1:
         raise DataError(f"{folder}: expected one .con contour export beside the DICOM files, found {len(cons)}")
     grid = read_series(folder, problems)
-    return stack_from_contours(grid, read_con(cons[0]), subject_id(folder.name, grid.patient_values, salt), cons[0])
+    return stack_from_contours(grid, read_con(cons[0]), subject_id(name or folder.name, grid.patient_values, salt),
+                               cons[0])
 
 
 LABEL_MAP_NAME = "labels.nii.gz"
 
 
-def load_label_map_subject(folder: Path, labels: LabelMap, salt: str, problems: list[str] | None = None) -> RawStack:
+def load_label_map_subject(folder: Path, labels: LabelMap, salt: str, problems: list[str] | None = None,
+                           name: str | None = None) -> RawStack:
     """A DICOM series with a 4D NIfTI label map ``labels.nii.gz`` (columns, rows, slices, frames) beside it,
     slices and frames in the series' geometric and trigger-time order; every frame labelled."""
     from harness.data.nifti import read_volume
@@ -400,12 +404,13 @@ def load_label_map_subject(folder: Path, labels: LabelMap, salt: str, problems: 
                          lambda s, f, shape: (labels.apply(label_grid[s, f], str(path)), str(path)))
     images, masks, _ = order_base_to_apex(images, masks)
     n_frames = grid.files.shape[1]
-    return RawStack(subject_id(folder.name, grid.patient_values, salt), images, masks, grid.spacing_mm,
+    return RawStack(subject_id(name or folder.name, grid.patient_values, salt), images, masks, grid.spacing_mm,
                     tuple(range(n_frames)), n_frames, None, grid.field_strength_t, grid.slice_thickness_mm,
                     grid.slice_spacing_mm)
 
 
-def load_png_masked_subject(folder: Path, labels: LabelMap, salt: str, problems: list[str] | None = None) -> RawStack:
+def load_png_masked_subject(folder: Path, labels: LabelMap, salt: str, problems: list[str] | None = None,
+                            name: str | None = None) -> RawStack:
     """A DICOM series with PNG masks beside its files (``<file stem>-mask.png``): the frames whose every
     slice has a mask are labelled."""
     from harness.data.png import read_png
@@ -423,6 +428,6 @@ def load_png_masked_subject(folder: Path, labels: LabelMap, salt: str, problems:
 
     images, masks = fill(grid, range(grid.files.shape[0]), frames, label_of)
     images, masks, _ = order_base_to_apex(images, masks)
-    return RawStack(subject_id(folder.name, grid.patient_values, salt), images, masks, grid.spacing_mm,
+    return RawStack(subject_id(name or folder.name, grid.patient_values, salt), images, masks, grid.spacing_mm,
                     tuple(frames), grid.files.shape[1], None, grid.field_strength_t, grid.slice_thickness_mm,
                     grid.slice_spacing_mm)

@@ -132,8 +132,10 @@ def _usable_pairs(pairs: list[tuple[int, Path]], labels: LabelMap, problems: lis
     return read
 
 
-def load_acdc_subject(folder: Path, labels: LabelMap = ACDC_LABELS, problems: list[str] | None = None) -> RawStack:
-    """One ACDC patient: its labelled frames (ED and ES), phase hints from Info.cfg (1-based there)."""
+def load_acdc_subject(folder: Path, labels: LabelMap = ACDC_LABELS, problems: list[str] | None = None,
+                      subject: str | None = None) -> RawStack:
+    """One ACDC patient (id ``subject``, default the folder's name): its labelled frames (ED and ES), phase
+    hints from Info.cfg (1-based there)."""
     info = read_info_cfg(folder / "Info.cfg") if (folder / "Info.cfg").exists() else {}
     frames = []
     for path in sorted(folder.glob("*_frame[0-9]*.nii*")):
@@ -155,12 +157,13 @@ def load_acdc_subject(folder: Path, labels: LabelMap = ACDC_LABELS, problems: li
     if "ED" in info and "ES" in info:
         hint = {"ED": int(info["ED"]) - 1, "ES": int(info["ES"]) - 1}
     n_frames = int(info.get("NbFrame", max(f for f, _ in frames) + 1))
-    return RawStack(folder.name, images, masks, stacks[0][2], kept, n_frames, hint,
+    return RawStack(subject or folder.name, images, masks, stacks[0][2], kept, n_frames, hint,
                     slice_thickness_mm=stacks[0][3],
                     slice_spacing_mm=stacks[0][3])
 
 
-def load_mnms_subject(folder: Path, labels: LabelMap = MNMS_LABELS, problems: list[str] | None = None) -> RawStack:
+def load_mnms_subject(folder: Path, labels: LabelMap = MNMS_LABELS, problems: list[str] | None = None,
+                      subject: str | None = None) -> RawStack:
     """One M&Ms subject: ED and ES volumes; the file names say which is which (frames 0 and 1 here)."""
     found = {}
     for path in folder.glob("*_SA_E[DS].nii*"):
@@ -178,7 +181,7 @@ def load_mnms_subject(folder: Path, labels: LabelMap = MNMS_LABELS, problems: li
     images, masks, _ = order_base_to_apex(images, masks)
     kept = tuple(r[0] for r in read)
     hint = {"ED": 0, "ES": 1} if kept == (0, 1) else None
-    return RawStack(folder.name, images, masks, stacks[0][2], kept, 2, hint, slice_thickness_mm=stacks[0][3],
+    return RawStack(subject or folder.name, images, masks, stacks[0][2], kept, 2, hint, slice_thickness_mm=stacks[0][3],
                     slice_spacing_mm=stacks[0][3])
 
 
@@ -188,7 +191,7 @@ def _read4d(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
     return data.transpose(2, 3, 1, 0), zooms
 
 
-def load_4d_subject(folder: Path, labels: LabelMap) -> RawStack:
+def load_4d_subject(folder: Path, labels: LabelMap, subject: str | None = None) -> RawStack:
     """A 4D cine ``<id>_4d.nii.gz`` with a 4D label map ``<id>_4d_gt.nii.gz`` (every frame labelled)
     or 3D label maps of some frames ``<id>_frameXX_gt.nii.gz`` (XX 1-based, as ACDC)."""
     cines = sorted(p for p in folder.glob("*_4d.nii*"))
@@ -219,5 +222,5 @@ def load_4d_subject(folder: Path, labels: LabelMap) -> RawStack:
         raise DataError(f"{cines[0]}: non-square pixels are not supported yet; resample first")
     n_frames = images.shape[1]
     images, masks, _ = order_base_to_apex(selected.astype(np.float32), masks)
-    return RawStack(folder.name, images, masks, zooms[0], tuple(frames), n_frames, slice_thickness_mm=zooms[2],
+    return RawStack(subject or folder.name, images, masks, zooms[0], tuple(frames), n_frames, slice_thickness_mm=zooms[2],
                     slice_spacing_mm=zooms[2])

@@ -28,13 +28,28 @@ def read_png(path: Path) -> np.ndarray:
 
 
 def group(root: Path) -> dict[str, dict[tuple[int, int], dict[str, Path]]]:
-    """{subject: {(slice, frame): {"image": path, "mask": path}}} for every matching file under root."""
-    found: dict[str, dict[tuple[int, int], dict[str, Path]]] = {}
+    """{subject: {(slice, frame): {"image": path, "mask": path}}} for every matching file under root.
+
+    A subject is a file prefix; where one prefix's images lie in more than one folder (siteA/26_... and
+    siteB/26_...), those are different subjects, named by folder and prefix (siteA/26). Masks kept in a
+    folder of their own (images/ and masks/) still pair by prefix. The same image or mask twice is an error.
+    """
+    files: dict[str, list[tuple[Path, tuple[int, int], str, Path]]] = {}
     for path in sorted(root.rglob("*.png")):
         match = PNG_NAME.match(path.name)
         if match:
             key = (int(match["slice"]), int(match["frame"]))
-            found.setdefault(match["subject"], {}).setdefault(key, {})[match["kind"]] = path
+            files.setdefault(match["subject"], []).append((path.parent, key, match["kind"], path))
+    found: dict[str, dict[tuple[int, int], dict[str, Path]]] = {}
+    for prefix, items in files.items():
+        split = len({folder for folder, _, kind, _ in items if kind == "image"}) > 1
+        for folder, key, kind, path in items:
+            subject = (folder.relative_to(root) / prefix).as_posix() if split else prefix
+            pair = found.setdefault(subject, {}).setdefault(key, {})
+            if kind in pair:
+                raise DataError(f"{path}: subject '{subject}' has this {kind} twice (also {pair[kind]}); "
+                                "remove one, or keep each subject's files in one folder")
+            pair[kind] = path
     return found
 
 

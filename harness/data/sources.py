@@ -61,6 +61,15 @@ class Located:
     format: str
     subjects: tuple[Path, ...]
 
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """Each subject's id: its folder's name, or, where two subjects' folders share a name, the folder's
+        path relative to the data folder (siteA/patient001 and siteB/patient001): ids are unique, the same
+        rule in every layout (PNG subjects are named by file prefix, and by folder/prefix where they clash)."""
+        names = [p.name for p in self.subjects]
+        return tuple(p.name if names.count(p.name) == 1 else p.relative_to(self.root).as_posix()
+                     for p in self.subjects)
+
     def files(self) -> list[Path]:
         if self.format == "png":
             return [p for p in walk_files(self.root) if p.suffix == ".png"]
@@ -151,6 +160,7 @@ def _read_stacks(located: Located, labels: nifti.LabelMap, salt: str, skip_bad: 
     problem is returned instead of raised."""
     # per-subject lists the file-level readers fill under --skip-bad (None: every problem is an error)
     file_problems: list[list[str] | None] = [[] if skip_bad else None for _ in located.subjects]
+    ids = located.ids
     if located.format == "png":
         groups = png.group(located.root)
         readers = [lambda s=s, p=p: png.load_png_subject(s, p, labels) for s, p in groups.items()]
@@ -160,28 +170,29 @@ def _read_stacks(located: Located, labels: nifti.LabelMap, salt: str, skip_bad: 
         if missing:
             raise DataError(f"{located.root / 'link.csv'}: no row for {len(missing)} DICOM folder(s); add them")
         readers = [lambda f=f, k=k: dicom.load_sunnybrook_subject(f, located.root / "contourfiles" / links[f.name],
-                                                                   salt, file_problems[k])
+                                                                   salt, file_problems[k], ids[k])
                    for k, f in enumerate(located.subjects)]
     elif located.format == "dicom-nifti":
-        readers = [lambda f=f, k=k: dicom.load_label_map_subject(f, labels, salt, file_problems[k])
+        readers = [lambda f=f, k=k: dicom.load_label_map_subject(f, labels, salt, file_problems[k], ids[k])
                    for k, f in enumerate(located.subjects)]
     elif located.format == "dicom-png":
-        readers = [lambda f=f, k=k: dicom.load_png_masked_subject(f, labels, salt, file_problems[k])
+        readers = [lambda f=f, k=k: dicom.load_png_masked_subject(f, labels, salt, file_problems[k], ids[k])
                    for k, f in enumerate(located.subjects)]
     elif located.format == "dicom-con":
-        readers = [lambda f=f, k=k: dicom.load_con_subject(f, salt, file_problems[k])
+        readers = [lambda f=f, k=k: dicom.load_con_subject(f, salt, file_problems[k], ids[k])
                    for k, f in enumerate(located.subjects)]
+    elif located.format == "nifti-4d":
+        readers = [lambda f=f, k=k: nifti.load_4d_subject(f, labels, ids[k]) for k, f in enumerate(located.subjects)]
     else:
-        if located.format == "nifti-4d":
-            readers = [lambda f=f: nifti.load_4d_subject(f, labels) for f in located.subjects]
-        else:
-            loader = nifti.load_acdc_subject if located.format == "acdc" else nifti.load_mnms_subject
-            readers = [lambda f=f, k=k: loader(f, labels, file_problems[k]) for k, f in enumerate(located.subjects)]
+        loader = nifti.load_acdc_subject if located.format == "acdc" else nifti.load_mnms_subject
+        readers = [lambda f=f, k=k: loader(f, labels, file_problems[k], ids[k]) for k, f in enumerate(located.subjects)]
+
     def private(message: str, number: int) -> str:
         if located.format not in DICOM_FORMATS:  # a DICOM folder name may be a patient field: never print it
             return message
-        folder = located.subjects[number - 1].name
-        return message.replace(folder, f"<subject {number}: {dicom.hashed_id(folder, salt)}>")
+        folder, subject = located.subjects[number - 1].name, ids[number - 1]
+        hidden = f"<subject {number}: {dicom.hashed_id(subject, salt)}>"
+        return message.replace(subject, hidden).replace(folder, hidden)
 
     stacks, problems = [], []
     for number, read in enumerate(readers, start=1):
