@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
+import typing
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -67,15 +69,51 @@ def parameters(strategy: Any) -> dict[str, Any]:
 
 
 def _convert_params(name: str, cls: type, params: dict[str, str]) -> dict[str, Any]:
+    """Text values -> the types of the strategy's dataclass fields (a path field stays text even if it
+    looks like a number); fields of other or no annotation get the value's own type (int, float, bool)."""
     fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+    try:
+        hints = typing.get_type_hints(cls) if fields else {}
+    except Exception:  # an annotation that does not resolve: fall back to guessing from the text
+        hints = {}
     kwargs: dict[str, Any] = {}
     for key, text in params.items():
-        if key not in fields:
+        if key not in fields or not fields[key].init:
+            settable = [f for f, v in fields.items() if v.init]
             raise UsageError(
-                f"strategy '{name}' has no parameter '{key}'; its parameters: {', '.join(fields) or 'none'}"
+                f"strategy '{name}' has no parameter '{key}'; its parameters: {', '.join(settable) or 'none'}"
             )
-        kwargs[key] = _parse_value(text)
+        kwargs[key] = _typed(name, key, text, hints.get(key))
     return kwargs
+
+
+_BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def _typed(name: str, key: str, text: str, hint: Any) -> Any:
+    """``text`` as the type ``hint`` (int, float, bool, str, Path, X | None); a value of the wrong kind is
+    one line naming the parameter and the type it needs."""
+    from pathlib import Path
+
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if type(None) in options and text.strip().lower() == "none":
+        return None
+    kinds = [o for o in options if o is not type(None)]
+    kind = kinds[0] if len(kinds) == 1 else None
+    if kind is None or kind is Any:
+        return _parse_value(text)
+    try:
+        if kind is bool:
+            return _BOOLS[text.strip().lower()]
+        if kind in (int, float):
+            return kind(text)
+        if kind in (str, Path):
+            return kind(text)
+    except (KeyError, ValueError):
+        what = {bool: "true or false", int: "a whole number", float: "a number"}[kind]
+        raise UsageError(f"--strategy-param {name}.{key}={text}: {key} must be {what}"
+                         + ("" if type(None) not in options else " or none")) from None
+    return _parse_value(text)
 
 
 def _parse_value(text: str) -> Any:

@@ -219,15 +219,12 @@ class RunStore:
                     return RunState("corrupt", f"{name} is missing")
         return RunState("done")
 
-    def is_done(self, spec: RunSpec | str) -> bool:
-        return self.state(spec).state == "done"
-
     def status(self, spec: RunSpec | str) -> dict[str, Any]:
         return json.loads((self.folder(spec) / "status.json").read_text())
 
     def images(self, spec: RunSpec, label: str | None = None) -> pd.DataFrame:
         """Per-image metrics of a finished run, with the run's identity columns added. ``label`` names the
-        method in the statistics (default: the strategy; see ``harness.inits.method_label``)."""
+        method in the statistics (default: the strategy; see ``method_label`` above)."""
         frame = pd.read_csv(self.folder(spec) / "images.csv", dtype={"subject": str})
         labelled = len(pd.read_csv(self.folder(spec) / "selection.csv"))
         return frame.assign(strategy=label or spec.strategy, n=spec.n, seed=spec.seed, fold=spec.fold,

@@ -886,10 +886,30 @@ def write(a: Analysis, folder: Path, title: str) -> tuple[Path, Path]:
                             "alt": name.removesuffix(".png").replace("_", " ")} for name, png, caption in figures]}
     md = folder / "report.md"
     html = folder / "report.html"
+    env.filters["md"] = _markdown
+    env.filters["md_cell"] = lambda text: _markdown(text, cell=True)
     md.write_text(env.get_template("report.md.j2").render(**context))
     env.autoescape = True
     html.write_text(env.get_template("report.html.j2").render(inline=_inline, **context))
     return md, html
+
+
+def _markdown(text: object, cell: bool = False) -> str:
+    """Report text for markdown: user-provided names (strategies, subjects, files) must show as text, never
+    as markup. Outside code spans, < and > (and & before a letter) become entities and [ ] | are escaped (no raw HTML, no links,
+    no broken tables); inside them, text is literal already (| is escaped in table cells). Line breaks
+    become spaces, so a name cannot start a block of its own. The report's own **bold** and `code` stay."""
+    import re
+
+    parts = re.split(r"(`[^`\n]*`)", " ".join(str(text).splitlines()))
+    out = []
+    for k, part in enumerate(parts):
+        if k % 2:  # a code span
+            out.append(part.replace("|", "\\|") if cell else part)
+            continue
+        part = re.sub(r"&(?=[A-Za-z#])", "&amp;", part).replace("<", "&lt;").replace(">", "&gt;")
+        out.append(re.sub(r"([\[\]|\\])", r"\\\1", part))
+    return "".join(out)
 
 
 def _inline(text: str):

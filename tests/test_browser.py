@@ -6,6 +6,7 @@ Chromium (.ci/browser-up); elsewhere the tests skip and say why."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,9 @@ def test_phantom_study_report_in_a_browser_shows_a_hostile_strategy_name_as_text
     assert HOSTILE in found["text"]  # escaped: shown, not run (no alert, no script element)
     assert f"{HOSTILE} and ed_es selected exactly the same training images" in found["text"]
     assert "Methods (ready to paste)" in found["text"] and "Runs" in found["text"]
+    md = (out / "report.md").read_text()  # the markdown report shows it as text too
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; and ed_es selected exactly the same training images" in md
+    assert "<script" not in re.sub(r"`[^`\n]*`", "", md)
 
 
 def test_published_tables_report_in_a_browser(tmp_path):

@@ -273,3 +273,44 @@ def test_phantom_and_real_data_get_their_own_defaults_for_steps_and_test_frames(
     assert training_overrides(given)["steps_unfrozen"] == 7 and stride_from(given) == 2
     with pytest.raises(UsageError, match="--test-stride 0"):
         stride_from(parser().parse_args(["run", "--test-stride", "0"]))
+
+
+def test_slurm_missing_from_path_is_one_line(capsys, monkeypatch, tmp_path):
+    """Issue 19.6: without sbatch/srun on PATH (CI installs SLURM; it is hidden here) one line, no traceback."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert main(["run", "--executor", "slurm", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "--executor slurm: SLURM was not found on this machine (sbatch and srun not on PATH)" in err
+    assert "--executor local" in err
+
+
+@pytest.mark.parametrize("option, message", [
+    ("qos=short\n#SBATCH --output=/etc/x", "values one line (no newline)"),
+    ("output=/tmp/elsewhere", "--slurm-option output: the harness sets it"),
+    ("--error=/tmp/x", "--slurm-option error: the harness sets it"),
+    ("a b=c", "keys are letters, digits, - and _"),
+])
+def test_slurm_options_that_would_change_the_job_script_are_refused(capsys, tmp_path, option, message):
+    assert main(["run", "--executor", "slurm", f"--slurm-option={option}", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_paths_that_look_like_rich_markup_are_printed_as_text(capsys, tmp_path):
+    """Issue 19.6: a data folder named '[/b]' raised rich's MarkupError."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from harness.cli.console import RichReporter
+    from tests.test_png import _write
+
+    folder = tmp_path / "data[/b][red]x"
+    folder.mkdir(parents=True)
+    _write(folder, subject="26", frames=[0, 1, 2])
+    assert main(["data", "inspect", str(folder)]) == 0
+    assert "data[/b][red]x" in capsys.readouterr().err.replace("\n", "")
+    out = StringIO()
+    RichReporter(Console(file=out, width=200)).say(f"data: detected PNG in {folder}, 1 subjects")
+    assert "data[/b][red]x" in out.getvalue()

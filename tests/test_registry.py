@@ -89,3 +89,26 @@ def test_installed_plugin_runs_in_a_study(installed_plugin, tmp_path, cache):
     report = (out / "report.md").read_text()
     assert "every_other" in report
     assert "| every_other | 1 |" in report and "| – |" in report  # one seed: no seed SD, shown as a dash
+
+
+def test_strategy_parameters_take_the_type_of_their_field():
+    """Issue 19.6: a path that looks like a number stays text; numbers and 'none' follow the field's type."""
+    table = registry.load("subsets_file", {"path": "2024", "column": "7"})
+    assert table.path == "2024" and table.column == "7"
+    assert registry.load("subject_random", {"per_subject": "20"}).per_subject == 20
+    assert registry.load("subject_random", {"per_subject": "none"}).per_subject is None
+    with pytest.raises(UsageError, match=r"subject_random.per_subject=many: per_subject must be a whole number or none"):
+        registry.load("subject_random", {"per_subject": "many"})
+    with pytest.raises(UsageError, match="has no parameter 'size'; its parameters: per_subject"):
+        registry.load("subject_random", {"size": "3"})
+
+
+def test_a_numeric_path_parameter_reaches_the_strategy_as_text(capsys, tmp_path, monkeypatch):
+    from harness.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "2024").write_text("subject\tslice\tframe\tv1\n")
+    assert main(["run", "--strategy", "subsets_file", "--strategy-param", "subsets_file.path=2024",
+                 "--strategy-param", "subsets_file.column=1", "--n", "99", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "--n 99 is larger than the training pool" in err

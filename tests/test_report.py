@@ -70,3 +70,33 @@ def test_reference_dice_is_parsed_per_metric_and_bad_input_named():
     for bad in ("RV=0.9", "LV=1.5", "LV=high", "LV"):
         with pytest.raises(UsageError, match="give METRIC=DICE pairs"):
             parse_reference_dice(bad)
+
+
+HOSTILE = "<script>alert(1)</script>"
+LINK = "[click](javascript:alert(1))|x"
+
+
+def test_markdown_report_shows_hostile_strategy_and_subject_names_as_text(tmp_path):
+    """Issue 19.6: a plug-in named like HTML, a subject named like a link with a table bar: report.md must
+    show both as text (entities and escapes), keep every table's column count, and keep its own markup."""
+    import re
+
+    from reports.render import write
+
+    images = study(np.random.default_rng(5), {("all_frames", 5): 0.0, ("ed_es", 5): 0.01})
+    images["strategy"] = images["strategy"].replace({"ed_es": HOSTILE})
+    first = images["subject"].iloc[0]
+    images["subject"] = images["subject"].replace({first: LINK + "\nline"})
+    settings = {"kind": "table", "files": ["x.csv"], "rows": len(images), "set": None, "subject_from": "subject",
+                "method_column": "strategy", "counts": False}
+    analysis = analyse_images(images, settings, Options())
+    md, _ = write(analysis, tmp_path, "Hostile names")
+    text = md.read_text()
+    outside_code = re.sub(r"`[^`\n]*`", "", text)
+    assert "<script" not in outside_code and "](javascript" not in outside_code
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text  # shown as text by any markdown renderer
+    assert "**" in text  # the report's own bold stays
+    for table in re.findall(r"(?m)^(\|.*\|)\n\|(?:---\|)+\n((?:\|.*\|\n)+)", text):
+        header, rows = table
+        cells = len(re.findall(r"(?<!\\)\|", header))
+        assert all(len(re.findall(r"(?<!\\)\|", row)) == cells for row in rows.splitlines()), header

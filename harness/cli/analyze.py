@@ -33,8 +33,8 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     table = read_results(args.files, args.set, args.method_column, args.base)
     methods = sorted(table.images["strategy"].unique())
     console.print(f"{table.description['rows']} images, {table.images['subject'].nunique()} subjects, "
-                  f"methods: {', '.join(methods)}", highlight=False)
+                  f"methods: {', '.join(methods)}", highlight=False, markup=False)
     analysis = analyse_images(table.images, table.description, options_from(args, empty=args.empty))
     md, html = write(analysis, args.out, "Analysis of per-image results")
-    console.print(f"report: {md}\n        {html}")
+    console.print(f"report: {md}\n        {html}", highlight=False, markup=False)
     return 0

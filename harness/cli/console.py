@@ -43,7 +43,7 @@ class RichReporter(Reporter):
         self._depth = 0
 
     def say(self, text: str) -> None:
-        self.console.print(text, highlight=False)
+        self.console.print(text, highlight=False, markup=False)  # paths and names are text, never markup
 
     def warn(self, text: str) -> None:
         self.console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False)

@@ -45,7 +45,7 @@ def execute(args: argparse.Namespace, console: Console) -> int:
         return write(args, console)
     located = locate(Path(args.path), args.format)
     console.print(f"detected {FORMATS[located.format]} in {located.root}: {len(located.subjects)} subjects",
-                  highlight=False)
+                  highlight=False, markup=False)
     labels = LabelMap.parse(args.labels) if args.labels else None
     # the same cache (and id salt) as `run`: ids agree, and the preparation is reused
     data = load_dataset(located.root, located.format, labels, cache_dir=cache_dir(), skip_bad=args.skip_bad)
@@ -56,7 +56,7 @@ def execute(args: argparse.Namespace, console: Console) -> int:
         field = "n/a" if row.field_strength_t in (None, "") or row.field_strength_t != row.field_strength_t \
             else f"{float(row.field_strength_t):g}"
         thickness = row.slice_thickness_mm
-        table.add_row(row.subject, str(row.slices), str(row.frames), str(row.labelled_frames),
+        table.add_row(escape(str(row.subject)), str(row.slices), str(row.frames), str(row.labelled_frames),
                       str(images[row.subject]), f"{row.spacing_mm:g}",
                       "n/a" if thickness in (None, "") or thickness != thickness else f"{float(thickness):g}", field,
                       "–" if row.ed in (None, "") else str(row.ed), "–" if row.es in (None, "") else str(row.es),
@@ -83,5 +83,5 @@ def write(args: argparse.Namespace, console: Console) -> int:
         folders = write_phantom(out, args.domain, args.subjects, args.seed,
                                 on_subject=lambda done, total: progress.update(task, completed=done))
     console.print(f"{len(folders)} subjects written to {out}; study them with "
-                  f"`python -m harness run --data {out}`", highlight=False)
+                  f"`python -m harness run --data {out}`", highlight=False, markup=False)
     return 0

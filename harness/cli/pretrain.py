@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness.cli.data import add_data_arguments
@@ -72,11 +73,11 @@ def execute(args: argparse.Namespace, console: Console) -> int:
         if out is not None:
             shutil.copyfile(path, out)
             shutil.copyfile(path.with_suffix(".json"), out.with_suffix(".json"))
-        console.print(f"base model {key}: {out or path}")
+        console.print(f"base model {key}: {out or path}", highlight=False, markup=False)
         return 0
     dataset = study.load_target()
     val = args.val_subjects if args.val_subjects is not None else max(1, round(0.1 * len(dataset.subjects)))
-    console.print(f"[bold]Pre-training[/] {settings.pretrain.encoder} U-Net on {len(dataset.subjects) - val} subjects "
+    console.print(f"[bold]Pre-training[/] {escape(settings.pretrain.encoder)} U-Net on {len(dataset.subjects) - val} subjects "
                   f"({val} held out for validation), {pretrain.steps} steps at {pretrain.size} px, loss {pretrain.loss}", highlight=False)
     with bars(console) as progress:
         task = progress.add_task("pre-training", total=pretrain.steps)
@@ -92,7 +93,7 @@ def execute(args: argparse.Namespace, console: Console) -> int:
                   f"{v['dice_lv']:.3f}" if v else "–", f"{v['dice_my']:.3f}" if v else "–")
     Console().print(table)
     console.print(f"checkpoint: {out}\nmodel card: {out.with_suffix('.json')}\n"
-                  f"use it: python -m harness run --data TARGET --init checkpoint:{out}", highlight=False)
+                  f"use it: python -m harness run --data TARGET --init checkpoint:{out}", highlight=False, markup=False)
     return 0
 
 

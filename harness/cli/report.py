@@ -65,5 +65,5 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     from reports.render import render
 
     md, html = render(Path(args.study), options_from(args))
-    console.print(f"report: {md}\n        {html}")
+    console.print(f"report: {md}\n        {html}", highlight=False, markup=False)
     return 0

@@ -127,14 +127,12 @@ def make_executor(args: argparse.Namespace):
         devices = tuple(d.strip() for d in args.devices.split(",") if d.strip()) if args.devices else ()
         return LocalExecutor(args.workers if args.workers is not None else default_workers(), devices)
     if args.executor == "slurm":
-        options = {}
-        for item in args.slurm_option:
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                raise UsageError(f"--slurm-option '{item}': give KEY=VALUE, e.g. account=lab")
-            options[key.strip().lstrip("-")] = value.strip()
+        from harness.executors.slurm import parse_option, require_slurm
+
+        options = dict(parse_option(item) for item in args.slurm_option)
         if args.max_parallel < 1 or args.slurm_cpus < 1 or args.slurm_time < 1:
             raise UsageError("--max-parallel, --slurm-cpus and --slurm-time must be at least 1")
+        require_slurm()
         return SlurmExecutor(SlurmOptions(args.slurm_partition, args.slurm_gpus, args.slurm_cpus, args.slurm_mem,
                                           args.slurm_time, args.max_parallel, options, args.detach))
     if args.detach:
@@ -218,7 +216,8 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     unfinished = summary["unfinished"]
     if args.detach and unfinished:
         console.print(f"{len(unfinished)} runs queued on SLURM. Follow them: python -m harness status {store.root}\n"
-                      f"Report when they are done: python -m harness report {store.root}", highlight=False)
+                      f"Report when they are done: python -m harness report {store.root}", highlight=False,
+                      markup=False)
         if args.json:
             print(json.dumps(json_summary(store.root, summary, None, None)))
         return 0
@@ -236,7 +235,7 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     if unfinished:
         console.print(f"[yellow]{len(unfinished)} runs unfinished[/] (a worker stopped); the same command resumes "
                       "them", highlight=False)
-    console.print(f"report: {md}\n        {html}")
+    console.print(f"report: {md}\n        {html}", highlight=False, markup=False)
     if args.json:
         print(json.dumps(json_summary(store.root, summary, md, html)))
     return 1 if summary["failed"] or summary["failed_before"] or unfinished else 0

@@ -55,7 +55,7 @@ def execute(args: argparse.Namespace, console: Console) -> int:
         return 0
     counts = {state: sum(r["state"] == state for r in rows)
               for state in ("done", "running", "failed", "pending", "abandoned", "corrupt")}
-    summary = Table("state", "runs", title=f"study {store.root}")
+    summary = Table("state", "runs", title=f"study {escape(str(store.root))}")
     for state, count in counts.items():
         if count or state in ("done", "pending"):
             summary.add_row(state, str(count))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness import registry
@@ -20,6 +21,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def execute(args: argparse.Namespace, console: Console) -> int:
     table = Table("name", "package", "description")
     for name, entry in registry.discover().items():
-        table.add_row(name, entry.package, getattr(entry.load_class(), "description", ""))
+        table.add_row(escape(name), escape(entry.package), escape(str(getattr(entry.load_class(), "description", ""))))
     Console().print(table)
     return 0

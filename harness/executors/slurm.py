@@ -8,6 +8,8 @@ returns once the array is queued, and a later `status`, `run` or `report` picks 
 from __future__ import annotations
 
 import logging
+import re
+import shutil
 import time
 from dataclasses import dataclass, field
 
@@ -16,6 +18,34 @@ from harness.executors.base import Executor, watch
 from harness.progress import Reporter
 from harness.store import RunSpec, write_json
 from harness.worker import RunContext, array_task
+
+#: sbatch options the harness sets itself, or that would move a task's log or job script: not --slurm-option
+RESERVED = {"output", "o", "error", "e", "input", "i", "array", "a", "wrap", "chdir", "D", "job-name", "J",
+            "parsable", "wait", "W", "open-mode"}
+
+
+def parse_option(item: str) -> tuple[str, str]:
+    """One --slurm-option KEY=VALUE, refused (one line) where it could change more than one sbatch line."""
+    key, sep, value = item.partition("=")
+    key, value = key.strip().lstrip("-"), value.strip()
+    if not sep or not key:
+        raise UsageError(f"--slurm-option {item!r}: give KEY=VALUE, e.g. account=lab")
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", key) or any(c in value for c in "\n\r\0"):
+        raise UsageError(f"--slurm-option {item!r}: keys are letters, digits, - and _, and values one line "
+                         "(no newline): each option is one #SBATCH line of the job script")
+    if key in RESERVED or key.replace("_", "-") in RESERVED:
+        raise UsageError(f"--slurm-option {key}: the harness sets it (logs go to the study's slurm/ folder); "
+                         "leave it out")
+    return key, value
+
+
+def require_slurm() -> None:
+    """Fail with one line, before any work, where this machine has no SLURM client to submit with."""
+    missing = [command for command in ("sbatch", "srun") if shutil.which(command) is None]
+    if missing:
+        raise UsageError(f"--executor slurm: SLURM was not found on this machine ({' and '.join(missing)} not on "
+                         "PATH); submit from a SLURM login node, or use --executor local to run here")
+
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
          "DEADLINE", "INTERRUPTED", "FINISHED"}
@@ -55,7 +85,10 @@ class SlurmExecutor(Executor):
             import submitit
         except ImportError:
             raise UsageError("--executor slurm needs submitit: pip install submitit") from None
-        executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster="slurm")
+        try:
+            executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster="slurm")
+        except RuntimeError as exc:  # submitit: 'Could not detect "srun"'
+            raise UsageError(f"--executor slurm: {exc}; use --executor local to run on this machine") from None
         o = self.options
         params = {"slurm_job_name": "harness", "timeout_min": o.time_min, "cpus_per_task": o.cpus,
                   "mem_gb": o.mem_gb, "slurm_array_parallelism": o.max_parallel, "tasks_per_node": 1, "nodes": 1}
