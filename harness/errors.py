@@ -18,6 +18,11 @@ class StoreError(HarnessError):
     """A study folder that cannot be read or written."""
 
 
+class ClaimLost(HarnessError):
+    """This process no longer holds the claim on its run (taken over, or not refreshable for longer than the
+    stale time): it must stop and write nothing; the run's holder, or a later command, does it."""
+
+
 class StrategyError(HarnessError):
     """A sampling strategy cannot satisfy the request (e.g. n larger than the pool)."""
 

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from harness import __version__
-from harness.errors import StoreError
+from harness.errors import ClaimLost, StoreError
 
 
 @dataclass(frozen=True)
@@ -133,27 +133,89 @@ class RunState:
     reason: str = ""
 
 
-class Claim:
-    """An exclusive claim on one run: a file created with O_EXCL, kept fresh by a heartbeat thread."""
+def _pause(step: str) -> None:
+    """A point between the steps of a take-over; tests replace it to interleave processes deterministically."""
 
-    def __init__(self, path: Path, info: dict[str, Any], interval: float):
-        self.path, self.info = path, info
+
+def _token(path: Path) -> str | None:
+    """The token in a claim file (None: gone); OSError and ValueError when it cannot be read now."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    if not isinstance(data, dict):
+        raise ValueError("not a claim")
+    return data.get("token")
+
+
+_HELD: dict[tuple[str, int], Claim] = {}  # claims this process holds, by (claim file, thread)
+
+
+class Claim:
+    """An exclusive claim on one run: a file holding this holder's token, kept fresh by a heartbeat thread.
+
+    The holder is whoever's token the file holds: a take-over replaces the file in one rename, so the claim
+    is never absent while it changes hands, and a process whose token is gone has lost the run. The
+    heartbeat checks the token at every beat; a refresh that fails (a stale NFS handle, say) is retried
+    with back-off, and only when none has succeeded for longer than the stale time is the claim given up.
+    ``check()`` (every training step) and ``verify()`` (before any result is written) raise ClaimLost then.
+    """
+
+    def __init__(self, path: Path, info: dict[str, Any], interval: float, stale_after: float):
+        self.path, self.info, self.stale_after = path, info, stale_after
+        self.lost: str | None = None  # why, once lost
         self._stop = threading.Event()
+        self._key = (str(path), threading.get_ident())
+        _HELD[self._key] = self
         self._thread = threading.Thread(target=self._beat, args=(interval,), daemon=True)
         self._thread.start()
 
     def _beat(self, interval: float) -> None:
-        while not self._stop.wait(interval):
+        last_ok, delay = time.time(), interval
+        while not self._stop.wait(delay):
             try:
+                token = _token(self.path)
+                if token != self.info["token"]:
+                    self._lose("its claim was taken over by another process" if token else
+                               "its claim file was removed")
+                    return
                 now = time.time()
                 os.utime(self.path, (now, now))
-            except OSError:  # the claim was taken away as stale; the run's result still lands atomically
-                return
+                last_ok, delay = now, interval
+            except (OSError, ValueError) as exc:  # transient on a network filesystem: retry sooner, then less often
+                silent = time.time() - last_ok
+                if silent > self.stale_after:
+                    self._lose(f"its claim could not be refreshed for {silent:.0f} s (stale after "
+                               f"{self.stale_after:.0f} s): {exc.__class__.__name__}: {exc}")
+                    return
+                delay = min(interval, 0.25 if delay >= interval else delay * 2)
+
+    def _lose(self, why: str) -> None:
+        self.lost = why
+        self._stop.set()
+
+    def check(self) -> None:
+        """Raise ClaimLost once the heartbeat has found the claim lost (no I/O: cheap at every step)."""
+        if self.lost:
+            raise ClaimLost(f"run {self.path.stem}: {self.lost}; stopped without writing a result")
+
+    def verify(self) -> None:
+        """Read the claim file now: raise ClaimLost unless it still holds this holder's token."""
+        self.check()
+        try:
+            token = _token(self.path)
+        except (OSError, ValueError) as exc:
+            raise ClaimLost(f"run {self.path.stem}: its claim cannot be read ({exc}); stopped without writing "
+                            "a result") from None
+        if token != self.info["token"]:
+            self._lose("its claim was taken over by another process" if token else "its claim file was removed")
+            self.check()
 
     def release(self) -> None:
         self._stop.set()
+        _HELD.pop(self._key, None)
         try:
-            if json.loads(self.path.read_text()).get("token") == self.info["token"]:
+            if _token(self.path) == self.info["token"]:
                 self.path.unlink()
         except (OSError, ValueError):
             pass
@@ -276,6 +338,7 @@ class RunStore:
             files = {name: _digest(tmp / name) for name in names}
             write_json(tmp / "status.json", {"state": "done", **status, "files": files})
 
+        self._verify_claim(spec)
         self._guard(lambda: self._install(spec, fill), f"the results of run {spec.folder_name}")
         self.log("done", spec.folder_name)
 
@@ -287,8 +350,16 @@ class RunStore:
             write_json(tmp / "status.json", {**(status or {}), "state": "failed", "reason": reason,
                                              "traceback": details})
 
+        self._verify_claim(spec)
         self._guard(lambda: self._install(spec, fill), f"the failure of run {spec.folder_name}")
         self.log("failed", spec.folder_name, reason=reason.strip().splitlines()[-1] if reason.strip() else "")
+
+    def _verify_claim(self, spec: RunSpec) -> None:
+        """Before a result is written: where this thread claimed the run, it must still hold the claim
+        (ClaimLost otherwise). Writes outside a claim (tests, recording a run SLURM ended) are not checked."""
+        claim = _HELD.get((str(self.claim_path(spec.folder_name)), threading.get_ident()))
+        if claim is not None:
+            claim.verify()
 
     def log(self, event: str, run: str, **fields: Any) -> None:
         """Append one line to events.jsonl (claims, reclaims, results): the study's history, for `status`."""
@@ -323,6 +394,7 @@ class RunStore:
         path = self.claim_path(name)
         info = {"owner": owner, "host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex,
                 "started": time.time()}
+        interval = max(0.5, min(30.0, self.stale_after / 5))
         for _ in range(3):
             try:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -332,41 +404,46 @@ class RunStore:
                     continue
                 if not held["stale"]:
                     return None
-                if not self._take_over(name, held):
-                    return None
-                continue
+                if self._take_over(name, held, info):
+                    return Claim(path, info, interval, self.stale_after)
+                return None
             except OSError as exc:
                 raise StoreError(f"cannot claim run {name} in '{self.root}': {exc.strerror or exc}; "
                                  "check that the study folder is writable") from None
             with os.fdopen(fd, "w") as handle:
                 json.dump(info, handle)
             self.log("claimed", name, owner=owner)
-            return Claim(path, info, interval=max(0.5, min(30.0, self.stale_after / 5)))
+            return Claim(path, info, interval, self.stale_after)
         return None
 
-    def _take_over(self, name: str, held: dict[str, Any]) -> bool:
-        """Move an abandoned claim aside. Only the process whose rename succeeds and finds the same token it
-        judged stale goes on; a fresh claim moved aside by mistake is put back (link: never over another)."""
+    def _take_over(self, name: str, held: dict[str, Any], info: dict[str, Any]) -> bool:
+        """Replace an abandoned claim by ours in one rename (the claim file never disappears, so no third
+        process can create one in between), if it still holds the token judged stale; then read it back.
+        Two processes that judged the same claim stale in the same instant may both rename: the last one
+        holds it, and the other finds another token in the file at its next heartbeat or before writing
+        anything (Claim.verify), and stops."""
         path = self.claim_path(name)
-        aside = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.stale")
+        tmp = path.with_name(f".{path.name}.{info['token'][:8]}.tmp")
         try:
-            os.rename(path, aside)
-        except FileNotFoundError:
-            return True  # someone else moved it aside; try to create ours
-        try:
-            token = json.loads(aside.read_text()).get("token")
-        except (OSError, ValueError):
-            token = None
-        if token != held.get("token"):
+            tmp.write_text(json.dumps(info))
+            _pause("judged stale")
             try:
-                os.link(aside, path)
-            except OSError:
-                pass
-            aside.unlink(missing_ok=True)
+                if _token(path) != held.get("token"):  # refreshed or taken over since it was judged
+                    return False
+            except (OSError, ValueError):
+                if held.get("token") is not None:
+                    return False
+            _pause("before replace")
+            os.replace(tmp, path)
+            _pause("replaced")
+            if _token(path) != info["token"]:
+                return False
+        except OSError:
             return False
-        aside.unlink(missing_ok=True)
-        self.log("reclaimed", name, previous=f"{held.get('owner')} on {held.get('host')} pid {held.get('pid')}",
-                 why=held["why"])
+        finally:
+            tmp.unlink(missing_ok=True)
+        self.log("reclaimed", name, owner=info["owner"],
+                 previous=f"{held.get('owner')} on {held.get('host')} pid {held.get('pid')}", why=held["why"])
         return True
 
     def read_claim(self, name: str) -> dict[str, Any] | None:

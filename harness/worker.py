@@ -21,7 +21,7 @@ import pandas as pd
 
 from harness import evaluate
 from harness.data.dataset import CineDataset, load, voxel_ml
-from harness.errors import HarnessError, StoreError, UsageError
+from harness.errors import ClaimLost, HarnessError, StoreError, UsageError
 from harness.grid import BASE, StudySettings, load_strategies, select
 from harness.inits import parse_inits
 from harness.store import RunSpec, RunStore
@@ -194,9 +194,11 @@ def execute(spec: RunSpec, context: RunContext, on_step: Callable[[], None] = la
 def run_claimed(spec: RunSpec, context: RunContext, owner: str, on_step: Callable[[], None] = lambda: None,
                 on_total: Callable[[int], None] = lambda total: None, retry_failed: bool = False,
                 run: Callable[..., None] = execute) -> str:
-    """Claim, execute (``run``: ``execute``, or a stand-in in tests) and release one run. Returns "done", "failed", "skipped" (finished before, or failed
-    before without ``retry_failed``) or "busy" (another live process holds it). A failure of the run is
-    recorded with its reason and traceback; a StoreError (the results cannot be written) is raised."""
+    """Claim, execute (``run``: ``execute``, or a stand-in in tests) and release one run. Returns "done",
+    "failed", "skipped" (finished before, or failed before without ``retry_failed``), "busy" (another live
+    process holds it) or "lost" (the claim was lost while it ran: it stopped and wrote nothing, the run is
+    left to its holder or a later command). A failure of the run is recorded with its reason and
+    traceback; a StoreError (the results cannot be written) is raised."""
     store = context.store()
     state = store.state(spec)
     if state.state == "done" or (state.state == "failed" and not retry_failed):
@@ -204,15 +206,20 @@ def run_claimed(spec: RunSpec, context: RunContext, owner: str, on_step: Callabl
     claim = store.claim(spec.folder_name, owner)
     if claim is None:
         return "busy"
+
+    def step() -> None:
+        claim.check()  # a lost claim stops the run at its next training step
+        on_step()
+
     try:
         state = store.state(spec)  # finished by another process between our check and our claim?
         if state.state == "done" or (state.state == "failed" and not retry_failed):
             return "skipped"
         started = time.perf_counter()
         try:
-            run(spec, context, on_step, on_total)
+            run(spec, context, step, on_total)
             return "done"
-        except StoreError:
+        except (StoreError, ClaimLost):
             raise
         except HarnessError as exc:
             reason, details = str(exc), None
@@ -222,6 +229,9 @@ def run_claimed(spec: RunSpec, context: RunContext, owner: str, on_step: Callabl
                                                    "owner": owner,
                                                    "seconds": round(time.perf_counter() - started, 2)})
         return "failed"
+    except ClaimLost as exc:
+        store.log("lost", spec.folder_name, owner=owner, why=str(exc))
+        return "lost"
     finally:
         claim.release()
 
@@ -232,7 +242,7 @@ def work(context: RunContext, specs: list[RunSpec], owner: str, retry_failed: bo
          on_total: Callable[[int], None] = lambda total: None, run: Callable[..., None] = execute) -> dict[str, int]:
     """Execute every run of ``specs`` that no one else holds, in order, until none is left to claim: a run
     whose holder died is taken over on a later pass. Returns counts of outcomes."""
-    counts = {"done": 0, "failed": 0, "skipped": 0}
+    counts = {"done": 0, "failed": 0, "skipped": 0, "lost": 0}
     retry = {spec.folder_name for spec in specs} if retry_failed else set()
     remaining = list(specs)
     while remaining:

@@ -153,3 +153,118 @@ def test_a_spec_written_before_test_stride_keeps_its_run_id():
     stored_id = hashlib.sha256(json.dumps(old, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:10]
     assert RunSpec.from_dict(old).run_id == stored_id
     assert RunSpec.from_dict({**old, "test_stride": 3}).run_id != stored_id
+
+
+# -- claims that survive the filesystem (issue 19.5) ------------------------------------------------------------
+
+def _stale_claim(store: RunStore, name: str) -> None:
+    """A claim of a process on another node whose heartbeat stopped long ago."""
+    path = store.claim_path(name)
+    path.write_text(json.dumps({"owner": "w", "host": "node-17", "pid": 1, "token": "dead"}))
+    old = time.time() - 3600
+    os.utime(path, (old, old))
+
+
+def test_a_take_over_never_leaves_two_holders_when_others_act_between_its_steps(store, monkeypatch):
+    """The interleaving that gave two live holders in 0.6: A judges a claim stale; B takes it over; then (in
+    0.6, between A's move aside and its link back) C creates a claim. Each other process acts at each step
+    of A's take-over in turn; at every step, exactly one process may hold the run, and a process whose
+    token is gone may write nothing."""
+    import harness.store as store_module
+    from harness.errors import ClaimLost
+
+    for step in ("judged stale", "before replace", "replaced"):
+        name = f"run-{step.replace(' ', '-')}"
+        _stale_claim(store, name)
+        others: dict[str, object] = {}
+
+        def interleave(at: str, step=step, name=name, others=others) -> None:
+            if at == step and not others:
+                others["fired"] = None  # B and C themselves pass this step without interleaving
+                others["B"] = RunStore(store.root, store.stale_after).claim(name, "B")  # takes over the stale claim
+                others["C"] = RunStore(store.root, store.stale_after).claim(name, "C")  # creates one if it can
+
+        monkeypatch.setattr(store_module, "_pause", interleave)
+        a = store.claim(name, "A")
+        monkeypatch.setattr(store_module, "_pause", lambda at: None)
+        assert "fired" in others
+        holders = {who: c for who, c in {"A": a, **others}.items() if c is not None and who != "fired"}
+        live = []
+        for who, claim in holders.items():
+            try:
+                claim.verify()
+                live.append(who)
+            except ClaimLost:
+                pass
+        assert len(live) == 1, (step, sorted(holders), live)
+        assert json.loads(store.claim_path(name).read_text())["owner"] == live[0]
+        for who, claim in holders.items():
+            if who not in live:  # it lost the run: it may not write a result
+                with pytest.raises(ClaimLost, match="taken over by another process"):
+                    claim.verify()
+            claim.release()
+
+
+def test_a_holder_whose_claim_was_taken_over_cannot_write_its_result(store):
+    from harness.errors import ClaimLost
+
+    spec = _spec()
+    claim = store.claim(spec.folder_name, "slow node")
+    assert claim is not None
+    path = store.claim_path(spec.folder_name)  # another process judged it stale and took it over
+    path.write_text(json.dumps({"owner": "other", "host": "node-2", "pid": 7, "token": "theirs"}))
+    with pytest.raises(ClaimLost, match="taken over by another process"):
+        _save(store, spec)
+    assert store.state(spec).state == "pending"  # nothing written
+    claim.release()
+    assert json.loads(path.read_text())["token"] == "theirs"  # and their claim left alone
+
+
+def _failing_utime(monkeypatch, until: float) -> None:
+    """os.utime raises ESTALE (a stale NFS handle) until time ``until``."""
+    real = os.utime
+
+    def utime(path, *args, **kwargs):
+        if str(path).endswith(".claim") and time.time() < until:
+            raise OSError(errno.ESTALE, "Stale file handle")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "utime", utime)
+
+
+def test_a_heartbeat_that_fails_for_less_than_the_stale_time_keeps_the_claim(tmp_path, monkeypatch):
+    store = RunStore(tmp_path / "s", stale_after=2.0)
+    store.prepare()
+    _failing_utime(monkeypatch, time.time() + 1.0)  # half the stale time
+    claim = store.claim("r", "me")
+    time.sleep(3.0)  # after the failures, the retries refresh it again
+    assert claim.lost is None and not store.read_claim("r")["stale"]
+    claim.verify()
+    claim.release()
+
+
+def test_a_claim_that_cannot_be_refreshed_for_longer_than_the_stale_time_stops_the_run(tmp_path, monkeypatch):
+    """0.6 stopped its heartbeat at the first OSError and ran on while another process took the run over.
+    Now the run stops once the claim has been unrefreshable for the stale time, writes nothing, and is
+    left pending (a later command, or the process that takes it over, runs it)."""
+    from harness.worker import RunContext, run_claimed
+
+    store = RunStore(tmp_path / "s", stale_after=1.0)
+    store.prepare()
+    _failing_utime(monkeypatch, time.time() + 60)
+    spec = _spec()
+    steps = []
+
+    def long_run(spec, context, on_step, on_total):
+        for _ in range(100):  # 10 s of training steps, unless stopped
+            time.sleep(0.1)
+            on_step()
+            steps.append(1)
+        _save(context.store(), spec)
+
+    context = RunContext(study=str(store.root), settings=None, dataset="", stale_after=1.0)
+    assert run_claimed(spec, context, "me", run=long_run) == "lost"
+    assert 5 <= len(steps) < 40  # stopped after about the stale time (1 s) plus a beat, not at the end
+    assert store.state(spec).state == "pending" and store.read_claim(spec.folder_name) is None
+    lost = [e for e in store.events() if e["event"] == "lost"]
+    assert len(lost) == 1 and "could not be refreshed" in lost[0]["why"] and "Stale file handle" in lost[0]["why"]
