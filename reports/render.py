@@ -690,6 +690,14 @@ def methods_paragraph(a: Analysis) -> str:
              f"the published two-stage schedule ({t['epochs']} epochs of the whole pool's size per stage, one-cycle "
              f"to {t['lr_frozen']:g} and {t['lr_unfrozen']:g})")
     scored = _scored_frames(s.get("test_stride", 1))
+    checked = [name for name, found in (s.get("source_overlap") or {}).items()
+               if found.get("checked") and not found.get("subjects")]
+    leakage = (" The source model's training images were checked by content hash to include no image of a test or "
+               "validation subject." if checked else "")
+    if s.get("tuned"):
+        leakage += (" Training settings were tuned with Optuna (TPE, median pruning) separately within each fold "
+                    "(nested): on fine-tunes of subsets of that fold's training pool, scored on its validation "
+                    "subjects, never on its test subjects.")
     recorded = _recorded_software(a)
     software = f" Software, as recorded by the runs: {recorded}." if recorded else ""
     return (
@@ -701,7 +709,7 @@ def methods_paragraph(a: Analysis) -> str:
         f"(segmentation-models-pytorch, {t['encoder']} encoder) initialised from {inits} was fine-tuned for "
         f"{steps}, AdamW (weight decay {t['weight_decay']:g}), batch {t['batch_size']}, cross-entropy, "
         f"flip/rotation/zoom/intensity augmentation, {t['precision']} precision, at {t['size']} px; the "
-        f"{'last' if t.get('select', 'last') == 'last' else 'best-validation'} weights were kept. Dice was computed "
+        f"{'last' if t.get('select', 'last') == 'last' else 'best-validation'} weights were kept.{leakage} Dice was computed "
         f"per 2D test image ({scored} of each test subject) for the LV blood pool and LV myocardium "
         f"({EMPTY_TEXT[o.empty]}). " + statistics
         + f" The study comprised {len(a.runs)} fine-tuning and base-model runs (cine-harness).{software}")
@@ -896,7 +904,7 @@ def write(a: Analysis, folder: Path, title: str) -> tuple[Path, Path]:
 
 def _markdown(text: object, cell: bool = False) -> str:
     """Report text for markdown: user-provided names (strategies, subjects, files) must show as text, never
-    as markup. Outside code spans, < and > (and & before a letter) become entities and [ ] | are escaped (no raw HTML, no links,
+    as markup. Outside code spans, < (before a letter, / ! or ?) and & (before a letter or #) become entities and [ ] | are escaped (no raw HTML, no links,
     no broken tables); inside them, text is literal already (| is escaped in table cells). Line breaks
     become spaces, so a name cannot start a block of its own. The report's own **bold** and `code` stay."""
     import re
@@ -907,7 +915,8 @@ def _markdown(text: object, cell: bool = False) -> str:
         if k % 2:  # a code span
             out.append(part.replace("|", "\\|") if cell else part)
             continue
-        part = re.sub(r"&(?=[A-Za-z#])", "&amp;", part).replace("<", "&lt;").replace(">", "&gt;")
+        part = re.sub(r"&(?=[A-Za-z#])", "&amp;", part)
+        part = re.sub(r"<(?=[A-Za-z/!?])", "&lt;", part)  # only what could open a tag: "p < 0.05" stays
         out.append(re.sub(r"([\[\]|\\])", r"\\\1", part))
     return "".join(out)
 

@@ -44,7 +44,7 @@ def test_phantom_study_report_in_a_browser_shows_a_hostile_strategy_name_as_text
     assert f"{HOSTILE} and ed_es selected exactly the same training images" in found["text"]
     assert "Methods (ready to paste)" in found["text"] and "Runs" in found["text"]
     md = (out / "report.md").read_text()  # the markdown report shows it as text too
-    assert "&lt;script&gt;alert(1)&lt;/script&gt; and ed_es selected exactly the same training images" in md
+    assert "&lt;script>alert(1)&lt;/script> and ed_es selected exactly the same training images" in md
     assert "<script" not in re.sub(r"`[^`\n]*`", "", md)
 
 
