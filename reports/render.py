@@ -904,21 +904,21 @@ def write(a: Analysis, folder: Path, title: str) -> tuple[Path, Path]:
 
 def _markdown(text: object, cell: bool = False) -> str:
     """Report text for markdown: user-provided names (strategies, subjects, files) must show as text, never
-    as markup. Outside code spans, < (before a letter, / ! or ?) and & (before a letter or #) become entities and [ ] | are escaped (no raw HTML, no links,
-    no broken tables); inside them, text is literal already (| is escaped in table cells). Line breaks
-    become spaces, so a name cannot start a block of its own. The report's own **bold** and `code` stay."""
+    as markup. Everywhere, code spans included (however a name's backticks pair up), < before a letter, / ! or
+    ? and & before a letter or # become entities, so no HTML can form ("p < 0.05" stays), and "](" is escaped,
+    so no link can; outside code spans
+    [ ] and backslashes are escaped (no links); in table cells | is escaped. Line breaks become spaces, so a
+    name cannot start a block of its own. The report's own **bold** and `code` stay."""
     import re
 
-    parts = re.split(r"(`[^`\n]*`)", " ".join(str(text).splitlines()))
-    out = []
-    for k, part in enumerate(parts):
-        if k % 2:  # a code span
-            out.append(part.replace("|", "\\|") if cell else part)
-            continue
-        part = re.sub(r"&(?=[A-Za-z#])", "&amp;", part)
-        part = re.sub(r"<(?=[A-Za-z/!?])", "&lt;", part)  # only what could open a tag: "p < 0.05" stays
-        out.append(re.sub(r"([\[\]|\\])", r"\\\1", part))
-    return "".join(out)
+    text = " ".join(str(text).splitlines())
+    text = re.sub(r"<(?=[A-Za-z/!?])", "&lt;", re.sub(r"&(?=[A-Za-z#])", "&amp;", text))
+    text = text.replace("](", "]\\(")  # no inline link, whichever spans the backticks make
+    parts = re.split(r"(`[^`]*`)", text)
+    for k in range(0, len(parts), 2):  # outside code spans
+        parts[k] = re.sub(r"([\[\]\\])", r"\\\1", parts[k])
+    text = "".join(parts)
+    return text.replace("|", "\\|") if cell else text
 
 
 def _inline(text: str):

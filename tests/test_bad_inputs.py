@@ -304,3 +304,81 @@ def test_a_broken_png_is_one_line_and_skip_bad_skips_it(damage, tmp_path, capsys
     assert mask.name in line and expected in line, line
     out, err = skipped(capsys, tmp_path)
     assert "subject 2 of 2 left out" in err and "26" in out
+
+
+def test_an_info_cfg_with_words_for_frame_numbers_is_one_line(acdc_like, capsys):
+    (acdc_like / "patient002" / "Info.cfg").write_text("ED: abc\nES: 5\n")
+    line = one_error(capsys, ["data", "inspect", str(acdc_like)])
+    assert "patient002/Info.cfg: ED is 'abc', not a frame number" in line
+    out, err = skipped(capsys, acdc_like)
+    assert "subject 2 of 2 left out" in err
+
+
+def test_a_malformed_value_no_check_names_is_still_one_line(acdc_like, capsys, monkeypatch):
+    """Whatever a loader trips over (here a ValueError planted in it), the command ends in one line naming the
+    subject, and --skip-bad leaves that subject out."""
+    from harness.data import nifti
+
+    real = nifti.load_acdc_subject
+
+    def tripping(folder, *args, **kwargs):
+        if folder.name == "patient002":
+            raise ValueError("could not convert string to float: 'x'")
+        return real(folder, *args, **kwargs)
+
+    monkeypatch.setattr(nifti, "load_acdc_subject", tripping)
+    line = one_error(capsys, ["data", "inspect", str(acdc_like)])
+    assert "patient002: cannot be read (ValueError: could not convert string to float: 'x')" in line
+    out, err = skipped(capsys, acdc_like)
+    assert "subject 2 of 2 left out" in err and "patient001" in out
+
+
+def test_nonnumeric_optional_dicom_header_values_are_ignored(phantom_dicom, tmp_path, capsys, monkeypatch):
+    from pydicom.dataelem import DataElement
+
+    monkeypatch.setattr(pydicom.config.settings, "writing_validation_mode", pydicom.config.IGNORE)
+    monkeypatch.setattr(pydicom.config.settings, "reading_validation_mode", pydicom.config.IGNORE)
+    root = _copy(phantom_dicom, tmp_path / "data")
+    for path in sorted(_second_subject(root).glob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        ds.add(DataElement(0x00180087, "LO", "strong"))  # MagneticFieldStrength, as a broken writer stores it
+        ds.add(DataElement(0x00180050, "LO", "thin"))  # SliceThickness
+        ds.save_as(path)
+    assert main(["data", "inspect", str(root)]) == 0
+
+
+def test_a_colour_dicom_image_is_one_line(phantom_dicom, tmp_path, capsys):
+    root = _copy(phantom_dicom, tmp_path / "data")
+    path = _middle_file(_second_subject(root))
+    ds = pydicom.dcmread(path)
+    grey = ds.pixel_array
+    rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.uint8)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = rgb.tobytes()
+    ds.save_as(path)
+    line = one_error(capsys, ["data", "inspect", str(root)])
+    assert path.name in line and "not one greyscale image" in line
+
+
+def test_a_png_over_the_voxel_limit_is_refused_before_it_is_decoded(tmp_path, capsys, monkeypatch):
+    from harness.data import dataset
+    from tests.test_png import _write
+
+    _write(tmp_path, subject="26", frames=[0])
+    monkeypatch.setattr(dataset, "MAX_VOXELS", 1000)  # every PNG of the subject is now too big
+    line = one_error(capsys, ["data", "inspect", str(tmp_path)])
+    assert "voxels, more than the 1,000 one cine file may hold" in line and ".png" in line
+
+
+def test_4d_cine_frame_label_maps_of_different_shapes_are_one_line(tmp_path, capsys):
+    subject = generate_subject(0, "target", 0)
+    folder = tmp_path / subject.name
+    folder.mkdir()
+    affine = np.diag([subject.spacing_mm, subject.spacing_mm, 8.0, 1.0])
+    nib.save(nib.Nifti1Image(subject.images.transpose(3, 2, 0, 1), affine), str(folder / f"{subject.name}_4d.nii.gz"))
+    for frame, crop in ((1, 0), (5, 4)):
+        labels = subject.labels[:, frame - 1].transpose(2, 1, 0)
+        nib.save(nib.Nifti1Image(labels[: labels.shape[0] - crop], affine), str(folder / f"{subject.name}_frame{frame:02d}_gt.nii.gz"))
+    line = one_error(capsys, ["data", "inspect", str(tmp_path), "--format", "nifti-4d"])
+    assert "_frame05_gt.nii.gz: label map is" in line

@@ -169,12 +169,12 @@ def read_series(folder: Path, problems: list[str] | None = None) -> SeriesGrid:
                             "duplicate images in the series")
         grid.append(frames)
     first = headers[0][1]
-    thickness = first.get("SliceThickness")
+    thickness = _number(first.get("SliceThickness"))
     positions = sorted(by_slice)
-    if thickness in (None, "") and len(positions) > 1:
+    if thickness is None and len(positions) > 1:
         thickness = float(np.median(np.diff(positions)))  # enhanced files keep it in functional groups
     patient = frozenset(str(first.get(k, "")) for k in PATIENT_FIELDS if str(first.get(k, "")).strip())
-    field = first.get("MagneticFieldStrength")
+    field = _number(first.get("MagneticFieldStrength"))
     if abs(spacing[0] - spacing[1]) > 1e-3 * spacing[0]:
         raise DataError(f"{reference}: non-square pixels [{spacing[0]:g}, {spacing[1]:g}] mm are not supported yet; "
                         "resample first")
@@ -183,8 +183,16 @@ def read_series(folder: Path, problems: list[str] | None = None) -> SeriesGrid:
         for f, image in enumerate(row):
             files_grid[s, f] = image
     gap = float(np.median(np.diff(positions))) if len(positions) > 1 else None
-    return SeriesGrid(files_grid, float(spacing[0]), float(thickness) if thickness not in (None, "") else None,
-                      float(field) if field not in (None, "") else None, patient, gap)
+    return SeriesGrid(files_grid, float(spacing[0]), thickness, field, patient, gap)
+
+
+def _number(value) -> float | None:
+    """An optional header number (slice thickness, field strength); None where absent or not a number."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
 
 
 @functools.lru_cache(maxsize=2)
@@ -200,7 +208,11 @@ def _all_pixels(path: Path) -> np.ndarray:
 def pixels(image: DicomImage) -> np.ndarray:
     """The image's pixels as float32 (a multi-frame file is decoded once for all its frames)."""
     data = _all_pixels(image.path)
-    return (data if image.frame is None else data[image.frame]).astype(np.float32)
+    pixels = data if image.frame is None else data[image.frame]
+    if pixels.ndim != 2:
+        raise DataError(f"{image}: pixel data of shape {pixels.shape}, not one greyscale image (colour or a "
+                        "stack in one frame); export the cine as greyscale")
+    return pixels.astype(np.float32)
 
 
 def fill(grid: SeriesGrid, slices: Iterable[int], frames: Iterable[int],

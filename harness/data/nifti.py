@@ -110,7 +110,7 @@ def _pair(image_path: Path, label_path: Path, labels: LabelMap) -> tuple[np.ndar
 
 def read_info_cfg(path: Path) -> dict[str, str]:
     entries = {}
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         key, sep, value = line.partition(":")
         if sep:
             entries[key.strip()] = value.strip()
@@ -155,11 +155,19 @@ def load_acdc_subject(folder: Path, labels: LabelMap = ACDC_LABELS, problems: li
     images, masks, _ = order_base_to_apex(images, masks)
     hint = None
     if "ED" in info and "ES" in info:
-        hint = {"ED": int(info["ED"]) - 1, "ES": int(info["ES"]) - 1}
-    n_frames = int(info.get("NbFrame", max(f for f, _ in frames) + 1))
+        hint = {"ED": _cfg_int(folder, info, "ED") - 1, "ES": _cfg_int(folder, info, "ES") - 1}
+    n_frames = _cfg_int(folder, info, "NbFrame") if "NbFrame" in info else max(f for f, _ in frames) + 1
     return RawStack(subject or folder.name, images, masks, stacks[0][2], kept, n_frames, hint,
                     slice_thickness_mm=stacks[0][3],
                     slice_spacing_mm=stacks[0][3])
+
+
+def _cfg_int(folder: Path, info: dict[str, str], key: str) -> int:
+    try:
+        return int(float(info[key]))
+    except ValueError:
+        raise DataError(f"{folder / 'Info.cfg'}: {key} is {info[key]!r}, not a frame number; fix or remove the "
+                        "line") from None
 
 
 def load_mnms_subject(folder: Path, labels: LabelMap = MNMS_LABELS, problems: list[str] | None = None,
@@ -212,7 +220,12 @@ def load_4d_subject(folder: Path, labels: LabelMap, subject: str | None = None) 
         bad = [p for f, p in maps if not 0 <= f < images.shape[1]]
         if bad:
             raise DataError(f"{bad[0]}: frame beyond the {images.shape[1]} frames of {cines[0].name}")
-        label_grid = np.stack([_read(p)[0] for _, p in maps], axis=1)
+        read = [_read(p)[0] for _, p in maps]
+        for (_, path), volume in zip(maps, read):
+            if volume.shape != read[0].shape:
+                raise DataError(f"{path}: label map is {volume.shape} but {maps[0][1].name} is {read[0].shape} "
+                                "(slices, rows, columns)")
+        label_grid = np.stack(read, axis=1)
         sources = [str(p) for _, p in maps]
     selected = images[:, frames]
     if label_grid.shape != selected.shape:

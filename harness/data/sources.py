@@ -202,6 +202,15 @@ def _read_stacks(located: Located, labels: nifti.LabelMap, salt: str, skip_bad: 
             if not skip_bad:
                 raise DataError(private(str(exc), number)) from None
             problems.append(f"subject {number} of {len(readers)} left out: {private(str(exc), number)}")
+        except (ArithmeticError, AttributeError, IndexError, KeyError, OSError, TypeError, ValueError) as exc:
+            # a malformed value no check names (a header field that is not a number, say): still one line, with
+            # the cause chained for --debug
+            message = private(f"{located.subjects[number - 1]}: cannot be read ({exc.__class__.__name__}: {exc}); "
+                              "check its files, or use --skip-bad to leave it out (--debug shows where it "
+                              "failed)", number)
+            if not skip_bad:
+                raise DataError(message) from exc
+            problems.append(f"subject {number} of {len(readers)} left out: {message}")
         if number <= len(file_problems) and file_problems[number - 1]:
             problems += [private(p, number) for p in file_problems[number - 1]]
         if on_subject:
