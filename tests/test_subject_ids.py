@@ -1,6 +1,7 @@
 """Two subjects whose folders share a name stay two subjects, in every layout (issue 19.3)."""
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -13,12 +14,13 @@ from harness.errors import DataError
 from tests.test_bad_inputs import _acdc_subject
 
 
-def _assert_two_sites(data, first: str, second: str, root: Path) -> None:
+def _assert_two_sites(data, first: str, second: str, root: Path, sites: tuple[str, str] = ("siteA", "siteB"),
+                      name: str | None = None) -> None:
     """Each subject has exactly the images its site alone gives (none merged into the other)."""
     assert first in data.subjects and second in data.subjects
     counts = data.index.groupby("subject").size()
-    for subject in (first, second):
-        site, name = subject.split("/")
+    for subject, site in zip((first, second), sites):
+        name = name or subject.split("/")[1]
         alone = load_dataset(root / site, size=64)
         assert counts[subject] == len(alone.rows_of([name]))
         assert sorted(data.hashes[data.rows_of([subject]).index]) == sorted(alone.hashes[alone.rows_of([name]).index])
@@ -47,7 +49,10 @@ def test_dicom_folders_of_the_same_name_at_two_sites(tmp_path):
     located = locate(tmp_path)
     assert located.format == "dicom-nifti" and located.ids == ("siteA/cine", "siteB/cine")
     data = load_dataset(tmp_path, size=64)
-    _assert_two_sites(data, "siteA/cine", "siteB/cine", tmp_path)
+    # DICOM: a parent folder may be a patient's name, so the clashing ids carry a salted hash of the path instead
+    first, second = data.subjects
+    assert first != second and all(re.fullmatch(r"cine-[0-9a-f]{6}", s) for s in data.subjects)
+    _assert_two_sites(data, first, second, tmp_path, name="cine")
 
 
 def test_png_prefixes_of_the_same_name_at_two_sites(tmp_path):
@@ -89,3 +94,19 @@ def test_the_same_png_twice_is_an_error(tmp_path):
         mask.rename(tmp_path / "masks" / mask.name)
     with pytest.raises(DataError, match="subject '26' has this mask twice"):
         locate(tmp_path)
+
+
+def test_png_sites_with_image_and_mask_folders_of_their_own(tmp_path):
+    from tests.test_png import _write
+
+    for site, frames in (("siteA", [0, 1, 2]), ("siteB", [3, 4, 5])):
+        images, masks = tmp_path / site / "images", tmp_path / site / "masks"
+        images.mkdir(parents=True)
+        masks.mkdir()
+        _write(images, subject="26", frames=frames)
+        for mask in images.glob("*-mask.png"):
+            mask.rename(masks / mask.name)
+    data = load_dataset(tmp_path, size=64)
+    assert data.subjects == ["siteA/26", "siteB/26"]
+    frames = data.index.groupby("subject")["frame"].unique()
+    assert sorted(frames["siteA/26"]) == [0, 1, 2] and sorted(frames["siteB/26"]) == [3, 4, 5]

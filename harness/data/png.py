@@ -31,8 +31,10 @@ def group(root: Path) -> dict[str, dict[tuple[int, int], dict[str, Path]]]:
     """{subject: {(slice, frame): {"image": path, "mask": path}}} for every matching file under root.
 
     A subject is a file prefix; where one prefix's images lie in more than one folder (siteA/26_... and
-    siteB/26_...), those are different subjects, named by folder and prefix (siteA/26). Masks kept in a
-    folder of their own (images/ and masks/) still pair by prefix. The same image or mask twice is an error.
+    siteB/26_...), those are different subjects, named by what tells their folders apart and the prefix
+    (siteA/26, also for siteA/images/ beside siteB/images/). A mask belongs to the subject whose image folder
+    shares most of its path (siteA/masks/ pairs with siteA/images/). The same image or mask twice, or a mask
+    that could belong to two subjects, is an error.
     """
     files: dict[str, list[tuple[Path, tuple[int, int], str, Path]]] = {}
     for path in sorted(root.rglob("*.png")):
@@ -42,15 +44,44 @@ def group(root: Path) -> dict[str, dict[tuple[int, int], dict[str, Path]]]:
             files.setdefault(match["subject"], []).append((path.parent, key, match["kind"], path))
     found: dict[str, dict[tuple[int, int], dict[str, Path]]] = {}
     for prefix, items in files.items():
-        split = len({folder for folder, _, kind, _ in items if kind == "image"}) > 1
+        folders = sorted({folder for folder, _, kind, _ in items if kind == "image"})
+        names = _distinct(root, folders) if len(folders) > 1 else {}
         for folder, key, kind, path in items:
-            subject = (folder.relative_to(root) / prefix).as_posix() if split else prefix
+            if not names:
+                subject = prefix
+            else:
+                home = folder if kind == "image" else _nearest(folder, folders, path)
+                subject = f"{names[home]}/{prefix}"
             pair = found.setdefault(subject, {}).setdefault(key, {})
             if kind in pair:
                 raise DataError(f"{path}: subject '{subject}' has this {kind} twice (also {pair[kind]}); "
                                 "remove one, or keep each subject's files in one folder")
             pair[kind] = path
     return found
+
+
+def _distinct(root: Path, folders: list[Path]) -> dict[Path, str]:
+    """Short names that tell folders apart: their paths under root without the trailing parts they all share
+    (siteA/images and siteB/images -> siteA and siteB)."""
+    parts = [folder.relative_to(root).parts for folder in folders]
+    keep = min(len(p) for p in parts)
+    while keep > 1 and len({p[-1] for p in parts}) == 1:
+        parts = [p[:-1] for p in parts]
+        keep -= 1
+    return {folder: "/".join(p) or "." for folder, p in zip(folders, parts)}
+
+
+def _nearest(folder: Path, candidates: list[Path], path: Path) -> Path:
+    """The image folder that shares the longest leading path with a mask's folder (one, or an error)."""
+    def shared(other: Path) -> int:
+        return len([1 for a, b in zip(folder.parts, other.parts) if a == b])
+
+    best = max(shared(c) for c in candidates)
+    nearest = [c for c in candidates if shared(c) == best]
+    if len(nearest) > 1:
+        raise DataError(f"{path}: this mask could belong to the images in {nearest[0]} or in {nearest[1]}; keep "
+                        "each site's masks beside (or next to) its images")
+    return nearest[0]
 
 
 def load_png_subject(subject: str, pairs: dict[tuple[int, int], dict[str, Path]], labels: LabelMap) -> RawStack:

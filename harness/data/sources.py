@@ -8,6 +8,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,6 +162,9 @@ def _read_stacks(located: Located, labels: nifti.LabelMap, salt: str, skip_bad: 
     # per-subject lists the file-level readers fill under --skip-bad (None: every problem is an error)
     file_problems: list[list[str] | None] = [[] if skip_bad else None for _ in located.subjects]
     ids = located.ids
+    if located.format in DICOM_FORMATS:  # a parent folder may be a patient's name: never part of an id
+        ids = tuple(i if "/" not in i else f"{folder.name}-{dicom.hashed_id(i, salt)[4:10]}"
+                    for i, folder in zip(ids, located.subjects))
     if located.format == "png":
         groups = png.group(located.root)
         readers = [lambda s=s, p=p: png.load_png_subject(s, p, labels) for s, p in groups.items()]
@@ -190,9 +194,12 @@ def _read_stacks(located: Located, labels: nifti.LabelMap, salt: str, skip_bad: 
     def private(message: str, number: int) -> str:
         if located.format not in DICOM_FORMATS:  # a DICOM folder name may be a patient field: never print it
             return message
-        folder, subject = located.subjects[number - 1].name, ids[number - 1]
-        hidden = f"<subject {number}: {dicom.hashed_id(subject, salt)}>"
-        return message.replace(subject, hidden).replace(folder, hidden)
+        folder = located.subjects[number - 1]
+        hidden = f"<subject {number}: {dicom.hashed_id(ids[number - 1], salt)}>"
+        for name in (str(folder), folder.relative_to(located.root).as_posix(), ids[number - 1], folder.name):
+            # as a path or quoted only: a folder named 'cine' leaves the word 'cine' alone
+            message = re.sub(rf"(?<![^/'\"(]){re.escape(name)}(?![^/'\"):])", lambda _: hidden, message)
+        return message
 
     stacks, problems = [], []
     for number, read in enumerate(readers, start=1):
