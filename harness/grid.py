@@ -123,13 +123,19 @@ def load_strategies(settings: StudySettings) -> dict[str, SamplingStrategy]:
     return {name: registry.load(name, settings.params.get(name)) for name in settings.strategies}
 
 
-def check_tuned(tuned: dict[str, dict[str, Any]], splits: list[dict[str, list[str]]], dataset: str) -> None:
-    """Refuse tuned parameters that a run may not use: tuned on other data, missing for one of the run's
-    folds, or tuned on a subject that is a test subject of the fold they would be used in."""
+def check_tuned(tuned: dict[str, dict[str, Any]], splits: list[dict[str, list[str]]], dataset: str,
+                inits: dict[str, str]) -> None:
+    """Refuse tuned parameters that a run may not use: tuned on other data or other initial weights (``inits``:
+    init name -> weights fingerprint), missing for one of the run's folds, or tuned on a subject that is a test
+    subject of the fold they would be used in."""
     for key, entry in sorted(tuned.items()):
         if entry.get("dataset") != dataset:
             raise UsageError(f"--tuned: {key} was tuned on other data (fingerprint {entry.get('dataset')}; this "
                              f"study's is {dataset}); tune again")
+        if entry.get("init_fingerprint") != inits.get(entry.get("init")):
+            raise UsageError(f"--tuned: {key} was tuned from other initial weights (fingerprint "
+                             f"{entry.get('init_fingerprint')}; init '{entry.get('init')}' is now "
+                             f"{inits.get(entry.get('init'))}): the model changed since; tune again")
         for fold, split in enumerate(splits):
             part = entry["folds"].get(str(fold))
             if part is None:

@@ -59,7 +59,7 @@ def pretrain_on(dataset: CineDataset, settings: PretrainSettings, out: Path, val
     if val_ids:
         progress = on_validate and (lambda k: on_validate(k, len(dataset.rows_of(val_ids))))
         validation = validate(model, dataset, val_ids, train.resolve_precision("auto"), on_batch=progress)
-    hashes = None if dataset.hashes is None else sorted(set(dataset.hashes[rows].tolist()))
+    hashes = None if dataset.hashes is None else sorted(set(dataset.hashes[rows].tolist()) - {""})
     card = {
         "architecture": architecture(settings.encoder, settings.decoder_channels, settings.size),
         "training": {"data": dataset.name, "data_fingerprint": dataset.fingerprint, **(source or {}),
@@ -75,7 +75,8 @@ def pretrain_on(dataset: CineDataset, settings: PretrainSettings, out: Path, val
     return card
 
 
-HASH_TEXT = "sha256 of each image's pixel values as loaded (float32, original size), first 16 hex digits"
+HASH_TEXT = ("sha256 of each image's pixel values as loaded (float32, original size), the smallest over its 8 flips "
+             "and transposes, first 16 hex digits; images without content left out")
 
 
 def source_overlap(card: dict[str, Any] | None, dataset: CineDataset, subjects: list[str]) -> dict[str, Any]:
@@ -93,7 +94,9 @@ def source_overlap(card: dict[str, Any] | None, dataset: CineDataset, subjects: 
         return {"checked": False, "why": "the study's data were prepared before cine-harness 0.7 (no image "
                                          "hashes); delete the prepared copy in the cache to prepare them again"}
     rows = dataset.rows_of(subjects)
-    hit = np.isin(dataset.hashes[rows.index.to_numpy()], np.asarray(hashes, dtype="<U16"))
+    known = np.asarray([h for h in hashes if h], dtype="<U16")  # '' = an image without content: no identity
+    mine = dataset.hashes[rows.index.to_numpy()]
+    hit = (mine != "") & np.isin(mine, known)
     overlapping = sorted(rows.loc[hit, "subject"].unique().tolist())
     return {"checked": True, "subjects": overlapping, "images": int(hit.sum()),
             "of_subjects": len(set(subjects)), "source_images": len(hashes)}

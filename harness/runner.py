@@ -124,8 +124,13 @@ class Study:
             if init.kind == "checkpoint":
                 card = self.checkpoints[init.name].card
             else:
-                card = json.loads(train.card_path(self.base_model()[0]).read_text())
+                path = self.base_model()[0]
+                card_file = train.card_path(path)
+                card = json.loads(card_file.read_text()) if card_file.exists() else train.read_checkpoint(path).card
             result = source_overlap(card, dataset, held)
+            if not result["checked"]:
+                self.reporter.warn(f"--init {init.text}: whether its source model saw this study's test subjects "
+                                   f"cannot be checked: {result['why']}")
             found = result.get("subjects") or []
             if found and not self.settings.allow_source_overlap:
                 names = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
@@ -165,7 +170,7 @@ class Study:
             check_budgets(s.ns, len(split["pool"]), len(split["test"]), len(split["validation"]))
         inits = self.init_fingerprints()
         overlap = self.check_source_overlap(target, splits)
-        check_tuned(s.tuned, splits, target.fingerprint)  # never parameters chosen on a fold's test subjects
+        check_tuned(s.tuned, splits, target.fingerprint, {name: key for name, (_, key) in inits.items()})  # never parameters chosen on a fold's test subjects
         specs = plan(s, self.strategies, target, splits, inits)
         self.store.write_study({**s.to_dict(), "split": splits[0], "splits": splits,
                                 "init_names": list(inits),

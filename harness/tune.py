@@ -297,7 +297,8 @@ def tuned_overrides(folder: Path, strategies: tuple[str, ...], inits: list[str],
                 if "folds" not in data[key]:
                     raise UsageError(f"--tuned: {key} in {path} was tuned by cine-harness < 0.7 on fold 0 only (its "
                                      "tuning subjects are test subjects of other folds); tune it again")
-                out[key] = {k: data[key][k] for k in ("dataset", "metric", "trials", "folds") if k in data[key]}
+                out[key] = {k: data[key][k] for k in ("init", "init_fingerprint", "dataset", "metric", "folds")
+                            if k in data[key]}
     if missing:
         s, i, n = missing[0]
         raise UsageError(f"--tuned: {len(missing)} configurations have no tuned parameters in {path}, first "

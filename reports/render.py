@@ -692,8 +692,8 @@ def methods_paragraph(a: Analysis) -> str:
     scored = _scored_frames(s.get("test_stride", 1))
     checked = [name for name, found in (s.get("source_overlap") or {}).items()
                if found.get("checked") and not found.get("subjects")]
-    leakage = (" The source model's training images were checked by content hash to include no image of a test or "
-               "validation subject." if checked else "")
+    leakage = (" The source model's training images were checked by content hash to include no pixel-identical "
+               "image of a test or validation subject." if checked else "")
     if s.get("tuned"):
         leakage += (" Training settings were tuned with Optuna (TPE, median pruning) separately within each fold "
                     "(nested): on fine-tunes of subsets of that fold's training pool, scored on its validation "
@@ -768,8 +768,9 @@ def init_lines(s: dict) -> list[str]:
             text = INIT_TEXT[m["kind"]]
         found = (s.get("source_overlap") or {}).get(name) or {}
         if found.get("checked") and not found.get("subjects"):
-            text += (f"; none of its {found['source_images']} training images is an image of this study's test or "
-                     "validation subjects (checked by content hash)")
+            text += (f"; none of its {found['source_images']} training images has the pixels (in any flip or "
+                     "transpose) of an image of this study's test or validation subjects (checked by content hash; "
+                     "a resampled or rescaled copy would not be found)")
         lines.append(f"Init `{name}`: {text}; weights fingerprint `{m['fingerprint']}`.")
     if len(models) > 1:
         lines.append("Inits are compared on the same test subjects, subsets and seeds (paired), as strategies are; "

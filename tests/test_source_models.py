@@ -2,6 +2,7 @@
 the paper schedule, failures recorded per run, and Optuna tuning that never looks at test subjects."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -206,8 +207,14 @@ def test_nested_tuning_never_predicts_a_fold_test_subject_while_choosing_its_par
     """Every image predicted while fold f is tuned is traced to its subject: none is a test subject of f."""
     from harness import tune
 
-    loaded, current, predicted = [], [], []
+    loaded, current, predicted, trained = [], [], [], []
     real_load, real_tune_fold, real_predict = runner.Study.load_target, tune.Tuner.tune_fold, train.predict
+    real_select = tune.select
+
+    def select(spec, strategy, dataset):
+        rows = real_select(spec, strategy, dataset)
+        trained.append((current[-1][0], set(rows["subject"])))
+        return rows
 
     def load_target(self):
         loaded.append(real_load(self))
@@ -226,6 +233,7 @@ def test_nested_tuning_never_predicts_a_fold_test_subject_while_choosing_its_par
     monkeypatch.setattr(runner.Study, "load_target", load_target)
     monkeypatch.setattr(tune.Tuner, "tune_fold", tune_fold)
     monkeypatch.setattr(train, "predict", spy)
+    monkeypatch.setattr(tune, "select", select)
     space = tmp_path / "space.json"
     space.write_text(json.dumps(TUNE_SPACE))
     out = tmp_path / "study"
@@ -238,6 +246,9 @@ def test_nested_tuning_never_predicts_a_fold_test_subject_while_choosing_its_par
     for fold, subjects in predicted:
         assert not subjects & set(splits[fold]["test"]), f"fold {fold} tuning predicted a test subject"
         assert subjects == set(splits[fold]["validation"])  # the spy sees what validation predicts
+    assert sorted({fold for fold, _ in trained}) == [0, 1]
+    for fold, subjects in trained:  # and every fine-tune of a trial trains on the fold's pool only
+        assert subjects and subjects <= set(splits[fold]["pool"]), (fold, subjects)
     entry = json.loads((out / "tuned.json").read_text())["ed_es__source__n1"]
     for fold, split in splits.items():
         part = entry["folds"][str(fold)]
@@ -250,6 +261,34 @@ def test_nested_tuning_never_predicts_a_fold_test_subject_while_choosing_its_par
         best = entry["folds"][str(spec["fold"])]["params"]
         assert (spec["train"]["steps_frozen"], spec["train"]["lr_frozen"]) == (best["steps_frozen"], best["lr_frozen"])
     assert "nested in the cross-validation" in (out / "report.md").read_text()
+
+
+def test_tuned_parameters_missing_for_a_fold_or_from_other_weights_are_refused(tmp_path, monkeypatch):
+    """check_tuned on hand-made entries: a fold never tuned, and weights that changed since tuning."""
+    from harness.errors import UsageError
+
+    splits = [{"pool": ["a", "b"], "validation": ["c"], "test": ["d"]},
+              {"pool": ["c", "d"], "validation": ["b"], "test": ["a"]}]
+    part = {"params": {}, "tuning_subjects": ["a", "b", "c"]}
+    entry = {"init": "source", "init_fingerprint": "w1", "dataset": "D", "folds": {"0": part}}
+    with pytest.raises(UsageError, match="has no tuned parameters for fold 1 .*--fold 1"):
+        grid.check_tuned({"ed_es__source__n1": entry}, splits, "D", {"source": "w1"})
+    both = {**entry, "folds": {"0": part, "1": {"params": {}, "tuning_subjects": ["b", "c", "d"]}}}
+    grid.check_tuned({"ed_es__source__n1": both}, splits, "D", {"source": "w1"})  # accepted
+    with pytest.raises(UsageError, match="tuned from other initial weights"):
+        grid.check_tuned({"ed_es__source__n1": both}, splits, "D", {"source": "w2"})
+    with pytest.raises(UsageError, match="for fold 1 were tuned on 1 of its 1 test subjects \\(a\\)"):
+        grid.check_tuned({"ed_es__source__n1": {**both, "folds": {"0": part, "1": part}}}, splits, "D",
+                         {"source": "w1"})
+
+
+def test_tuned_json_of_version_0_6_is_refused(tmp_path):
+    from harness.errors import UsageError
+    from harness.tune import tuned_overrides
+
+    (tmp_path / "tuned.json").write_text(json.dumps({"ed_es__source__n2": {"params": {}, "dataset": "D"}}))
+    with pytest.raises(UsageError, match="tuned by cine-harness < 0.7 on fold 0 only"):
+        tuned_overrides(tmp_path, ("ed_es",), ["source"], (2,))
 
 
 def test_tuned_without_a_tune_names_the_command(tmp_path, capsys):
@@ -312,6 +351,17 @@ def test_source_overlap_finds_subjects_by_pixels_not_by_name():
                      "source_images": 12}
     assert source_overlap(card, copy, ["other"])["subjects"] == []
     assert source_overlap(None, copy, ["other"])["checked"] is False
+    # a copy read in another orientation (a DICOM export of NIfTI data, say) is the same images
+    stack = _stack("turned", 2)
+    turned = dataclasses.replace(stack, images=stack.images.swapaxes(2, 3)[..., ::-1].copy(),
+                                 labels=stack.labels.swapaxes(2, 3)[..., ::-1].copy())
+    assert source_overlap(card, prepare("t", [turned], 32, "k3"), ["turned"])["subjects"] == ["turned"]
+    # images without content (padding slices) are no evidence of a shared subject
+    blank = dataclasses.replace(_stack("blank-a", 4), images=np.zeros((2, 3, 40, 40), np.float32))
+    blanks = prepare("b", [blank], 32, "k4")
+    card = {"training": {"image_hashes": sorted(set(blanks.hashes.tolist()))}}
+    other = dataclasses.replace(_stack("blank-b", 5), images=np.full((2, 3, 40, 40), 7, np.float32))
+    assert source_overlap(card, prepare("c", [other], 32, "k5"), ["blank-b"])["subjects"] == []
     assert "before cine-harness 0.7" in source_overlap({"training": {}}, copy, ["other"])["why"]
 
 

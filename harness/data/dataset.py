@@ -51,11 +51,19 @@ PREPARED_REVISION = 2
 
 
 def image_hash(image: np.ndarray) -> str:
-    """A 2D image's identity by content: sha256 of its shape and pixel values as loaded (float32, original
-    size, before any resampling), 16 hex digits. File names, subject ids and the training size do not enter
-    it, so two copies of a dataset give the same hashes; a resampled or re-oriented copy does not."""
+    """A 2D image's identity by content: sha256 of its pixel values as loaded (float32, original size, before
+    any resampling), the smallest over its 8 flips and transposes, 16 hex digits. File names, subject ids,
+    the training size and the orientation a loader reads it in do not enter it, so copies of a dataset give
+    the same hashes, a DICOM copy of a NIfTI included; a resampled or rescaled copy does not. An image
+    without content (every pixel equal: padding slices) has no identity: ''."""
     pixels = np.ascontiguousarray(image, dtype="<f4")
-    return hashlib.sha256(repr(pixels.shape).encode() + pixels.tobytes()).hexdigest()[:16]
+    if pixels.size == 0 or pixels.min() == pixels.max():
+        return ""
+    views = [pixels, pixels.T]
+    views += [v[::-1] for v in views]
+    views += [v[:, ::-1] for v in views]
+    return min(hashlib.sha256(repr(v.shape).encode() + np.ascontiguousarray(v).tobytes()).hexdigest()[:16]
+               for v in views)
 
 
 #: Most voxels one file may hold (a 4D cine of 512 x 512 x 20 slices x 50 frames is 262 M): a header that
