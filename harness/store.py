@@ -165,13 +165,13 @@ class Claim:
         self.path, self.info, self.stale_after = path, info, stale_after
         self.lost: str | None = None  # why, once lost
         self._stop = threading.Event()
-        self._key = (str(path), threading.get_ident())
+        self._key = (os.path.realpath(path), threading.get_ident())
         _HELD[self._key] = self
         self._thread = threading.Thread(target=self._beat, args=(interval,), daemon=True)
         self._thread.start()
 
     def _beat(self, interval: float) -> None:
-        last_ok, delay = time.time(), interval
+        last_ok, delay, failures = time.monotonic(), interval, 0
         while not self._stop.wait(delay):
             try:
                 token = _token(self.path)
@@ -179,16 +179,16 @@ class Claim:
                     self._lose("its claim was taken over by another process" if token else
                                "its claim file was removed")
                     return
-                now = time.time()
-                os.utime(self.path, (now, now))
-                last_ok, delay = now, interval
-            except (OSError, ValueError) as exc:  # transient on a network filesystem: retry sooner, then less often
-                silent = time.time() - last_ok
+                os.utime(self.path)  # now, by the clock of the filesystem's server, which every reader compares with
+                last_ok, delay, failures = time.monotonic(), interval, 0
+            except (OSError, ValueError) as exc:  # transient on a network filesystem: retry soon, then less often
+                silent = time.monotonic() - last_ok
                 if silent > self.stale_after:
                     self._lose(f"its claim could not be refreshed for {silent:.0f} s (stale after "
                                f"{self.stale_after:.0f} s): {exc.__class__.__name__}: {exc}")
                     return
-                delay = min(interval, 0.25 if delay >= interval else delay * 2)
+                failures += 1
+                delay = min(interval, 0.25 * 2 ** (failures - 1), max(0.05, self.stale_after - silent))
 
     def _lose(self, why: str) -> None:
         self.lost = why
@@ -304,12 +304,15 @@ class RunStore:
 
     def _install(self, spec: RunSpec, fill: Callable[[Path], None]) -> None:
         """Write a run's files into a temporary folder, then swap it in for the old folder (if any) by renames
-        only: at every moment the run's folder is either the complete old one, absent, or the complete new one."""
+        only: at every moment the run's folder is either the complete old one, absent, or the complete new one.
+        Where this thread holds the run's claim, it must still hold it when the files are complete (ClaimLost
+        otherwise, and nothing is swapped in)."""
         final = self.folder(spec)
         tmp = Path(tempfile.mkdtemp(dir=self.runs, prefix=f".{spec.folder_name}.", suffix=".tmp"))
         try:
             os.chmod(tmp, 0o777 & ~_UMASK)
             fill(tmp)
+            self._verify_claim(spec)
             if final.exists():
                 old = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.old")
                 os.replace(final, old)
@@ -338,7 +341,7 @@ class RunStore:
             files = {name: _digest(tmp / name) for name in names}
             write_json(tmp / "status.json", {"state": "done", **status, "files": files})
 
-        self._verify_claim(spec)
+        self._verify_claim(spec)  # before the work of writing, and again (in _install) before the swap
         self._guard(lambda: self._install(spec, fill), f"the results of run {spec.folder_name}")
         self.log("done", spec.folder_name)
 
@@ -357,7 +360,7 @@ class RunStore:
     def _verify_claim(self, spec: RunSpec) -> None:
         """Before a result is written: where this thread claimed the run, it must still hold the claim
         (ClaimLost otherwise). Writes outside a claim (tests, recording a run SLURM ended) are not checked."""
-        claim = _HELD.get((str(self.claim_path(spec.folder_name)), threading.get_ident()))
+        claim = _HELD.get((os.path.realpath(self.claim_path(spec.folder_name)), threading.get_ident()))
         if claim is not None:
             claim.verify()
 
@@ -404,9 +407,10 @@ class RunStore:
                     continue
                 if not held["stale"]:
                     return None
-                if self._take_over(name, held, info):
-                    return Claim(path, info, interval, self.stale_after)
-                return None
+                taken = self._take_over(name, held, info)
+                if taken is None:  # released meanwhile: try to create it again
+                    continue
+                return Claim(path, info, interval, self.stale_after) if taken else None
             except OSError as exc:
                 raise StoreError(f"cannot claim run {name} in '{self.root}': {exc.strerror or exc}; "
                                  "check that the study folder is writable") from None
@@ -416,23 +420,22 @@ class RunStore:
             return Claim(path, info, interval, self.stale_after)
         return None
 
-    def _take_over(self, name: str, held: dict[str, Any], info: dict[str, Any]) -> bool:
+    def _take_over(self, name: str, held: dict[str, Any], info: dict[str, Any]) -> bool | None:
         """Replace an abandoned claim by ours in one rename (the claim file never disappears, so no third
         process can create one in between), if it still holds the token judged stale; then read it back.
         Two processes that judged the same claim stale in the same instant may both rename: the last one
         holds it, and the other finds another token in the file at its next heartbeat or before writing
-        anything (Claim.verify), and stops."""
+        anything (Claim.verify), and stops. None: the claim was released meanwhile (create it instead)."""
         path = self.claim_path(name)
         tmp = path.with_name(f".{path.name}.{info['token'][:8]}.tmp")
         try:
             tmp.write_text(json.dumps(info))
             _pause("judged stale")
-            try:
-                if _token(path) != held.get("token"):  # refreshed or taken over since it was judged
-                    return False
-            except (OSError, ValueError):
-                if held.get("token") is not None:
-                    return False
+            now = self.read_claim(name)  # still abandoned, by the same holder?
+            if now is None:
+                return None
+            if not now["stale"] or now.get("token") != held.get("token"):
+                return False
             _pause("before replace")
             os.replace(tmp, path)
             _pause("replaced")

@@ -289,6 +289,7 @@ def test_slurm_missing_from_path_is_one_line(capsys, monkeypatch, tmp_path):
     ("qos=short\n#SBATCH --output=/etc/x", "values one line (no newline)"),
     ("output=/tmp/elsewhere", "--slurm-option output: the harness sets it"),
     ("--error=/tmp/x", "--slurm-option error: the harness sets it"),
+    ("outp=/tmp/x", "--slurm-option outp: the harness sets it"),  # sbatch takes a beginning of --output too
     ("a b=c", "keys are letters, digits, - and _"),
 ])
 def test_slurm_options_that_would_change_the_job_script_are_refused(capsys, tmp_path, option, message):

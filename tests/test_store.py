@@ -220,6 +220,26 @@ def test_a_holder_whose_claim_was_taken_over_cannot_write_its_result(store):
     assert json.loads(path.read_text())["token"] == "theirs"  # and their claim left alone
 
 
+def test_a_take_over_while_the_results_are_being_written_installs_nothing(store, monkeypatch):
+    from harness.errors import ClaimLost
+
+    spec = _spec()
+    claim = store.claim(spec.folder_name, "slow node")
+    real = pd.DataFrame.to_csv
+
+    def taken_over_meanwhile(self, path=None, *args, **kwargs):
+        if str(path).endswith("images.csv"):
+            store.claim_path(spec.folder_name).write_text(json.dumps({"owner": "other", "token": "theirs"}))
+        return real(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", taken_over_meanwhile)
+    with pytest.raises(ClaimLost):
+        _save(store, spec)
+    assert store.state(spec).state == "pending"
+    assert not [p for p in store.runs.iterdir() if p.name.startswith(".") and p.suffix == ".tmp"]
+    claim.release()
+
+
 def _failing_utime(monkeypatch, until: float) -> None:
     """os.utime raises ESTALE (a stale NFS handle) until time ``until``."""
     real = os.utime
@@ -233,11 +253,11 @@ def _failing_utime(monkeypatch, until: float) -> None:
 
 
 def test_a_heartbeat_that_fails_for_less_than_the_stale_time_keeps_the_claim(tmp_path, monkeypatch):
-    store = RunStore(tmp_path / "s", stale_after=2.0)
+    store = RunStore(tmp_path / "s", stale_after=4.0)
     store.prepare()
-    _failing_utime(monkeypatch, time.time() + 1.0)  # half the stale time
+    _failing_utime(monkeypatch, time.time() + 1.5)  # well under the stale time
     claim = store.claim("r", "me")
-    time.sleep(3.0)  # after the failures, the retries refresh it again
+    time.sleep(5.0)  # past the stale time: only the retries after the failures can have kept it
     assert claim.lost is None and not store.read_claim("r")["stale"]
     claim.verify()
     claim.release()

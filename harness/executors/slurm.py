@@ -33,7 +33,9 @@ def parse_option(item: str) -> tuple[str, str]:
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", key) or any(c in value for c in "\n\r\0"):
         raise UsageError(f"--slurm-option {item!r}: keys are letters, digits, - and _, and values one line "
                          "(no newline): each option is one #SBATCH line of the job script")
-    if key in RESERVED or key.replace("_", "-") in RESERVED:
+    long_key = key.replace("_", "-")
+    if key in RESERVED or any(len(long_key) > 1 and len(r) > 1 and r.startswith(long_key) for r in RESERVED):
+        # sbatch also takes any unambiguous beginning of a long option: 'out' is --output
         raise UsageError(f"--slurm-option {key}: the harness sets it (logs go to the study's slurm/ folder); "
                          "leave it out")
     return key, value
@@ -128,13 +130,17 @@ class SlurmExecutor(Executor):
 
     def _record_lost(self, context: RunContext, specs: list[RunSpec]) -> None:
         """A task that SLURM ended (time limit, memory, node failure) before its run wrote a result: record
-        the run as failed with SLURM's reason and where its log is."""
+        the run as failed with SLURM's reason and where its log is. A task that gave its run up because it
+        lost the claim (logged as lost) is not a failure: the run stays pending."""
         store = context.store()
+        last = {e["run"]: e["event"] for e in store.events()}
         for spec, job in zip(specs, self.jobs):
             if store.state(spec, verify=False).state in ("done", "failed"):
                 continue
             claim = store.read_claim(spec.folder_name)
             if claim and not claim["stale"]:
+                continue
+            if last.get(spec.folder_name) == "lost":  # it gave its run up (claim lost): left for a later command
                 continue
             state = _state(job)
             log = getattr(job.paths, "stderr", "")
