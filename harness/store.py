@@ -471,7 +471,18 @@ class RunStore:
         return {**info, "heartbeat": age, "stale": bool(why), "why": why}
 
     def sweep(self) -> None:
-        """Remove temporary folders and files that a killed process left behind (never a run's own folder)."""
+        """Remove temporary folders and files that a killed process left behind (never a run's own folder),
+        and the abandoned claims of finished runs (a process killed after its result was in, before it
+        released its claim)."""
+        for path in self.runs.glob("*.claim"):
+            name = path.name[: -len(".claim")]
+            held = self.read_claim(name)
+            if held and held["stale"] and self.state(name, verify=False).state in ("done", "failed"):
+                try:
+                    if _token(path) == held.get("token"):
+                        path.unlink()
+                except (OSError, ValueError):
+                    pass
         now = time.time()
         for path in self.runs.glob(".*"):
             if path.name.startswith(".write-test"):

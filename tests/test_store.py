@@ -87,6 +87,23 @@ def test_a_dead_local_process_or_a_stopped_heartbeat_gives_up_its_claim(store):
     assert [e["run"] for e in events] == ["dead", "remote"]
 
 
+def test_a_claim_left_on_a_finished_run_by_a_killed_process_is_swept(store):
+    """A process killed after its result was in but before it released its claim leaves the claim behind;
+    the next command's sweep removes it (and leaves live claims and claims of unfinished runs alone)."""
+    done, pending = _spec(0), _spec(1)
+    _save(store, done)
+    for spec in (done, pending):
+        store.claim_path(spec.folder_name).write_text(json.dumps(
+            {"owner": "w", "host": socket.gethostname(), "pid": _dead_pid(), "token": "t"}))
+    live = _spec(2)
+    _save(store, live)
+    claim = store.claim(live.folder_name, "me")
+    store.sweep()
+    assert not store.claim_path(done.folder_name).exists()
+    assert store.claim_path(pending.folder_name).exists() and store.claim_path(live.folder_name).exists()
+    claim.release()
+
+
 def test_the_heartbeat_keeps_a_long_run_claimed(tmp_path):
     store = RunStore(tmp_path / "s", stale_after=1.0)
     store.prepare()
