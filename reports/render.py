@@ -805,6 +805,12 @@ def tuned_lines(s: dict) -> list[str]:
     tuned = s.get("tuned") or {}
     lines = []
     for key, t in sorted(tuned.items()):
+        if "folds" not in t:  # a study run with 0.6, which tuned fold 0 only and used it for every fold
+            lines.append(f"Tuned with Optuna (`{key}`) by cine-harness 0.6 on fold 0's validation subjects "
+                         f"({', '.join(t.get('validation_subjects', []))}) and used for every fold: with "
+                         "cross-validation those subjects are test subjects of another fold, so the tuned settings "
+                         "saw their labels (version 0.7 tunes each fold on its own training side).")
+            continue
         folds = t.get("folds") or {}
         parts = []
         for fold, part in folds.items():

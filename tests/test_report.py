@@ -100,3 +100,13 @@ def test_markdown_report_shows_hostile_strategy_and_subject_names_as_text(tmp_pa
         header, rows = table
         cells = len(re.findall(r"(?<!\\)\|", header))
         assert all(len(re.findall(r"(?<!\\)\|", row)) == cells for row in rows.splitlines()), header
+
+
+def test_tuning_is_described_per_fold_and_a_0_6_tuning_is_named_as_leaky():
+    from reports.render import tuned_lines
+
+    part = {"params": {"lr_frozen": 0.001, "steps_frozen": 40}, "trials": 5, "value": 0.81, "default_value": 0.8}
+    nested = tuned_lines({"tuned": {"ed_es__source__n2": {"metric": "both", "folds": {"0": part, "1": part}}}})
+    assert "nested in the cross-validation" in nested[0] and "fold 1: 5 trials" in nested[0]
+    old = tuned_lines({"tuned": {"ed_es__source__n2": {"params": {}, "validation_subjects": ["v01", "v02"]}}})
+    assert "by cine-harness 0.6 on fold 0's validation subjects (v01, v02)" in old[0] and "saw their labels" in old[0]
