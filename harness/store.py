@@ -164,6 +164,7 @@ class Claim:
     def __init__(self, path: Path, info: dict[str, Any], interval: float, stale_after: float):
         self.path, self.info, self.stale_after = path, info, stale_after
         self.lost: str | None = None  # why, once lost
+        self.last_ok = time.monotonic()  # the last time the claim was known to be ours and fresh
         self._stop = threading.Event()
         self._key = (os.path.realpath(path), threading.get_ident())
         _HELD[self._key] = self
@@ -171,7 +172,7 @@ class Claim:
         self._thread.start()
 
     def _beat(self, interval: float) -> None:
-        last_ok, delay, failures = time.monotonic(), interval, 0
+        delay, failures = interval, 0
         while not self._stop.wait(delay):
             try:
                 token = _token(self.path)
@@ -180,15 +181,15 @@ class Claim:
                                "its claim file was removed")
                     return
                 os.utime(self.path)  # now, by the clock of the filesystem's server, which every reader compares with
-                last_ok, delay, failures = time.monotonic(), interval, 0
+                self.last_ok, delay, failures = time.monotonic(), interval, 0
             except (OSError, ValueError) as exc:  # transient on a network filesystem: retry soon, then less often
-                silent = time.monotonic() - last_ok
+                silent = time.monotonic() - self.last_ok
                 if silent > self.stale_after:
                     self._lose(f"its claim could not be refreshed for {silent:.0f} s (stale after "
                                f"{self.stale_after:.0f} s): {exc.__class__.__name__}: {exc}")
                     return
                 failures += 1
-                delay = min(interval, 0.25 * 2 ** (failures - 1), max(0.05, self.stale_after - silent))
+                delay = min(interval, 0.25 * 2 ** min(failures - 1, 16), max(0.05, self.stale_after - silent))
 
     def _lose(self, why: str) -> None:
         self.lost = why
@@ -200,16 +201,25 @@ class Claim:
             raise ClaimLost(f"run {self.path.stem}: {self.lost}; stopped without writing a result")
 
     def verify(self) -> None:
-        """Read the claim file now: raise ClaimLost unless it still holds this holder's token."""
+        """Read the claim file now: raise ClaimLost unless it still holds this holder's token. A read that
+        fails (a transient network-filesystem error) is retried with back-off until the stale time since the
+        claim was last known fresh; only another token, or no claim file, is a loss at once."""
         self.check()
-        try:
-            token = _token(self.path)
-        except (OSError, ValueError) as exc:
-            raise ClaimLost(f"run {self.path.stem}: its claim cannot be read ({exc}); stopped without writing "
-                            "a result") from None
+        wait = 0.25
+        while True:
+            try:
+                token = _token(self.path)
+                break
+            except (OSError, ValueError) as exc:
+                if time.monotonic() - self.last_ok + wait > self.stale_after:
+                    raise ClaimLost(f"run {self.path.stem}: its claim cannot be read ({exc}); stopped without "
+                                    "writing a result") from None
+                time.sleep(wait)
+                wait = min(2 * wait, 5.0)
         if token != self.info["token"]:
             self._lose("its claim was taken over by another process" if token else "its claim file was removed")
             self.check()
+        self.last_ok = time.monotonic()
 
     def release(self) -> None:
         self._stop.set()

@@ -912,20 +912,22 @@ def write(a: Analysis, folder: Path, title: str) -> tuple[Path, Path]:
 def _markdown(text: object, cell: bool = False) -> str:
     """Report text for markdown: user-provided names (strategies, subjects, files) must show as text, never
     as markup. Everywhere, code spans included (however a name's backticks pair up), < before a letter, / ! or
-    ? and & before a letter or # become entities, so no HTML can form ("p < 0.05" stays), and "](" is escaped,
-    so no link can; outside code spans
-    [ ] and backslashes are escaped (no links); in table cells | is escaped. Line breaks become spaces, so a
-    name cannot start a block of its own. The report's own **bold** and `code` stay."""
+    ? and & before a letter or # become entities, so no HTML can form ("p < 0.05" stays); outside code spans
+    [ ] and backslashes are escaped and inside them "](" is broken, so no link can form; in table cells | is
+    escaped. Line breaks become spaces and a leading block marker (#, >, a list or fence mark) is escaped, so
+    a name cannot start a block of its own. The report's own **bold** and `code` stay."""
     import re
 
     text = " ".join(str(text).splitlines())
     text = re.sub(r"<(?=[A-Za-z/!?])", "&lt;", re.sub(r"&(?=[A-Za-z#])", "&amp;", text))
-    text = text.replace("](", "]\\(")  # no inline link, whichever spans the backticks make
     parts = re.split(r"(`[^`]*`)", text)
-    for k in range(0, len(parts), 2):  # outside code spans
-        parts[k] = re.sub(r"([\[\]\\])", r"\\\1", parts[k])
+    for k, part in enumerate(parts):
+        parts[k] = part.replace("](", "]\\(") if k % 2 else re.sub(r"([\[\]\\])", r"\\\1", part)
     text = "".join(parts)
-    return text.replace("|", "\\|") if cell else text
+    if cell:  # inside a table row: no block can start, but | would end the cell
+        return text.replace("|", "\\|")
+    text = re.sub(r"^(\s*)([#>+=~]|[-*](?=\s)|`{3})", r"\1\\\2", text)  # a heading, quote, list or fence
+    return re.sub(r"^(\s*\d+)([.)])(?=\s|$)", r"\1\\\2", text)  # an ordered list
 
 
 def _inline(text: str):

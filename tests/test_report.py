@@ -110,3 +110,12 @@ def test_tuning_is_described_per_fold_and_a_0_6_tuning_is_named_as_leaky():
     assert "nested in the cross-validation" in nested[0] and "fold 1: 5 trials" in nested[0]
     old = tuned_lines({"tuned": {"ed_es__source__n2": {"params": {}, "validation_subjects": ["v01", "v02"]}}})
     assert "by cine-harness 0.6 on fold 0's validation subjects (v01, v02)" in old[0] and "saw their labels" in old[0]
+
+
+def test_markdown_text_cannot_start_a_block_and_numbers_stay_plain():
+    from reports.render import _markdown
+
+    assert _markdown("# heading") == "\\# heading" and _markdown("1. item") == "1\\. item"
+    assert _markdown("```") == "\\```" and _markdown("- x") == "\\- x" and _markdown("> q") == "\\> q"
+    assert _markdown("**ed_es**: p < 0.05, n = 5") == "**ed_es**: p < 0.05, n = 5"
+    assert _markdown("+0.006", cell=True) == "+0.006" and _markdown("0.786 (0.7-0.8)") == "0.786 (0.7-0.8)"

@@ -110,3 +110,16 @@ def test_png_sites_with_image_and_mask_folders_of_their_own(tmp_path):
     assert data.subjects == ["siteA/26", "siteB/26"]
     frames = data.index.groupby("subject")["frame"].unique()
     assert sorted(frames["siteA/26"]) == [0, 1, 2] and sorted(frames["siteB/26"]) == [3, 4, 5]
+
+
+def test_png_masks_beside_their_images_at_the_root_and_in_a_subfolder(tmp_path):
+    from tests.test_png import _write
+
+    root = tmp_path / "data"
+    (root / "siteB").mkdir(parents=True)
+    _write(root, subject="26", frames=[0, 1])
+    _write(root / "siteB", subject="26", frames=[2, 3])
+    data = load_dataset(root, size=64)
+    assert data.subjects == ["data/26", "siteB/26"]
+    frames = data.index.groupby("subject")["frame"].unique()
+    assert sorted(frames["data/26"]) == [0, 1] and sorted(frames["siteB/26"]) == [2, 3]

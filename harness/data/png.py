@@ -3,6 +3,7 @@
 PNGs carry no pixel spacing; it is recorded as unknown."""
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -68,13 +69,17 @@ def _distinct(root: Path, folders: list[Path]) -> dict[Path, str]:
     while keep > 1 and len({p[-1] for p in parts}) == 1:
         parts = [p[:-1] for p in parts]
         keep -= 1
-    return {folder: "/".join(p) or "." for folder, p in zip(folders, parts)}
+    return {folder: "/".join(p) or root.name for folder, p in zip(folders, parts)}
 
 
 def _nearest(folder: Path, candidates: list[Path], path: Path) -> Path:
-    """The image folder that shares the longest leading path with a mask's folder (one, or an error)."""
+    """The image folder that shares the longest leading path with a mask's folder (one, or an error); the
+    mask's own folder where it holds images."""
+    if folder in candidates:
+        return folder
+
     def shared(other: Path) -> int:
-        return len([1 for a, b in zip(folder.parts, other.parts) if a == b])
+        return len(list(itertools.takewhile(lambda pair: pair[0] == pair[1], zip(folder.parts, other.parts))))
 
     best = max(shared(c) for c in candidates)
     nearest = [c for c in candidates if shared(c) == best]
