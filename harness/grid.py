@@ -163,8 +163,7 @@ def plan(settings: StudySettings, strategies: dict[str, SamplingStrategy], datas
     draws, so they are compared on the same subjects (paired). ``inits``: name -> (init, fingerprint)."""
     def common(fold: int, init: str, strategy: str = BASE, n: int = 0) -> dict[str, Any]:
         tuned = settings.tuned.get(config_key(strategy, init, n))
-        params = tuned["folds"][str(fold)]["params"] if tuned else None
-        train_settings = with_params(settings.train, params) if tuned else settings.train
+        train_settings = with_params(settings.train, tuned["folds"][str(fold)]["params"]) if tuned else settings.train
         return {"fold": fold, "dataset": dataset.fingerprint, "split": splits[fold], "init": init,
                 "init_fingerprint": inits[init][1], "train": train_settings.to_dict(),
                 "test_stride": settings.test_stride}

@@ -105,9 +105,7 @@ def _typed(name: str, key: str, text: str, hint: Any) -> Any:
     try:
         if kind is bool:
             return _BOOLS[text.strip().lower()]
-        if kind in (int, float):
-            return kind(text)
-        if kind in (str, Path):
+        if kind in (int, float, str, Path):
             return kind(text)
     except (KeyError, ValueError):
         what = {bool: "true or false", int: "a whole number", float: "a number"}[kind]

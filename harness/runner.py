@@ -6,6 +6,7 @@ The grid itself (settings, folds, seed streams, run specs) is ``harness.grid``; 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -114,8 +115,6 @@ class Study:
         """Per init with a source model: which test and validation subjects (of any fold) it was pre-trained on,
         by image content. Any overlap stops the study unless ``allow_source_overlap``; the result goes to
         study.json, where the report reads it (overlap, or why it could not be checked)."""
-        import json
-
         held = sorted({s for split in splits for s in split["test"] + split["validation"]})
         out = {}
         for init in self.inits:
@@ -170,7 +169,8 @@ class Study:
             check_budgets(s.ns, len(split["pool"]), len(split["test"]), len(split["validation"]))
         inits = self.init_fingerprints()
         overlap = self.check_source_overlap(target, splits)
-        check_tuned(s.tuned, splits, target.fingerprint, {name: key for name, (_, key) in inits.items()})  # never parameters chosen on a fold's test subjects
+        # never parameters chosen on a fold's test subjects, or for other data or weights
+        check_tuned(s.tuned, splits, target.fingerprint, {name: key for name, (_, key) in inits.items()})
         specs = plan(s, self.strategies, target, splits, inits)
         self.store.write_study({**s.to_dict(), "split": splits[0], "splits": splits,
                                 "init_names": list(inits),

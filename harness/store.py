@@ -148,6 +148,11 @@ def _token(path: Path) -> str | None:
     return data.get("token")
 
 
+def _gone(token: str | None) -> str:
+    """Why a holder lost its claim, from the token the claim file now holds."""
+    return "its claim was taken over by another process" if token else "its claim file was removed"
+
+
 _HELD: dict[tuple[str, int], Claim] = {}  # claims this process holds, by (claim file, thread)
 
 
@@ -177,8 +182,7 @@ class Claim:
             try:
                 token = _token(self.path)
                 if token != self.info["token"]:
-                    self._lose("its claim was taken over by another process" if token else
-                               "its claim file was removed")
+                    self._lose(_gone(token))
                     return
                 os.utime(self.path)  # now, by the clock of the filesystem's server, which every reader compares with
                 self.last_ok, delay, failures = time.monotonic(), interval, 0
@@ -217,7 +221,7 @@ class Claim:
                 time.sleep(wait)
                 wait = min(2 * wait, 5.0)
         if token != self.info["token"]:
-            self._lose("its claim was taken over by another process" if token else "its claim file was removed")
+            self._lose(_gone(token))
             self.check()
         self.last_ok = time.monotonic()
 
@@ -351,7 +355,6 @@ class RunStore:
             files = {name: _digest(tmp / name) for name in names}
             write_json(tmp / "status.json", {"state": "done", **status, "files": files})
 
-        self._verify_claim(spec)  # before the work of writing, and again (in _install) before the swap
         self._guard(lambda: self._install(spec, fill), f"the results of run {spec.folder_name}")
         self.log("done", spec.folder_name)
 
@@ -363,7 +366,6 @@ class RunStore:
             write_json(tmp / "status.json", {**(status or {}), "state": "failed", "reason": reason,
                                              "traceback": details})
 
-        self._verify_claim(spec)
         self._guard(lambda: self._install(spec, fill), f"the failure of run {spec.folder_name}")
         self.log("failed", spec.folder_name, reason=reason.strip().splitlines()[-1] if reason.strip() else "")
 

@@ -155,6 +155,8 @@ class Tuner:
         configuration's entry of tuned.json (every fold tuned so far), which it stores."""
         r = self.request
         dataset, splits, folds, init_key = self._prepare()
+        path = self.folder / "tuned.json"
+        earlier = (json.loads(path.read_text()) if path.exists() else {}).get(config_key(r.strategy, r.init, r.n), {})
         started = time.perf_counter()
         done_before = 0
         results = {}
@@ -163,7 +165,8 @@ class Tuner:
                 if on_trial:
                     on_trial(offset + done, r.trials * len(folds), value)
 
-            results[fold] = self.tune_fold(dataset, splits[fold], fold, init_key, progress, on_step)
+            results[fold] = self.tune_fold(dataset, splits[fold], fold, init_key, progress, on_step,
+                                           (earlier.get("folds") or {}).get(str(fold)))
             done_before += r.trials
         entry = {
             "strategy": r.strategy, "init": r.init, "n": r.n, "metric": r.metric, "seeds": r.seeds,
@@ -177,9 +180,11 @@ class Tuner:
 
     def tune_fold(self, dataset, split: dict[str, list[str]], fold: int, init_key: str,
                   on_trial: Callable[[int, int, float | None], None] | None = None,
-                  on_step: Callable[[], None] | None = None) -> dict[str, Any]:
+                  on_step: Callable[[], None] | None = None,
+                  earlier: dict[str, Any] | None = None) -> dict[str, Any]:
         """Tune on one fold: subsets from its pool, scored on its validation subjects; its test subjects
-        are not read. Returns the fold's part of tuned.json."""
+        are not read. Returns the fold's part of tuned.json; ``earlier`` is that part from a previous call,
+        whose untuned baseline is kept when the same Optuna study ran no new trial."""
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -230,9 +235,11 @@ class Tuner:
             raise UsageError(f"tune: none of {len(study.trials)} trials of {name} completed (all pruned or failed); "
                              "widen --space or lower the learning rates")
         best = study.best_trial
+        same = not remaining and earlier and earlier.get("study_name") == name and "default_value" in earlier
         return {
             "params": best.params, "value": best.value,
-            "default_value": self._default_score(dataset, split, fold, init_key, score),
+            "default_value": earlier["default_value"] if same else self._default_score(dataset, split, fold,
+                                                                                       init_key, score),
             "trials": len(study.trials), "complete": len(complete),
             "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
             "failed": sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials),

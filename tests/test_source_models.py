@@ -168,6 +168,10 @@ def test_tuning_never_predicts_test_subjects_and_resumes(tmp_path, cache, monkey
     assert main([*args[:args.index("--trials") + 1], "3", *args[args.index("--trials") + 2:]]) == 0
     again = json.loads((out / "tuned.json").read_text())["ed_es__source__n1"]["folds"]["0"]
     assert again["trials"] == 3  # resumed: one more
+    predictions = len(seen)
+    assert main([*args[:args.index("--trials") + 1], "3", *args[args.index("--trials") + 2:]]) == 0
+    assert len(seen) == predictions  # nothing left to do: no trial, and the untuned baseline is not trained again
+    assert json.loads((out / "tuned.json").read_text())["ed_es__source__n1"]["folds"]["0"] == again
     monkeypatch.setattr(train, "predict", real_predict)
     run = ["run", *[a for a in TINY if a not in ("--steps", "3")], "--size", "64", "--pretrain-steps", "4",
            "--source-subjects", "3", "--tuned", "--out", str(out), "--cache-dir", str(cache)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 from collections.abc import Iterable
@@ -73,7 +74,7 @@ MAX_VOXELS = 300_000_000
 
 def check_voxels(path: Path | str, shape: tuple[int, ...]) -> None:
     """Refuse a file whose header claims more than MAX_VOXELS voxels, before its data are read."""
-    count = int(np.prod([max(int(d), 0) for d in shape], dtype=object)) if len(shape) else 0
+    count = math.prod(max(int(d), 0) for d in shape) if len(shape) else 0
     if count > MAX_VOXELS:
         dims = " x ".join(str(int(d)) for d in shape)
         raise DataError(f"{path}: its header claims {dims} = {count:,} voxels, more than the {MAX_VOXELS:,} one "

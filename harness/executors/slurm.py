@@ -87,10 +87,7 @@ class SlurmExecutor(Executor):
             import submitit
         except ImportError:
             raise UsageError("--executor slurm needs submitit: pip install submitit") from None
-        try:
-            executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster="slurm")
-        except RuntimeError as exc:  # submitit: 'Could not detect "srun"'
-            raise UsageError(f"--executor slurm: {exc}; use --executor local to run on this machine") from None
+        executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster="slurm")  # require_slurm checked srun
         o = self.options
         params = {"slurm_job_name": "harness", "timeout_min": o.time_min, "cpus_per_task": o.cpus,
                   "mem_gb": o.mem_gb, "slurm_array_parallelism": o.max_parallel, "tasks_per_node": 1, "nodes": 1}
