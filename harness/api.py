@@ -9,6 +9,18 @@ function of (pool, n, rng) -> selected rows: no I/O, no torch. Register it under
 
 The entry point names a class (usually a frozen dataclass whose fields are its parameters, all with
 defaults) with a ``description`` and a ``select`` method; see ``SamplingStrategy``.
+
+What a strategy may read is what a lab has before anything is contoured, plus what it declares in ``uses``:
+
+- always: ``KNOWN_COLUMNS`` (subject, slice, frame, slice position, pixel spacing, stack size);
+- ``"labels"``: ``LABEL_COLUMNS`` (ED/ES found from the labels, LV area of the label). A strategy that
+  reads labels is an *oracle*: a baseline no lab can run before labelling, named so in every report;
+- ``"predictions"``: ``PREDICTION_COLUMNS``, the selection model's view of each image (predicted LV and
+  MY area, predictive entropy, disagreement under flips, ED/ES predicted from the predicted LV volume);
+- ``"embeddings"``: ``Pool.embeddings``, the selection model's encoder features, one row per image.
+
+The harness hands a strategy only what it declares; reading an undeclared column is a StrategyError. A
+strategy that declares nothing is taken to read labels (an oracle), as strategies written before 0.8 may.
 """
 from __future__ import annotations
 
@@ -20,7 +32,8 @@ import pandas as pd
 
 from harness.errors import StrategyError
 
-__all__ = ["FRAME_COLUMNS", "Pool", "SamplingStrategy", "StrategyError", "ENTRY_POINT_GROUP"]
+__all__ = ["ENTRY_POINT_GROUP", "FRAME_COLUMNS", "KNOWN_COLUMNS", "LABEL_COLUMNS", "PREDICTION_COLUMNS", "USES",
+           "Pool", "SamplingStrategy", "StrategyError", "is_oracle", "pool_for", "undeclared_read", "uses_of"]
 
 ENTRY_POINT_GROUP = "harness.strategies"
 
@@ -31,6 +44,18 @@ ENTRY_POINT_GROUP = "harness.strategies"
 FRAME_COLUMNS = (
     "subject", "slice", "frame", "phase", "slice_pos", "lv_area", "spacing_mm", "n_slices", "n_frames",
 )
+
+#: Known before labelling: every strategy gets them.
+KNOWN_COLUMNS = ("subject", "slice", "frame", "slice_pos", "spacing_mm", "n_slices", "n_frames")
+#: Come from the labels (uses "labels"): phase = ED/ES found from the labelled LV area, lv_area of the label.
+LABEL_COLUMNS = ("phase", "lv_area")
+#: The selection model's view (uses "predictions"): predicted LV and MY pixels at the training size, mean
+#: predictive entropy (0..1, of the softmax averaged over test-time flips, per pixel, normalised by log of
+#: the classes), flip disagreement (0..1: pixels where the flipped predictions differ, over pixels any of them
+#: calls LV or MY), pred_phase ("ED"/"ES"/None: largest / smallest predicted LV volume of the subject's frames).
+PREDICTION_COLUMNS = ("pred_lv_area", "pred_my_area", "entropy", "disagreement", "pred_phase")
+#: What a strategy may declare in ``uses``.
+USES = frozenset({"labels", "predictions", "embeddings"})
 
 
 @dataclass(frozen=True)
@@ -44,6 +69,7 @@ class Pool:
 
     frames: pd.DataFrame
     subject_order: tuple[str, ...]
+    embeddings: np.ndarray | None = None  # uses "embeddings": row i belongs to frames.iloc[i]
 
     def subjects(self, n: int) -> tuple[str, ...]:
         """The n subjects a budget of n labelled subjects uses; StrategyError if the pool has fewer."""
@@ -72,5 +98,52 @@ class SamplingStrategy(Protocol):
     """
 
     description: ClassVar[str]
+    # uses: ClassVar[frozenset[str]], a subset of USES (optional, so not a protocol member; absent = an oracle)
 
     def select(self, pool: Pool, n: int, rng: np.random.Generator) -> pd.Index: ...
+
+
+def uses_of(strategy: object) -> frozenset[str]:
+    """What a strategy (instance or class) declares it reads; undeclared = {"labels"}. StrategyError for a
+    declaration outside USES."""
+    declared = getattr(strategy, "uses", None)
+    if declared is None:
+        return frozenset({"labels"})
+    if isinstance(declared, str) or not all(isinstance(u, str) for u in declared):
+        raise StrategyError(f"uses must be a set of {sorted(USES)}, got {declared!r}")
+    unknown = set(declared) - USES
+    if unknown:
+        raise StrategyError(f"uses names {sorted(unknown)}; a strategy may declare {sorted(USES)}")
+    return frozenset(declared)
+
+
+def is_oracle(strategy: object) -> bool:
+    """Whether a strategy reads labels nobody has drawn when frames are chosen (a baseline, not a choice)."""
+    return "labels" in uses_of(strategy)
+
+
+def pool_for(strategy: object, frames: pd.DataFrame, subject_order: tuple[str, ...],
+             embeddings: np.ndarray | None = None) -> Pool:
+    """The pool a strategy is handed: KNOWN_COLUMNS plus the columns (and embeddings) it declares in ``uses``.
+    ``frames`` must hold every column the strategy declares (the harness adds the selection model's view)."""
+    uses = uses_of(strategy)
+    columns = list(KNOWN_COLUMNS) + [c for c in LABEL_COLUMNS if "labels" in uses]
+    columns += [c for c in PREDICTION_COLUMNS if "predictions" in uses]
+    missing = [c for c in columns if c not in frames]
+    if missing:
+        raise StrategyError(f"the pool lacks {missing}, which the strategy declares in uses")
+    if "embeddings" in uses and (embeddings is None or len(embeddings) != len(frames)):
+        raise StrategyError("the strategy declares uses 'embeddings' but the pool has none for its images")
+    return Pool(frames=frames[columns], subject_order=subject_order,
+                embeddings=embeddings if "embeddings" in uses else None)
+
+
+def undeclared_read(exc: KeyError, strategy: object) -> str | None:
+    """If ``exc`` is a strategy reading a column it did not declare, the message saying so and the fix."""
+    column = exc.args[0] if exc.args else None
+    for needs, group in (("labels", LABEL_COLUMNS), ("predictions", PREDICTION_COLUMNS)):
+        if isinstance(column, str) and column in group:
+            return (f"read column '{column}' without declaring it: add \"{needs}\" to its uses "
+                    f"(uses = frozenset({{{', '.join(repr(u) for u in sorted(uses_of(strategy) | {needs}))}}}))"
+                    + ("; a strategy that reads labels is an oracle" if needs == "labels" else ""))
+    return None

@@ -11,34 +11,70 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness.api import FRAME_COLUMNS, Pool, SamplingStrategy, StrategyError
+from harness.api import (FRAME_COLUMNS, PREDICTION_COLUMNS, Pool, SamplingStrategy, StrategyError, pool_for,
+                         undeclared_read, uses_of)
 
 
 def example_pool(subjects: int = 6, slices: int = 9, frames: int = 20, seed: int = 0) -> Pool:
-    """A frame index shaped like a real cine pool (ED/ES marked, varied stacks), without images."""
+    """A frame index shaped like a real cine pool (ED/ES marked, varied stacks), without images, with a
+    selection model's view of it (PREDICTION_COLUMNS, embeddings): every column a strategy may declare."""
     rng = np.random.default_rng(seed)
     rows = []
     for s in range(subjects):
         n_slices = int(slices + rng.integers(-1, 2))
         n_frames = int(frames + rng.integers(-2, 3))
         ed, es = int(rng.integers(0, 4)), int(rng.integers(7, 11))
+        pred_ed, pred_es = (ed + int(rng.integers(0, 2))) % n_frames, es + int(rng.integers(-1, 2))
         for sl in range(n_slices):
             for fr in range(n_frames):
+                area = 0 if sl == n_slices - 1 else int(300 - 150 * np.sin(np.pi * ((fr - ed) % n_frames) / n_frames))
                 rows.append({"subject": f"sub-{s:02d}", "slice": sl, "frame": fr,
                              "phase": "ED" if fr == ed else "ES" if fr == es else None,
                              "slice_pos": sl / (n_slices - 1), "lv_area": 100, "spacing_mm": 1.5,
-                             "n_slices": n_slices, "n_frames": n_frames})
-    frames_df = pd.DataFrame(rows, columns=list(FRAME_COLUMNS))
+                             "n_slices": n_slices, "n_frames": n_frames,
+                             "pred_lv_area": area, "pred_my_area": area // 2, "entropy": float(rng.uniform(0, 0.2)),
+                             "disagreement": float(rng.uniform(0, 0.5)),
+                             "pred_phase": "ED" if fr == pred_ed else "ES" if fr == pred_es else None})
+    frames_df = pd.DataFrame(rows, columns=list(FRAME_COLUMNS) + list(PREDICTION_COLUMNS))
     frames_df.index = frames_df.index * 3 + 7  # index labels that are not positions, as in a real pool
     order = tuple(rng.permutation(sorted(frames_df["subject"].unique())).tolist())
-    return Pool(frames=frames_df, subject_order=order)
+    embeddings = rng.normal(size=(len(frames_df), 16)).astype(np.float32)
+    return Pool(frames=frames_df, subject_order=order, embeddings=embeddings)
 
 
 def check_strategy(strategy: SamplingStrategy, pool: Pool | None = None) -> None:
-    """Raise AssertionError naming the broken rule, if the strategy breaks the contract."""
-    pool = pool or example_pool()
+    """Raise AssertionError naming the broken rule, if the strategy breaks the contract. The strategy is
+    handed only what it declares in ``uses`` (as the harness does), so reading anything else fails here."""
+    full = pool or example_pool()
     assert isinstance(strategy, SamplingStrategy), "a strategy needs a description and select(pool, n, rng)"
     assert isinstance(strategy.description, str) and strategy.description, "description must be a non-empty string"
+    try:
+        uses_of(strategy)
+    except StrategyError as exc:
+        raise AssertionError(f"uses: {exc}") from None
+    pool = pool_for(strategy, full.frames, full.subject_order, full.embeddings)
+    try:
+        _check_select(strategy, pool)
+        if callable(getattr(strategy, "rank", None)):
+            _check_rank(strategy, pool)
+    except KeyError as exc:
+        message = undeclared_read(exc, strategy)
+        if message is None:
+            raise
+        raise AssertionError(f"the strategy {message}") from None
+
+
+def _check_rank(strategy: SamplingStrategy, pool: Pool) -> None:
+    """rank(pool, rng): every row at most once, rows of the pool only, the same order for the same rng."""
+    first = pd.Index(strategy.rank(pool, np.random.default_rng(42)))
+    again = pd.Index(strategy.rank(pool, np.random.default_rng(42)))
+    assert first.equals(again), "rank: two calls with the same rng state ranked differently"
+    assert len(first) > 0, "rank: ranked nothing"
+    assert first.is_unique, "rank: ranked a row twice"
+    assert first.isin(pool.frames.index).all(), "rank: ranked rows that are not in the pool"
+
+
+def _check_select(strategy: SamplingStrategy, pool: Pool) -> None:
     total = len(pool.subject_order)
     for n in range(1, total + 1):
         first = strategy.select(pool, n, np.random.default_rng(42))

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from harness import registry
-from harness.api import Pool, SamplingStrategy
+from harness.api import SamplingStrategy, pool_for, undeclared_read, uses_of
+from harness.cost import IMAGES, CostModel, affordable
 from harness.data.dataset import CineDataset, fingerprint
 from harness.data.phantom import phantom_fingerprint
 from harness.errors import StrategyError, UsageError
@@ -40,6 +41,9 @@ class StudySettings:
     tuned: dict[str, dict[str, Any]] = field(default_factory=dict)  # config key -> tuned params (run --tuned)
     params: dict[str, dict[str, str]] = field(default_factory=dict)  # strategy -> parameter -> text
     ns: tuple[int, ...] = (2, 5, 10)
+    budget_minutes: tuple[int, ...] = ()  # instead of ns: budgets of expert minutes under cost_model
+    cost_model: dict[str, Any] = field(default_factory=IMAGES.to_dict)  # harness.cost.CostModel as data
+    selection_model: str | None = None  # checkpoint:PATH whose view model-aware strategies read (None = the init's)
     seeds: int = 2
     folds: int = 3  # cross-validation over subjects; 1 = one split with `test_subjects` test subjects
     first_seed: int = 0
@@ -123,6 +127,16 @@ def load_strategies(settings: StudySettings) -> dict[str, SamplingStrategy]:
     return {name: registry.load(name, settings.params.get(name)) for name in settings.strategies}
 
 
+def model_aware(strategy: SamplingStrategy) -> bool:
+    """Whether a strategy reads the selection model's view (predictions or embeddings)."""
+    return bool(uses_of(strategy) & {"predictions", "embeddings"})
+
+
+def budgets(settings: StudySettings) -> tuple[int, ...]:
+    """The grid's budget axis: expert minutes with --budget-minutes, else subjects (--n)."""
+    return tuple(settings.budget_minutes) or tuple(settings.ns)
+
+
 def check_tuned(tuned: dict[str, dict[str, Any]], splits: list[dict[str, list[str]]], dataset: str,
                 inits: dict[str, str]) -> None:
     """Refuse tuned parameters that a run may not use: tuned on other data or other initial weights (``inits``:
@@ -157,10 +171,14 @@ def base_fingerprint(settings: StudySettings) -> str:
 
 
 def plan(settings: StudySettings, strategies: dict[str, SamplingStrategy], dataset: CineDataset,
-         splits: list[dict[str, list[str]]], inits: dict[str, tuple[Init, str]]) -> list[RunSpec]:
-    """The grid, base-model evaluations first, then by n, seed, fold, init and strategy (small runs first).
+         splits: list[dict[str, list[str]]], inits: dict[str, tuple[Init, str]],
+         selections: dict[str, str] | None = None) -> list[RunSpec]:
+    """The grid, base-model evaluations first, then by budget, seed, fold, init and strategy (small runs first).
     Run streams derive from (seed, fold): inits and strategies at one seed and fold share their subject
-    draws, so they are compared on the same subjects (paired). ``inits``: name -> (init, fingerprint)."""
+    draws, so they are compared on the same subjects (paired). ``inits``: name -> (init, fingerprint);
+    ``selections``: init name -> fingerprint of the selection model its model-aware strategies read."""
+    selections = selections or {}
+    cost = dict(settings.cost_model) if settings.budget_minutes else {}
     def common(fold: int, init: str, strategy: str = BASE, n: int = 0) -> dict[str, Any]:
         tuned = settings.tuned.get(config_key(strategy, init, n))
         train_settings = with_params(settings.train, tuned["folds"][str(fold)]["params"]) if tuned else settings.train
@@ -170,30 +188,62 @@ def plan(settings: StudySettings, strategies: dict[str, SamplingStrategy], datas
 
     specs = [RunSpec(strategy=BASE, n=0, seed=0, params={}, streams=stream_seeds(0), **common(f, name))
              for name, (init, _) in inits.items() if init.has_base for f in range(len(splits))]
-    for n in sorted(settings.ns):
+    for n in sorted(budgets(settings)):
         for seed in range(settings.first_seed, settings.first_seed + settings.seeds):
             for fold in range(len(splits)):
                 streams = stream_seeds(seed, fold)
                 for init in inits:
                     for name, strategy in strategies.items():
+                        if model_aware(strategy) and init not in selections:
+                            raise UsageError(f"strategy '{name}' reads the selection model's predictions, but init "
+                                             f"'{init}' has no trained model to predict with; give "
+                                             "--selection-model checkpoint:PATH (e.g. a `harness pretrain` output)")
                         specs.append(RunSpec(strategy=name, n=n, seed=seed, params=registry.parameters(strategy),
-                                             streams=streams, **common(fold, init, name, n)))
+                                             streams=streams, **common(fold, init, name, n),
+                                             selection=selections[init] if model_aware(strategy) else "",
+                                             cost=cost))
     return specs
 
 
-def select(spec: RunSpec, strategy: SamplingStrategy, dataset: CineDataset) -> pd.DataFrame:
-    """The frame-index rows a run trains on, checked against the strategy contract."""
+def select(spec: RunSpec, strategy: SamplingStrategy, dataset: CineDataset,
+           view: tuple[pd.DataFrame, np.ndarray] | None = None) -> pd.DataFrame:
+    """The frame-index rows a run trains on, checked against the strategy contract. The strategy is handed
+    only the columns it declares (``api.pool_for``); ``view`` is the selection model's view of the pool
+    (``pool_view.load``), needed by model-aware strategies. A budget of expert minutes (``spec.cost``) takes
+    the longest affordable start of the strategy's ``rank`` of the pool."""
     frames = dataset.rows_of(spec.split["pool"])
+    embeddings = None
+    if view is not None:
+        table, vectors = view
+        frames = frames.join(table)
+        embeddings = vectors[table.index.get_indexer(frames.index)] if len(vectors) else None
     order = np.random.default_rng(spec.streams["subset"]).permutation(spec.split["pool"])
-    pool = Pool(frames=frames, subject_order=tuple(str(s) for s in order))
-    chosen = strategy.select(pool, spec.n, np.random.default_rng([spec.streams["select"], spec.n]))
+    pool = pool_for(strategy, frames, tuple(str(s) for s in order), embeddings)
+    try:
+        if spec.cost:
+            if not callable(getattr(strategy, "rank", None)):
+                raise StrategyError(f"strategy '{spec.strategy}' cannot spend a budget of expert minutes: it has no "
+                                    "rank(pool, rng); use --n, or a strategy that ranks (see `harness strategies`)")
+            ranking = pd.Index(strategy.rank(pool, np.random.default_rng(spec.streams["select"])))
+            if not ranking.is_unique:
+                raise StrategyError(f"strategy '{spec.strategy}' ranked an image twice")
+            chosen = affordable(ranking[ranking.isin(frames.index)], frames, CostModel.from_dict(spec.cost), spec.n)
+        else:
+            chosen = strategy.select(pool, spec.n, np.random.default_rng([spec.streams["select"], spec.n]))
+    except KeyError as exc:
+        message = undeclared_read(exc, strategy)
+        if message is None:
+            raise
+        raise StrategyError(f"strategy '{spec.strategy}' {message}") from None
     if len(chosen) == 0:
-        raise StrategyError(f"strategy '{spec.strategy}' selected no images for n={spec.n}")
+        unit = "expert minutes" if spec.cost else "n"
+        raise StrategyError(f"strategy '{spec.strategy}' selected no images for {unit}={spec.n}"
+                            + ("; the first image it ranks costs more: give a larger budget" if spec.cost else ""))
     outside = pd.Index(chosen).difference(frames.index)
     if len(outside):
         raise StrategyError(f"strategy '{spec.strategy}' returned {len(outside)} rows that are not in the pool")
-    rows = frames.loc[pd.Index(chosen)]
-    extra = set(rows["subject"]) - set(pool.subjects(spec.n))
+    rows = dataset.index.loc[pd.Index(chosen)]
+    extra = set(rows["subject"]) - set(pool.subjects(spec.n)) if not spec.cost else set()
     if extra and not getattr(strategy, "pool_wide", False):
         raise StrategyError(f"strategy '{spec.strategy}' used subjects beyond the first n={spec.n}: {sorted(extra)}")
     return rows

@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import evaluate, train
+import numpy as np
+
+from harness import evaluate, pool_view, train
 from harness.data.dataset import CineDataset
 from harness.data.nifti import LabelMap
 from harness.data.phantom import phantom_dataset
@@ -19,13 +21,18 @@ from harness.data.sources import FORMATS, load_dataset, locate
 from harness.errors import UsageError
 from harness.executors import Executor, InProcessExecutor
 from harness.grid import (StudySettings, base_fingerprint, cache_dir, check_budgets, check_tuned, data_warnings,
-                          fold_splits, load_strategies, plan)
+                          fold_splits, load_strategies, model_aware, plan)
 from harness.inits import Init, parse_inits
 from harness.pretraining import pretrain_on, source_overlap
 from harness.progress import Reporter
 from harness.store import RunStore
 from harness.train import check_weights_reachable, resolve_precision
-from harness.worker import RunContext, checkpoint_classes, initial_model
+from harness.worker import RunContext, checkpoint_classes, initial_model, set_threads
+
+
+def _mean(values, median: bool = False) -> float | None:
+    values = [float(v) for v in values]
+    return None if not values else round(float(np.median(values) if median else np.mean(values)), 3)
 
 
 class Study:
@@ -46,8 +53,8 @@ class Study:
         if settings.data is None:  # the phantom's size is known before it is made
             test = -(-settings.target_subjects // settings.folds) if settings.folds > 1 else settings.test_subjects
             held_out = test + settings.val_subjects
-            check_budgets(settings.ns, settings.target_subjects - held_out, settings.test_subjects,
-                          settings.val_subjects)
+            check_budgets(() if settings.budget_minutes else settings.ns, settings.target_subjects - held_out,
+                          settings.test_subjects, settings.val_subjects)
         self.inits = parse_inits(",".join(settings.inits))
         # checkpoints are read (and their head mapped) now, so a bad file fails before any work
         self.checkpoints = {i.name: train.read_checkpoint(i.path, checkpoint_classes(settings))
@@ -56,6 +63,18 @@ class Study:
             check_weights_reachable(settings.pretrain.encoder_weights)  # pre-training will need them: fail now
         if any(i.kind == "imagenet" for i in self.inits):
             check_weights_reachable("imagenet")
+        self.selection_checkpoint = None
+        if settings.selection_model:
+            kind, _, path = settings.selection_model.partition(":")
+            if kind != "checkpoint" or not path:
+                raise UsageError(f"--selection-model '{settings.selection_model}': give checkpoint:PATH (a "
+                                 "`harness pretrain` output or an smp U-Net state_dict)")
+            self.selection_checkpoint = train.read_checkpoint(Path(path).expanduser(), checkpoint_classes(settings))
+        if any(model_aware(s) for s in self.strategies.values()) and not settings.selection_model \
+                and not any(i.has_base for i in self.inits):
+            aware = ", ".join(n for n, s in self.strategies.items() if model_aware(s))
+            raise UsageError(f"strategies {aware} read a selection model's predictions, but no --init has a trained "
+                             "model; give --selection-model checkpoint:PATH or add --init source / checkpoint:PATH")
 
     def _phantom(self, domain: str, count: int) -> CineDataset:
         with self.reporter.task(f"phantom {domain} subjects", total=count) as task:
@@ -140,6 +159,47 @@ class Study:
             out[init.name] = result
         return out
 
+    def selection_models(self, inits: dict[str, tuple[Init, str]]) -> dict[str, tuple[str, Any]]:
+        """Init name -> (fingerprint, checkpoint) of the model whose view its model-aware runs read: the
+        --selection-model for every init, else the init's own trained model (inits without one have none)."""
+        if self.selection_checkpoint is not None:
+            return {name: (self.selection_checkpoint.fingerprint, self.selection_checkpoint) for name in inits}
+        out = {}
+        for name, (init, key) in inits.items():
+            if init.kind == "source":
+                out[name] = (key, train.read_checkpoint(self.base_model()[0]))
+            elif init.kind == "checkpoint":
+                out[name] = (key, self.checkpoints[name])
+        return out
+
+    def make_views(self, dataset: CineDataset, splits: list[dict[str, list[str]]],
+                   models: dict[str, tuple[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Compute (or find in the cache) the selection models' views of every subject that is in some fold's
+        training pool: from images only, once per subject and model. Returns per model fingerprint what it cost."""
+        subjects = sorted({s for split in splits for s in split["pool"]})
+        t = self.settings.train
+        set_threads(t.threads)
+        costs = {}
+        for key, checkpoint in dict(models.values()).items():
+            def make(checkpoint=checkpoint):
+                return train.model_from_checkpoint(checkpoint, t.encoder, tuple(t.decoder_channels))
+
+            with self.reporter.task("selection model's view of the pool (images)", total=None) as task:
+                cost = pool_view.ensure(dataset, subjects, key, make, self.cache, t.precision,
+                                        on_images=lambda done, total: task.update(completed=done, total=total))
+            # how well the view's ED/ES match the labels' (pool subjects only; for the report, never a strategy)
+            view, _ = pool_view.load(dataset, subjects, key, self.cache)
+            errors = pool_view.frame_errors(dataset.index, view)
+            costs[key] = {**cost.to_dict(), "subjects": len(subjects), "frame_error": {
+                "subjects": len(errors), "ed_mean": _mean(errors["ed_error"]), "es_mean": _mean(errors["es_error"]),
+                "ed_exact": _mean(errors["ed_error"] == 0), "es_exact": _mean(errors["es_error"] == 0),
+                "labelled_frames_median": _mean(errors["labelled_frames"], median=True),
+                "per_subject": errors.to_dict("records")}}
+            if cost.computed:
+                self.reporter.say(f"selection model {key}: view of {cost.computed} pool images computed in "
+                                  f"{cost.seconds:.0f} s ({cost.seconds_per_1000} s per 1,000 images); cached")
+        return costs
+
     def context(self, dataset: CineDataset) -> RunContext:
         """What a worker needs to execute this study's runs: files in the cache, named by fingerprints."""
         if dataset.path is None:
@@ -148,7 +208,7 @@ class Study:
         return RunContext(study=str(self.store.root.resolve()), settings=self.settings,
                           dataset=str(Path(dataset.path).resolve()),
                           base=str(self.base_path()[0].resolve()) if needs_base else None,
-                          stale_after=self.store.stale_after)
+                          stale_after=self.store.stale_after, cache=str(Path(self.cache).resolve()))
 
     def initial_model(self, spec, settings):
         """The model a run starts from (for tuning, which fine-tunes outside the store)."""
@@ -166,12 +226,19 @@ class Study:
         target = self.load_target()
         splits = fold_splits(target.subjects, s)
         for split in splits:
-            check_budgets(s.ns, len(split["pool"]), len(split["test"]), len(split["validation"]))
+            check_budgets(() if s.budget_minutes else s.ns, len(split["pool"]), len(split["test"]),
+                          len(split["validation"]))
         inits = self.init_fingerprints()
         overlap = self.check_source_overlap(target, splits)
         # never parameters chosen on a fold's test subjects, or for other data or weights
         check_tuned(s.tuned, splits, target.fingerprint, {name: key for name, (_, key) in inits.items()})
-        specs = plan(s, self.strategies, target, splits, inits)
+        views: dict[str, Any] = {}
+        selections: dict[str, str] = {}
+        if any(model_aware(st) for st in self.strategies.values()):
+            models = self.selection_models(inits)
+            selections = {name: key for name, (key, _) in models.items()}
+            views = self.make_views(target, splits, models)
+        specs = plan(s, self.strategies, target, splits, inits, selections)
         self.store.write_study({**s.to_dict(), "split": splits[0], "splits": splits,
                                 "init_names": list(inits),
                                 "init_models": {name: {"kind": init.kind, "text": init.text, "fingerprint": key,
@@ -180,6 +247,7 @@ class Study:
                                                 for name, (init, key) in inits.items()},
                                 "dataset": target.fingerprint, "dataset_name": target.name,
                                 "source_overlap": overlap,
+                                "selection_models": selections, "pool_views": views,
                                 "data_warnings": data_warnings(target),
                                 "subjects_total": len(target.subjects),
                                 "runs": [sp.folder_name for sp in specs]})

@@ -58,6 +58,13 @@ class RunSpec:
     train: dict[str, Any]
     test_stride: int = 1  # test images scored: every labelled frame (1) or ED, ES and every k-th (evaluate.test_frames)
     version: str = field(default=__version__)
+    selection: str = ""  # fingerprint of the selection model whose view the strategy reads ("" = none)
+    cost: dict[str, Any] = field(default_factory=dict)  # the cost model when n is a budget of expert minutes
+
+    @property
+    def budget_unit(self) -> str:
+        """What n counts: "subjects" (or the strategy's own unit), or "minutes" of expert time."""
+        return "minutes" if self.cost else "subjects"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,6 +74,9 @@ class RunSpec:
         fields = self.to_dict()
         if fields["test_stride"] == 1:  # added in 0.5; specs written before it (stride 1) keep their ids
             del fields["test_stride"]
+        for name in ("selection", "cost"):  # added in 0.8, likewise
+            if not fields[name]:
+                del fields[name]
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
@@ -75,7 +85,8 @@ class RunSpec:
         # a plug-in may name its strategy anything; the folder keeps letters, digits and ._+- of it (the id
         # keeps folders of two such names apart)
         strategy = re.sub(r"[^A-Za-z0-9._+-]", "_", self.strategy)
-        return f"{strategy}__{self.init}__n{self.n}__s{self.seed}__f{self.fold}__{self.run_id}"
+        budget = f"m{self.n}" if self.cost else f"n{self.n}"
+        return f"{strategy}__{self.init}__{budget}__s{self.seed}__f{self.fold}__{self.run_id}"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:

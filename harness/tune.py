@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from harness import train
+from harness import pool_view, train
 from harness.data.dataset import fingerprint
 from harness.errors import TrainingError, UsageError
-from harness.grid import fold_splits, select, stream_seeds
+from harness.grid import fold_splits, model_aware, select, stream_seeds
 from harness.runner import Study
 from harness.worker import set_threads, validation_score
 from harness.store import RunSpec, write_json
@@ -121,6 +121,21 @@ class Tuner:
         self.study, self.request, self.folder = study, request, Path(folder)
         self.storage = storage_for(storage_url, self.folder)
         self.storage_text = storage_url or f"sqlite:///{self.folder / 'tune.db'}"
+        self._views: dict[int, tuple[str, Any]] = {}
+
+    def _view(self, dataset, split, fold: int) -> tuple[str, Any]:
+        """(selection model fingerprint, view of the fold's pool) for a model-aware strategy; ("", None) else."""
+        if not model_aware(self.study.strategies[self.request.strategy]):
+            return "", None
+        if fold not in self._views:
+            models = self.study.selection_models(self.study.init_fingerprints())
+            if self.request.init not in models:
+                raise UsageError(f"tune: strategy '{self.request.strategy}' reads a selection model's predictions "
+                                 f"but init '{self.request.init}' has none; give --selection-model checkpoint:PATH")
+            key = models[self.request.init][0]
+            self.study.make_views(dataset, [split], {self.request.init: models[self.request.init]})
+            self._views[fold] = (key, pool_view.load(dataset, split["pool"], key, self.study.cache))
+        return self._views[fold]
 
     def _prepare(self):
         s = self.study.settings
@@ -251,10 +266,11 @@ class Tuner:
                    validate=None, on_check=None):
         """One fine-tune of the configuration on ``fold`` at ``seed``: the subset and init a run would use."""
         r = self.request
+        selection, view = self._view(dataset, split, fold)
         spec = RunSpec(strategy=r.strategy, n=r.n, seed=seed, fold=fold, params={},
                        streams=stream_seeds(seed, fold), dataset=dataset.fingerprint, split=split, init=r.init,
-                       init_fingerprint=init_key, train=settings.to_dict())
-        rows = select(spec, self.study.strategies[r.strategy], dataset).index.to_numpy()
+                       init_fingerprint=init_key, train=settings.to_dict(), selection=selection)
+        rows = select(spec, self.study.strategies[r.strategy], dataset, view).index.to_numpy()
         set_threads(settings.threads)
         model = self.study.initial_model(spec, settings)
         result = train.fine_tune(model, dataset.images[rows], dataset.masks[rows], settings, spec.streams["order"],

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness import evaluate
+from harness import evaluate, pool_view
+from harness.cost import CONTOURS, CostModel
 from harness.data.dataset import CineDataset, load, voxel_ml
 from harness.errors import ClaimLost, HarnessError, StoreError, UsageError
 from harness.grid import BASE, StudySettings, load_strategies, select
@@ -37,6 +38,7 @@ class RunContext:
     dataset: str  # the prepared dataset's file in the cache (its fingerprint is checked against each spec)
     base: str | None = None  # the phantom base model's checkpoint in the cache, where an init needs it
     stale_after: float = 600.0  # seconds without a heartbeat after which a claim is abandoned
+    cache: str | None = None  # the cache folder holding the selection model's views (pool_view), where needed
 
     def store(self) -> RunStore:
         return RunStore(Path(self.study), self.stale_after)
@@ -158,7 +160,12 @@ def execute(spec: RunSpec, context: RunContext, on_step: Callable[[], None] = la
     if spec.strategy == BASE:
         selection = dataset.index.iloc[:0]
     else:
-        selection = select(spec, strategies_of(context.settings)[spec.strategy], dataset)
+        view = None
+        if spec.selection:  # the selection model's view of this fold's pool, computed before the grid ran
+            if context.cache is None:
+                raise UsageError("this run reads the selection model's view, but no cache folder was given")
+            view = pool_view.load(dataset, spec.split["pool"], spec.selection, Path(context.cache))
+        selection = select(spec, strategies_of(context.settings)[spec.strategy], dataset, view)
         # canonical order: the same images selected by two strategies give the same training (the run's
         # order stream shuffles them), so paired comparisons share their training noise
         rows = np.sort(selection.index.to_numpy())
@@ -181,14 +188,23 @@ def execute(spec: RunSpec, context: RunContext, on_step: Callable[[], None] = la
         images["voxel_ml"] = images["subject"].map(volumes)
     status.update({
         "labelled_images": len(selection),
+        "cost": annotation_cost(selection, context.settings.cost_model),
         "labelled_subjects": int(selection["subject"].nunique()),
         "validation_dice_lv": float(val_metrics["dice_lv"].mean()),
         "validation_dice_my": float(val_metrics["dice_my"].mean()),
         "train_seconds": round(t1 - t0, 2),
         "evaluate_seconds": round(time.perf_counter() - t1, 2),
     })
-    context.store().save_run(spec, selection[["subject", "slice", "frame", "phase"]], images,
+    context.store().save_run(spec, selection[["subject", "slice", "frame", "phase", "slice_pos"]], images,
                              evaluate.subject_metrics(images, empty), status, shown)
+
+
+def annotation_cost(selection: pd.DataFrame, model: dict[str, Any]) -> dict[str, Any]:
+    """What labelling a run's images costs: images, and expert minutes under the study's cost model (under the
+    built-in contours model when the study counts images)."""
+    timed = CostModel.from_dict(model) if model.get("unit") == "minutes" else CONTOURS
+    return {"images": int(len(selection)), "minutes": round(timed.total(selection), 3), "model": timed.name,
+            "draw": list(timed.draw)}
 
 
 def run_claimed(spec: RunSpec, context: RunContext, owner: str, on_step: Callable[[], None] = lambda: None,

@@ -2,10 +2,15 @@
 
 ``subject_random`` and ``slice_stratified`` label, by default, as many images per subject as ``ed_es``
 does (2 x the subject's slices), so the three compare at equal annotation cost.
+
+Each also ranks the whole pool (``rank``): subjects in the run's subject order, each with the images it would
+label; a budget of expert minutes takes the longest affordable start of that ranking (nested across budgets).
+``ed_es`` reads ED/ES found from the labels: an oracle (``uses = {"labels"}``); the others read nothing of the
+labels.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -15,41 +20,70 @@ import pandas as pd
 from harness.api import Pool, StrategyError
 
 
+def per_subject(pool: Pool, n: int | None, choose: Callable[[pd.DataFrame], pd.Index]) -> pd.Index:
+    """``choose(rows)`` for each of the first n subjects (n None: every subject, in the subject order), joined
+    in that order. ``choose`` is called subject by subject in the same order whatever n is, so with the same
+    rng the first n subjects' images are the same for every n (nested budgets)."""
+    subjects = pool.subject_order if n is None else pool.subjects(n)
+    chosen = [choose(pool.frames[pool.frames["subject"] == subject]) for subject in subjects]
+    return chosen[0].append(chosen[1:]) if chosen else pd.Index([])
+
+
 @dataclass(frozen=True)
 class AllFramesStrategy:
     description: ClassVar[str] = "every labelled image (all slices, all frames) of the n subjects"
+    uses: ClassVar[frozenset[str]] = frozenset()
 
     def select(self, pool: Pool, n: int, rng: np.random.Generator) -> pd.Index:
         return pool.frames_of(n).index
 
+    def rank(self, pool: Pool, rng: np.random.Generator) -> pd.Index:
+        return per_subject(pool, None, lambda rows: rows.index)
+
+
+def phase_frames(rows: pd.DataFrame, column: str, name: str) -> pd.Index:
+    """The rows of one subject whose ``column`` (phase or pred_phase) is ED or ES, ED first."""
+    chosen = rows[rows[column].isin(["ED", "ES"])]
+    if chosen.empty:
+        raise StrategyError(f"{name}: subject '{rows['subject'].iloc[0]}' has no ED/ES frame in the pool")
+    return chosen.sort_values([column, "slice"], key=lambda c: c.map({"ED": 0, "ES": 1}) if c.name == column
+                              else c).index
+
 
 @dataclass(frozen=True)
 class EdEsStrategy:
-    description: ClassVar[str] = "end-diastolic and end-systolic frames (all slices) of the n subjects"
+    description: ClassVar[str] = ("oracle: end-diastolic and end-systolic frames (all slices) of the n subjects, "
+                                  "ED/ES found from the labels")
+    uses: ClassVar[frozenset[str]] = frozenset({"labels"})
 
     def select(self, pool: Pool, n: int, rng: np.random.Generator) -> pd.Index:
-        rows = pool.frames_of(n)
-        chosen = rows[rows["phase"].isin(["ED", "ES"])]
-        missing = sorted(set(rows["subject"]) - set(chosen["subject"]))
-        if missing:
-            raise StrategyError(f"ed_es: subjects {missing} have no ED/ES frame in the pool")
-        return chosen.index
+        return per_subject(pool, n, lambda rows: phase_frames(rows, "phase", "ed_es")).sort_values()
+
+    def rank(self, pool: Pool, rng: np.random.Generator) -> pd.Index:
+        return per_subject(pool, None, lambda rows: phase_frames(rows, "phase", "ed_es"))
 
 
 def _budgeted_subjects(pool: Pool, n: int, per_subject: int | None) -> Iterator[tuple[pd.DataFrame, int]]:
     """Each of the n subjects' pool rows with its labelling budget: the ED/ES cost (2 x slices)
     unless ``per_subject`` is set, capped at the images the subject has."""
-    if per_subject is not None and per_subject < 1:
-        raise StrategyError(f"per_subject must be at least 1, got {per_subject}")
     for subject in pool.subjects(n):
         rows = pool.frames[pool.frames["subject"] == subject]
-        budget = per_subject if per_subject is not None else 2 * int(rows["slice"].nunique())
-        yield rows, min(budget, len(rows))
+        yield rows, subject_budget(rows, per_subject)
+
+
+def subject_budget(rows: pd.DataFrame, per_subject: int | None) -> int:
+    """One subject's labelling budget in images: ``per_subject``, or the ED/ES cost (2 x its slices), capped
+    at the images it has."""
+    if per_subject is not None and per_subject < 1:
+        raise StrategyError(f"per_subject must be at least 1, got {per_subject}")
+    budget = per_subject if per_subject is not None else 2 * int(rows["slice"].nunique())
+    return min(budget, len(rows))
 
 
 @dataclass(frozen=True)
 class SubjectRandomStrategy:
     description: ClassVar[str] = "per subject, a budget of images drawn at random from all its slices and frames"
+    uses: ClassVar[frozenset[str]] = frozenset()
     per_subject: int | None = None
 
     def select(self, pool: Pool, n: int, rng: np.random.Generator) -> pd.Index:
@@ -58,13 +92,20 @@ class SubjectRandomStrategy:
             chosen.append(rows.index[np.sort(rng.choice(len(rows), size=k, replace=False))])
         return chosen[0].append(chosen[1:])
 
+    def rank(self, pool: Pool, rng: np.random.Generator) -> pd.Index:
+        return self.select(pool, len(pool.subject_order), rng)
+
 
 @dataclass(frozen=True)
 class SliceStratifiedStrategy:
     description: ClassVar[str] = (
         "per subject, the same budget split equally over basal, mid and apical thirds; frames at random"
     )
+    uses: ClassVar[frozenset[str]] = frozenset()
     per_subject: int | None = None
+
+    def rank(self, pool: Pool, rng: np.random.Generator) -> pd.Index:
+        return self.select(pool, len(pool.subject_order), rng)
 
     def select(self, pool: Pool, n: int, rng: np.random.Generator) -> pd.Index:
         chosen: list[pd.Index] = []

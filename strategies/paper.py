@@ -10,6 +10,9 @@
 - ``subsets_file``: replays subsets from a table in the published format (one row per image, one boolean
   column per subset), so a published selection re-runs exactly.
 
+``paper_esed``, ``paper_r_esed`` and ``subsets_file`` are oracles (``uses = {"labels"}``): ED/ES found from the
+labels, and subsets chosen by someone who had the labels.
+
 The r-strategies spread the images over the whole pool (``pool_wide``): n sets the annotation budget, not
 which subjects are used. As published, they are nested (r1 within r3 within r7): one random order of the
 pool's images, drawn from the harness's subject order for the run's seed, is cut at each budget.
@@ -52,6 +55,7 @@ class PaperEsedStrategy(EdEsStrategy):
 @dataclass(frozen=True)
 class PaperRStrategy:
     description: ClassVar[str] = "published r-subsets: as many images as paper_v at n, at random from the whole pool"
+    uses: ClassVar[frozenset[str]] = frozenset()
     pool_wide: ClassVar[bool] = True
 
     def select(self, pool: Pool, n: int, rng: np.random.Generator) -> pd.Index:
@@ -63,6 +67,7 @@ class PaperRStrategy:
 class PaperREsedStrategy:
     description: ClassVar[str] = ("published r_esed: as many images as paper_esed at n, at random from all images "
                                   "of the whole pool")
+    uses: ClassVar[frozenset[str]] = frozenset({"labels"})  # its budget counts the ED/ES frames found from labels
     pool_wide: ClassVar[bool] = True
 
     def select(self, pool: Pool, n: int, rng: np.random.Generator) -> pd.Index:
@@ -77,6 +82,7 @@ class SubsetsFileStrategy:
     ``column`` may hold ``{n}``: ``v{n}`` replays v1, v3, v7 at n = 1, 3, 7."""
 
     description: ClassVar[str] = "replays fixed subsets from a table (published image_subsets.tsv format)"
+    uses: ClassVar[frozenset[str]] = frozenset({"labels"})  # a table chosen by someone who saw the labels
     pool_wide: ClassVar[bool] = True
     path: str = ""
     column: str = "v{n}"

@@ -166,10 +166,15 @@ def test_a_spec_written_before_test_stride_keeps_its_run_id():
     be the one they were stored under, so `report` still finds their results; another stride is another run."""
     import hashlib
 
-    old = {k: v for k, v in _spec().to_dict().items() if k != "test_stride"}
+    old = {k: v for k, v in _spec().to_dict().items() if k not in ("test_stride", "selection", "cost")}
     stored_id = hashlib.sha256(json.dumps(old, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:10]
     assert RunSpec.from_dict(old).run_id == stored_id
     assert RunSpec.from_dict({**old, "test_stride": 3}).run_id != stored_id
+    # 0.8's selection model and minute budgets likewise: absent = the old id, present = another run
+    assert RunSpec.from_dict({**old, "selection": "", "cost": {}}).run_id == stored_id
+    assert RunSpec.from_dict({**old, "selection": "abc"}).run_id != stored_id
+    minutes = RunSpec.from_dict({**old, "cost": {"name": "contours"}})
+    assert minutes.run_id != stored_id and "__m" in minutes.folder_name
 
 
 # -- claims that survive the filesystem (issue 19.5) ------------------------------------------------------------

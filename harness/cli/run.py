@@ -32,6 +32,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_arguments(p)
     p.add_argument("--strategy", default="ed_es", help="strategy name(s), comma list, or 'all' (default ed_es)")
     p.add_argument("--n", default="2,5,10", help="labelled-subject budgets, comma list (default 2,5,10)")
+    p.add_argument("--budget-minutes", default=None, metavar="30,60,120",
+                   help="instead of --n: budgets of expert minutes under --cost-model (default contours); every "
+                        "strategy gets the same expert time, cut from its ranking of the pool (nested, paired)")
+    p.add_argument("--cost-model", default=None, metavar="MODEL",
+                   help="what labelling an image costs: images (1 each; the default with --n), contours (expert "
+                        "seconds by slice region for LV endo- and epicardium; the default with --budget-minutes), "
+                        "contours:lv_endo,lv_epi,rv_endo (what is drawn), or your .toml/.json table "
+                        "(harness/cost.py shows its shape); every run records its cost")
+    p.add_argument("--selection-model", default=None, metavar="checkpoint:PATH",
+                   help="the model whose predictions model-aware strategies (ed_es_predicted, foreground_random, "
+                        "uncertain, typical) read (default: the run's --init model, where it has one)")
     p.add_argument("--seeds", type=int, default=2, help="repeats per configuration and fold (default 2)")
     p.add_argument("--folds", type=int, default=3,
                    help="cross-validation over subjects: every subject is a test subject once (default 3; "
@@ -195,12 +206,35 @@ def study_settings(args: argparse.Namespace) -> StudySettings:
              "params": parse_params(args.strategy_param), "empty": args.empty,
              "target_subjects": args.target_subjects, "source_subjects": args.source_subjects,
              "test_subjects": args.test_subjects, "val_subjects": args.val_subjects,
-             "test_stride": stride_from(args)}
+             "test_stride": stride_from(args), **cost_settings(args)}
     if getattr(args, "tuned", False):
         from harness.tune import tuned_overrides
 
         study["tuned"] = tuned_overrides(Path(args.out), study["strategies"], [i.name for i in inits], study["ns"])
     return settings_from(args, study, train)
+
+
+def cost_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """--budget-minutes, --cost-model and --selection-model as study fields."""
+    from harness.cost import parse_cost_model
+
+    minutes = getattr(args, "budget_minutes", None)
+    text = getattr(args, "cost_model", None) or ("contours" if minutes else "images")
+    model = parse_cost_model(text)
+    budgets: tuple[int, ...] = ()
+    if minutes:
+        if model.unit != "minutes":
+            raise UsageError(f"--budget-minutes needs a cost model in minutes (contours or a table), not "
+                             f"--cost-model {text}")
+        try:
+            budgets = tuple(sorted({int(part) for part in minutes.split(",") if part.strip()}))
+        except ValueError:
+            budgets = ()
+        if not budgets or min(budgets) < 1:
+            raise UsageError(f"--budget-minutes '{minutes}' is not a comma list of positive whole minutes; "
+                             "e.g. --budget-minutes 30,60,120")
+    return {"cost_model": model.to_dict(), "budget_minutes": budgets,
+            "selection_model": getattr(args, "selection_model", None)}
 
 
 def execute(args: argparse.Namespace, console: Console) -> int:

@@ -5,7 +5,7 @@ import argparse
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from harness import registry
 
@@ -19,8 +19,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace, console: Console) -> int:
-    table = Table("name", "package", "description")
+    from harness.api import is_oracle, uses_of
+
+    table = Table("reads", "description")
+    table.columns.insert(0, Column("package", no_wrap=True))
+    table.columns.insert(0, Column("name", no_wrap=True))
     for name, entry in registry.discover().items():
-        table.add_row(escape(name), escape(entry.package), escape(str(getattr(entry.load_class(), "description", ""))))
+        cls = entry.load_class()
+        uses = uses_of(cls)
+        reads = "labels: oracle" if is_oracle(cls) else (", ".join(sorted(uses)) or "geometry only")
+        ranks = "" if callable(getattr(cls, "rank", None)) else " (no --budget-minutes)"
+        table.add_row(escape(name), escape(entry.package), escape(reads + ranks),
+                      escape(str(getattr(cls, "description", ""))))
     Console().print(table)
     return 0

@@ -1,0 +1,175 @@
+"""Strategies a lab can run before anything is contoured: they read the images' geometry and timing and the
+selection model's view of them (``uses = {"predictions"}`` / ``{"embeddings"}``), never the labels.
+
+Each labels, per subject, as many images as ``ed_es`` does (2 x the subject's slices; ``per_subject`` sets
+another number), so they compare with it and with ``subject_random`` at equal cost in images; under
+``--budget-minutes`` the harness cuts each strategy's ranking of the pool (subjects in the run's subject
+order, each with its chosen images in order of preference) at the same expert time.
+
+- ``ed_es_predicted``: ED and ES predicted from the selection model's LV volume curve, all slices.
+- ``foreground_random``: random images among those where the selection model predicts LV (nnActive's strong
+  baseline, adapted to cine).
+- ``uncertain``: the images of highest predictive entropy (or flip disagreement), at most ``per_slice`` per
+  slice and frames of one slice at least ``min_gap`` of the cycle apart, so that it does not take ten
+  neighbouring frames.
+- ``typical``: the subject's images clustered on the selection model's embeddings (k-means, k = the budget),
+  the most typical image of each cluster (TypiClust's rule: the smallest mean distance to its nearest
+  neighbours in the cluster), larger clusters first.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+
+from harness.api import Pool, StrategyError
+from strategies.builtin import per_subject, phase_frames, subject_budget
+
+
+@dataclass(frozen=True)
+class EdEsPredictedStrategy:
+    description: ClassVar[str] = ("ED and ES frames (all slices) of the n subjects, predicted from the selection "
+                                  "model's LV volume curve (no labels)")
+    uses: ClassVar[frozenset[str]] = frozenset({"predictions"})
+
+    def select(self, pool: Pool, n: int, rng: np.random.Generator) -> pd.Index:
+        return self.rank_of(pool, n).sort_values()
+
+    def rank(self, pool: Pool, rng: np.random.Generator) -> pd.Index:
+        return self.rank_of(pool, None)
+
+    def rank_of(self, pool: Pool, n: int | None) -> pd.Index:
+        return per_subject(pool, n, lambda rows: phase_frames(rows, "pred_phase", "ed_es_predicted"))
+
+
+@dataclass(frozen=True)
+class ForegroundRandomStrategy:
+    description: ClassVar[str] = ("per subject, the ed_es number of images at random among those where the "
+                                  "selection model predicts LV (no labels)")
+    uses: ClassVar[frozenset[str]] = frozenset({"predictions"})
+    per_subject: int | None = None
+    min_lv_pixels: int = 1  # an image counts as foreground when the model predicts at least this many LV pixels
+
+    def choose(self, rows: pd.DataFrame, rng: np.random.Generator) -> pd.Index:
+        budget = subject_budget(rows, self.per_subject)
+        foreground = rows.index[rows["pred_lv_area"].to_numpy() >= self.min_lv_pixels]
+        if len(foreground) < budget:  # too few: every foreground image, the rest at random from the others
+            others = rows.index.difference(foreground)
+            extra = others[rng.permutation(len(others))[:budget - len(foreground)]]
+            return foreground[rng.permutation(len(foreground))].append(extra)
+        return foreground[rng.permutation(len(foreground))[:budget]]
+
+    def select(self, pool: Pool, n: int, rng: np.random.Generator) -> pd.Index:
+        return per_subject(pool, n, lambda rows: self.choose(rows, rng)).sort_values()
+
+    def rank(self, pool: Pool, rng: np.random.Generator) -> pd.Index:
+        return per_subject(pool, None, lambda rows: self.choose(rows, rng))
+
+
+def spread_order(rows: pd.DataFrame, score: np.ndarray, per_slice: int, min_gap: float) -> pd.Index:
+    """``rows`` by descending ``score``, skipping an image while its slice has ``per_slice`` chosen or a chosen
+    frame closer than ``min_gap`` of the cycle (cyclic); skipped images follow, by score, once the rule leaves
+    nothing else."""
+    order = np.argsort(-score, kind="stable")
+    slices, frames = rows["slice"].to_numpy(), rows["frame"].to_numpy()
+    cycle = max(int(rows["n_frames"].iloc[0]), 1)
+    taken: dict[int, list[int]] = {}
+    first, later = [], []
+    for i in order:
+        chosen = taken.setdefault(int(slices[i]), [])
+        near = any(min(abs(frames[i] - f), cycle - abs(frames[i] - f)) < min_gap * cycle for f in chosen)
+        if len(chosen) < per_slice and not near:
+            chosen.append(int(frames[i]))
+            first.append(i)
+        else:
+            later.append(i)
+    return rows.index[np.array(first + later, dtype=int)]
+
+
+@dataclass(frozen=True)
+class UncertainStrategy:
+    description: ClassVar[str] = ("per subject, the ed_es number of images of highest predictive entropy (or flip "
+                                  "disagreement), spread over slices and the cycle (no labels)")
+    uses: ClassVar[frozenset[str]] = frozenset({"predictions"})
+    per_subject: int | None = None
+    score: str = "entropy"  # or "disagreement"
+    per_slice: int = 2  # at most this many images of one slice before any slice gets more
+    min_gap: float = 0.25  # frames of one slice at least this fraction of the cycle apart
+
+    def choose(self, rows: pd.DataFrame) -> pd.Index:
+        if self.score not in ("entropy", "disagreement"):
+            raise StrategyError(f"uncertain: score must be entropy or disagreement, got '{self.score}'")
+        if self.per_slice < 1 or not 0 <= self.min_gap < 1:
+            raise StrategyError(f"uncertain: per_slice must be at least 1 and min_gap in [0, 1), got "
+                                f"{self.per_slice} and {self.min_gap}")
+        budget = subject_budget(rows, self.per_subject)
+        return spread_order(rows, rows[self.score].to_numpy(dtype=float), self.per_slice, self.min_gap)[:budget]
+
+    def select(self, pool: Pool, n: int, rng: np.random.Generator) -> pd.Index:
+        return per_subject(pool, n, self.choose).sort_values()
+
+    def rank(self, pool: Pool, rng: np.random.Generator) -> pd.Index:
+        return per_subject(pool, None, self.choose)
+
+
+def kmeans(points: np.ndarray, k: int, rng: np.random.Generator, iterations: int = 30) -> np.ndarray:
+    """Cluster labels (0..k-1) of ``points`` by Lloyd's k-means from a k-means++ start."""
+    n = len(points)
+    centres = [points[rng.integers(n)]]
+    for _ in range(1, k):
+        dist = np.min([((points - c) ** 2).sum(1) for c in centres], axis=0)
+        total = dist.sum()
+        centres.append(points[rng.choice(n, p=dist / total)] if total > 0 else points[rng.integers(n)])
+    centre = np.array(centres)
+    labels = np.zeros(n, int)
+    for _ in range(iterations):
+        new = ((points[:, None, :] - centre[None]) ** 2).sum(-1).argmin(1)
+        if _ and np.array_equal(new, labels):
+            break
+        labels = new
+        for c in range(k):
+            if (labels == c).any():
+                centre[c] = points[labels == c].mean(0)
+    return labels
+
+
+def most_typical(points: np.ndarray, neighbours: int = 5) -> int:
+    """The point of smallest mean distance to its ``neighbours`` nearest others (TypiClust's typicality)."""
+    if len(points) <= 2:
+        return 0
+    dist = np.sqrt(((points[:, None, :] - points[None]) ** 2).sum(-1))
+    k = min(neighbours, len(points) - 1)
+    nearest = np.sort(dist, axis=1)[:, 1:k + 1]
+    return int(np.argmin(nearest.mean(1)))
+
+
+@dataclass(frozen=True)
+class TypicalStrategy:
+    description: ClassVar[str] = ("per subject, its images clustered on the selection model's embeddings (k = the "
+                                  "ed_es number of images) and the most typical image of each cluster (no labels)")
+    uses: ClassVar[frozenset[str]] = frozenset({"embeddings"})
+    per_subject: int | None = None
+
+    def choose(self, pool: Pool, rows: pd.DataFrame, rng: np.random.Generator) -> pd.Index:
+        if pool.embeddings is None or len(pool.embeddings) != len(pool.frames):
+            raise StrategyError("typical needs the selection model's embeddings of every pool image")
+        budget = subject_budget(rows, self.per_subject)
+        points = pool.embeddings[pool.frames.index.get_indexer(rows.index)].astype(np.float64)
+        scale = points.std(0)
+        points = (points - points.mean(0)) / np.where(scale > 0, scale, 1)
+        labels = kmeans(points, budget, rng)
+        clusters = sorted(set(labels.tolist()), key=lambda c: (-(labels == c).sum(), c))
+        picks = [np.flatnonzero(labels == c)[most_typical(points[labels == c])] for c in clusters]
+        if len(picks) < budget:  # empty clusters: the rest by distance from what is picked, farthest first
+            rest = np.setdiff1d(np.arange(len(rows)), picks)
+            far = ((points[rest][:, None] - points[picks][None]) ** 2).sum(-1).min(1)
+            picks += rest[np.argsort(-far, kind="stable")][:budget - len(picks)].tolist()
+        return rows.index[np.array(picks, dtype=int)]
+
+    def select(self, pool: Pool, n: int, rng: np.random.Generator) -> pd.Index:
+        return per_subject(pool, n, lambda rows: self.choose(pool, rows, rng)).sort_values()
+
+    def rank(self, pool: Pool, rng: np.random.Generator) -> pd.Index:
+        return per_subject(pool, None, lambda rows: self.choose(pool, rows, rng))
