@@ -1,4 +1,4 @@
 """Data-efficiency benchmarks for transfer learning in cardiac cine MRI segmentation."""
 from __future__ import annotations
 
-__version__ = "0.7.0"
+__version__ = "0.8.0"

@@ -18,6 +18,7 @@ from harness.data.dataset import CineDataset
 from harness.data.nifti import LabelMap
 from harness.data.phantom import phantom_dataset
 from harness.data.sources import FORMATS, load_dataset, locate
+from harness.api import uses_of
 from harness.errors import UsageError
 from harness.executors import Executor, InProcessExecutor
 from harness.grid import (StudySettings, base_fingerprint, cache_dir, check_budgets, check_tuned, data_warnings,
@@ -248,6 +249,7 @@ class Study:
                                 "dataset": target.fingerprint, "dataset_name": target.name,
                                 "source_overlap": overlap,
                                 "selection_models": selections, "pool_views": views,
+                                "strategy_uses": {name: sorted(uses_of(st)) for name, st in self.strategies.items()},
                                 "data_warnings": data_warnings(target),
                                 "subjects_total": len(target.subjects),
                                 "runs": [sp.folder_name for sp in specs]})

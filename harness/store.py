@@ -313,9 +313,20 @@ class RunStore:
         """Per-image metrics of a finished run, with the run's identity columns added. ``label`` names the
         method in the statistics (default: the strategy; see ``method_label`` above)."""
         frame = pd.read_csv(self.folder(spec) / "images.csv", dtype={"subject": str})
-        labelled = len(pd.read_csv(self.folder(spec) / "selection.csv"))
         return frame.assign(strategy=label or spec.strategy, n=spec.n, seed=spec.seed, fold=spec.fold,
-                            init=spec.init, run_id=spec.run_id, labelled_images=labelled)
+                            init=spec.init, run_id=spec.run_id, **self.cost(spec))
+
+    def cost(self, spec: RunSpec) -> dict[str, float]:
+        """A finished run's labelling cost: images, and expert minutes as it recorded them (runs before 0.8:
+        under the built-in contours model from its selection's slice positions, NaN where it has none)."""
+        from harness.cost import CONTOURS
+
+        selection = pd.read_csv(self.folder(spec) / "selection.csv")
+        try:
+            minutes = float(json.loads((self.folder(spec) / "status.json").read_text())["cost"]["minutes"])
+        except (OSError, ValueError, KeyError, TypeError):
+            minutes = CONTOURS.total(selection) if "slice_pos" in selection else float("nan")
+        return {"labelled_images": len(selection), "expert_minutes": minutes}
 
     # -- writing ---------------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ AXES = {"subjects": ("n", "labelled subjects (n)"), "images": ("labelled_images"
 
 
 def learning_curves(summary: pd.DataFrame, base: pd.DataFrame, curves: pd.DataFrame | None = None,
-                    reference_dice: dict[str, float] | None = None) -> bytes:
+                    reference_dice: dict[str, float] | None = None, budget_label: str | None = None) -> bytes:
     """PNG bytes: one column per metric, Dice against labelled subjects (top) and labelled images (bottom);
     the source-only base model dashed; the fitted curve (where 4+ budgets identify it) with x* marked; an
     optional reference Dice dotted."""
@@ -27,6 +27,7 @@ def learning_curves(summary: pd.DataFrame, base: pd.DataFrame, curves: pd.DataFr
     fig, axes = plt.subplots(2, len(metrics), figsize=(5.2 * len(metrics), 7.2), squeeze=False)
     colours = {s: f"C{i}" for i, s in enumerate(sorted(summary["strategy"].unique()))}
     for row, (axis, (column, label)) in enumerate(AXES.items()):
+        label = budget_label if budget_label and axis == "subjects" else label
         for ax, metric in zip(axes[row], metrics):
             part = summary[summary["metric"] == metric]
             for strategy, points in part.groupby("strategy", sort=True):
@@ -153,3 +154,43 @@ def _png(fig, axes) -> bytes:
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
     return buffer.getvalue()
+
+
+def cost_curves(costs: pd.DataFrame, base: pd.DataFrame, cheapest: pd.DataFrame | None = None,
+                reference: tuple[str, int] | None = None) -> bytes:
+    """PNG bytes: one panel per metric, mean Dice (95% CI bars) against the expert hours its labels cost, one
+    line per strategy; the base model dashed; the reference ringed; the cheapest configuration non-inferior to
+    it marked with a star."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = list(dict.fromkeys(costs["metric"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.9), squeeze=False)
+    colours = {s: f"C{i}" for i, s in enumerate(sorted(costs["strategy"].unique()))}
+    best = cheapest.iloc[0] if cheapest is not None and len(cheapest) else None
+    for ax, metric in zip(axes[0], metrics):
+        part = costs[(costs["metric"] == metric) & costs["expert_minutes"].notna()]
+        for strategy, points in part.groupby("strategy", sort=True):
+            points = points.sort_values("expert_minutes")
+            hours = points["expert_minutes"].to_numpy(float) / 60
+            colour = colours[strategy]
+            ax.errorbar(hours, points["mean"], yerr=[points["mean"] - points["ci_low"], points["ci_high"] - points["mean"]],
+                        marker="o", color=colour, label=strategy, capsize=2, linewidth=1.2)
+            for config, marker, size, label in ((reference, "o", 13, "reference"),
+                                                ((best["strategy"], best["n"]) if best is not None else None, "*", 16,
+                                                 "cheapest within margin")):
+                if config is not None and config[0] == strategy:
+                    at = points[points["n"] == config[1]]
+                    if len(at):
+                        ax.plot(at["expert_minutes"] / 60, at["mean"], marker=marker, markersize=size,
+                                markerfacecolor="none" if marker == "o" else "gold", markeredgecolor="black",
+                                linestyle="none", label=label)
+        base_row = base[base["metric"] == metric]
+        if len(base_row):
+            ax.axhline(float(base_row["mean"].iloc[0]), color="grey", linestyle="--", label="base (no fine-tuning)")
+        ax.set_xlabel("expert hours of labelling (mean over runs)")
+        ax.set_ylabel(f"{metric.replace('dice_', '').upper()} Dice (mean over test subjects)")
+        ax.grid(alpha=0.3)
+    return _png(fig, axes)

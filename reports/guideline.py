@@ -8,6 +8,8 @@ Every number comes from harness.stats (through the Analysis); this module only w
 """
 from __future__ import annotations
 
+import contextvars
+
 import numpy as np
 import pandas as pd
 
@@ -35,8 +37,19 @@ def signed(x: float) -> str:
     return "n/a" if x != x else f"{x:+.3f}"
 
 
+#: What a budget n counts in the study being written: "subjects" (n = ...) or "minutes" of expert time.
+BUDGET_UNIT: contextvars.ContextVar[str] = contextvars.ContextVar("budget_unit", default="subjects")
+
+
+def n_text(n: int) -> str:
+    """'n = 5', or '30 expert minutes' in a study whose budgets are expert minutes."""
+    return f"{n} expert minutes" if BUDGET_UNIT.get() == "minutes" else f"n = {n}"
+
+
 def config_text(strategy: str, n: int) -> str:
-    return strategy if n == 0 else f"{strategy} at n = {n}"
+    if n == 0:
+        return strategy
+    return f"{strategy} at {n} expert minutes" if BUDGET_UNIT.get() == "minutes" else f"{strategy} at n = {n}"
 
 
 def level_text(level: float) -> str:
@@ -53,7 +66,7 @@ def ni_clause(row, named: bool = False) -> str:
 
 
 def _at(n: int) -> str:
-    return "" if n == 0 else f" at n = {n}"
+    return "" if n == 0 else f" at {n} expert minutes" if BUDGET_UNIT.get() == "minutes" else f" at n = {n}"
 
 
 def metric_outcome(part: pd.DataFrame, metric: str) -> str:
@@ -68,7 +81,7 @@ def metric_outcome(part: pd.DataFrame, metric: str) -> str:
     said = []
     if len(passed):
         last = next(passed.tail(1).itertuples())
-        said.append(f"{name} was non-inferior{'' if last.n == 0 else f' down to n = {last.n}'} ({ni_clause(last)})")
+        said.append(f"{name} was non-inferior{'' if last.n == 0 else f' down to {n_text(last.n)}'} ({ni_clause(last)})")
     if stop is not None and stop.tested:
         where = f"not{_at(stop.n)}" if said else f"{name} was not shown non-inferior{_at(stop.n)}"
         said.append(f"{where} ({ni_clause(stop)})")
@@ -83,10 +96,10 @@ def _below(part: pd.DataFrame, metric: str, n: int) -> str:
     rows = part[(part["metric"] == metric) & (part["n"] < n)].sort_values("n", ascending=False)
     stop = next((r for r in rows.itertuples() if not r.non_inferior), None)
     if stop is None:
-        return f"{name} was non-inferior down to n = {int(rows['n'].min())}"
+        return f"{name} was non-inferior down to {n_text(int(rows['n'].min()))}"
     if stop.tested:
-        return f"{name} not at n = {stop.n} ({ni_clause(stop)})"
-    return f"{name} could not be tested at n = {stop.n}: {stop.reason}"
+        return f"{name} not at {n_text(stop.n)} ({ni_clause(stop)})"
+    return f"{name} could not be tested at {n_text(stop.n)}: {stop.reason}"
 
 
 def _design(chosen: pd.DataFrame, seeds: int) -> str:
@@ -102,9 +115,12 @@ def _strategy_sentence(row, part: pd.DataFrame, a) -> str:
     if row.n_enough is not None and row.n_enough == row.n_enough:
         n = int(row.n_enough)
         chosen = part[part["n"] == n]
-        images = a.summary[a.summary["metric"] == "dice_lv"].set_index(["strategy", "n"])["labelled_images"]
-        count = images.get((row.strategy, n), float("nan"))
-        what = f"**{config_text(row.strategy, n)}**" + (f" ({count:.0f} labelled images)" if count == count else "")
+        lv = a.summary[a.summary["metric"] == "dice_lv"].set_index(["strategy", "n"])
+        count = lv["labelled_images"].get((row.strategy, n), float("nan"))
+        minutes = lv["expert_minutes"].get((row.strategy, n), float("nan")) if "expert_minutes" in lv else float("nan")
+        cost = [f"{count:.0f} labelled images"] if count == count else []
+        cost += [f"{minutes:.0f} expert minutes of contouring"] if minutes == minutes else []
+        what = f"**{config_text(row.strategy, n)}**" + (f" ({', '.join(cost)})" if cost else "")
         below = [_below(part, m, n) for m in stats.METRICS if (part[(part["metric"] == m) & (part["n"] < n)]["n"]).any()]
         smaller = f" Smaller budgets: {'; '.join(below)}." if below else ""
         return (f"{what} is non-inferior to {ref_text} on both LV and MY (" +
@@ -116,7 +132,7 @@ def _strategy_sentence(row, part: pd.DataFrame, a) -> str:
     if (part["n"] == 0).all():
         return (f"**{row.strategy}** was not shown non-inferior to {ref_text} on both LV and MY within margin "
                 f"{margin:g}: {outcomes}.{caveat}")
-    budgets = "No budget" + (f" below n = {ref_n}" if ref_strategy == row.strategy else " studied")
+    budgets = "No budget" + (f" below {n_text(int(ref_n))}" if ref_strategy == row.strategy else " studied")
     return (f"**{row.strategy}**: {budgets} was non-inferior to {ref_text} on both LV and MY within margin "
             f"{margin:g}: {outcomes}.{caveat}")
 
@@ -260,7 +276,7 @@ def _strategies(a) -> list[str]:
     alpha = a.options.alpha
     one_seed = f" Caveat: {ONE_SEED}." if a.seeds <= 1 else ""
     for n, part in a.strategies.groupby("n", sort=True) if len(a.strategies) else []:
-        where = f"At n = {n}" if n else "Between methods"
+        where = f"At {n_text(n)}" if n else "Between methods"
         tested = part[part["reason"] == ""]
         identical = part[part["reason"].str.startswith("no variance")]
         lines = []
@@ -284,6 +300,22 @@ def _strategies(a) -> list[str]:
     return out
 
 
+def _cheapest(a) -> list[str]:
+    """The cheapest configuration shown non-inferior to the reference, in expert minutes."""
+    cheapest = getattr(a, "cheapest", None)
+    if cheapest is None or not len(cheapest):
+        return []
+    best = cheapest.iloc[0]
+    ref_strategy, _, ref_n = str(best["reference"]).partition("@")
+    ref_minutes = a.summary[(a.summary["strategy"] == ref_strategy) & (a.summary["n"] == int(ref_n or 0))]
+    ref_cost = ref_minutes["expert_minutes"].iloc[0] if len(ref_minutes) and "expert_minutes" in ref_minutes else None
+    saving = (f", {100 * (1 - best['expert_minutes'] / ref_cost):.0f}% less than the reference's {ref_cost:.0f}"
+              if ref_cost and ref_cost == ref_cost and ref_cost > 0 else "")
+    return [f"Cheapest configuration non-inferior to {config_text(ref_strategy, int(ref_n or 0))} on both LV and "
+            f"MY: **{config_text(best['strategy'], int(best['n']))}**, {best['expert_minutes']:.0f} expert minutes "
+            f"of contouring ({best['expert_minutes'] / 60:.1f} h{saving}; cost model in Settings)."]
+
+
 def guideline(a) -> list[str]:
     """Sentences that answer 'how much target data is enough', each with effect, CI, p and margin; never
     empty."""
@@ -298,6 +330,8 @@ def guideline(a) -> list[str]:
             stability = _stability(row, part, a)
             if stability:
                 sentences.append(stability)
+    if not tiny:
+        sentences += _cheapest(a)
     if len(a.versus_base):
         sentences += _versus_base(a, descriptive=tiny)
     if not tiny:

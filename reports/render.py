@@ -19,9 +19,9 @@ import pandas as pd
 from harness import stats
 from harness.errors import StoreError
 from harness.store import RunStore, finished_runs, method_label
-from reports.figures import learning_curves, overlays, subject_lines
-from reports.guideline import (METRIC_NAMES, ci_text, config_text, guideline, level_text, p_text, signed,
-                               x_interval)
+from reports.figures import cost_curves, learning_curves, overlays, subject_lines
+from reports.guideline import (BUDGET_UNIT, METRIC_NAMES, ci_text, config_text, guideline, level_text, p_text,
+                               signed, x_interval)
 EMPTY_TEXT = {
     "both-one": "an image where both the reference and the prediction are empty for a class scores 1, "
                 "one empty and the other not scores 0 (the published study's convention)",
@@ -99,6 +99,9 @@ class Analysis:
     # a study's every run: state, where, how long, labelled images, Dice (run_table); none for result tables
     runs: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=RUN_COLUMNS))
     examples: dict = dataclasses.field(default_factory=dict)  # overlays of one configuration (example_panels)
+    # per strategy x n x metric: expert minutes, Dice, gain over base per expert hour (stats.cost_table)
+    costs: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    cheapest: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # non-inferior configs by cost
 
 
 def analyse(study_dir: Path, options: Options | None = None) -> Analysis:
@@ -109,16 +112,43 @@ def analyse(study_dir: Path, options: Options | None = None) -> Analysis:
     if not specs:
         raise_no_runs(study_dir, failed)
     inits = settings.get("init_names") or ["source"]
-    images = pd.concat([store.images(spec, method_label(spec.strategy, spec.init, inits)) for spec in specs],
-                       ignore_index=True)
+    label = labeller(settings, inits)
+    images = pd.concat([store.images(spec, label(spec)) for spec in specs], ignore_index=True)
     options = dataclasses.replace(options or Options(), empty=settings["empty"])
-    cautions = source_cautions(settings) + identical_selections(store, specs, inits)
+    if options.reference:  # --reference ed_es names the oracle that the tables call "ed_es (oracle)"
+        strategy, at, n = options.reference.partition("@")
+        if strategy in oracles(settings):
+            options = dataclasses.replace(options, reference=f"{strategy}{ORACLE}{at}{n}")
+    cautions = source_cautions(settings) + identical_selections(store, specs, inits, label)
     analysis = analyse_images(images, settings, options, failed, cautions)
-    analysis = dataclasses.replace(analysis, runs=run_table(store, specs, inits, analysis.subjects))
-    return dataclasses.replace(analysis, examples=example_panels(store, specs, inits, analysis))
+    analysis = dataclasses.replace(analysis, runs=run_table(store, specs, inits, analysis.subjects, label))
+    return dataclasses.replace(analysis, examples=example_panels(store, specs, inits, analysis, label))
 
 
-def example_panels(store: RunStore, specs: list, inits: list[str], a: Analysis) -> dict:
+ORACLE = " (oracle)"  # how every table, figure and sentence names a strategy that read labels
+
+
+def oracles(settings: dict) -> set[str]:
+    """Strategies of a study that read labels (study.json's strategy_uses; a study of 0.7 or earlier did not
+    record it: its ed_es and paper oracles are named by the rule 0.8 declares)."""
+    uses = settings.get("strategy_uses")
+    if uses is None:
+        return {s for s in settings.get("strategies", []) if s in ("ed_es", "paper_esed", "paper_r_esed", "subsets_file")}
+    return {name for name, declared in uses.items() if "labels" in declared}
+
+
+def labeller(settings: dict, inits: list[str]):
+    """spec -> its method's name in the statistics: method_label, with ' (oracle)' for a strategy that read labels."""
+    oracle = oracles(settings)
+
+    def label(spec) -> str:
+        name = method_label(spec.strategy, spec.init, inits)
+        return name.replace(spec.strategy, spec.strategy + ORACLE, 1) if spec.strategy in oracle else name
+
+    return label
+
+
+def example_panels(store: RunStore, specs: list, inits: list[str], a: Analysis, label_fn=None) -> dict:
     """Test images of the best, median and worst test subject (mean of LV and MY subject Dice) of one
     configuration: the budget the guideline names for the first strategy, else that strategy's largest n;
     its first seed; beside the base model of the same fold where there is one. Empty when runs saved none."""
@@ -130,7 +160,8 @@ def example_panels(store: RunStore, specs: list, inits: list[str], a: Analysis) 
         n = int(a.summary[a.summary["strategy"] == label]["n"].max())
     else:
         return {}
-    runs = [sp for sp in specs if method_label(sp.strategy, sp.init, inits) == label and sp.n == n]
+    name_of = label_fn or (lambda sp: method_label(sp.strategy, sp.init, inits))
+    runs = [sp for sp in specs if name_of(sp) == label and sp.n == n]
     if not runs:
         return {}
     seed = min(sp.seed for sp in runs)
@@ -167,13 +198,13 @@ def _examples_of(store: RunStore, spec, subject: str) -> dict[str, dict[str, np.
                 for i, phase in enumerate(data["phase"][keep])}
 
 
-def run_table(store: RunStore, specs: list, inits: list[str], subjects: pd.DataFrame) -> pd.DataFrame:
+def run_table(store: RunStore, specs: list, inits: list[str], subjects: pd.DataFrame, label=None) -> pd.DataFrame:
     """One row per run of the study (study.json's list): its state, where and how long it ran, what it
     trained on, its mean subject Dice (from ``subjects``, the analysis's per-subject scores of the finished
     ``specs``), a failure's reason and the software that computed it."""
     means = subjects.groupby(["strategy", "n", "seed", "fold"])[list(stats.METRICS)].mean()
-    dice_of = {sp.folder_name: means.loc[(method_label(sp.strategy, sp.init, inits), sp.n, sp.seed, sp.fold)]
-               for sp in specs}
+    name_of = label or (lambda sp: method_label(sp.strategy, sp.init, inits))
+    dice_of = {sp.folder_name: means.loc[(name_of(sp), sp.n, sp.seed, sp.fold)] for sp in specs}
     rows = []
     for name in store.read_study()["runs"]:
         folder = store.folder(name)
@@ -213,7 +244,7 @@ def source_cautions(settings: dict) -> list[str]:
     return sorted(out, key=lambda text: not text.startswith("**"))
 
 
-def identical_selections(store: RunStore, specs: list, inits: list[str]) -> list[str]:
+def identical_selections(store: RunStore, specs: list, inits: list[str], name_of=None) -> list[str]:
     """Sentences for strategies that selected the same training images in every run they share (same init,
     n, seed and fold): on such data they are one strategy, and a comparison of them measures nothing. On ACDC,
     where only ED and ES are labelled, ed_es, subject_random and slice_stratified are such a group."""
@@ -223,7 +254,7 @@ def identical_selections(store: RunStore, specs: list, inits: list[str]) -> list
             continue
         rows = pd.read_csv(store.folder(spec) / "selection.csv", dtype=str)
         key = (spec.init, spec.n, spec.seed, spec.fold)
-        label = method_label(spec.strategy, spec.init, inits)
+        label = name_of(spec) if name_of else method_label(spec.strategy, spec.init, inits)
         chosen.setdefault(key, {})[label] = frozenset(zip(rows["subject"], rows["slice"], rows["frame"]))
     labels = sorted({label for runs in chosen.values() for label in runs})
     same_everywhere: dict[str, set[str]] = {label: {label} for label in labels}
@@ -292,6 +323,9 @@ def analyse_images(images: pd.DataFrame, settings: dict, options: Options,
     summary = joined["summary"]
     ni = joined["ni"]
     fine = stats.fine_tuned(scores)
+    costs = stats.cost_table(summary, summary[stats.is_base(summary["strategy"])]) if len(summary) else pd.DataFrame()
+    if len(costs) and costs["expert_minutes"].isna().all():
+        costs = pd.DataFrame()  # no run recorded what its labels cost
     return Analysis(
         settings=settings, options=options, reference=reference,
         summary=stats.fine_tuned(summary), base=summary[stats.is_base(summary["strategy"])],
@@ -301,7 +335,8 @@ def analyse_images(images: pd.DataFrame, settings: dict, options: Options,
         curves=joined["curves"], mixed=mixed, planning=joined["planning"], image_level=joined["image"],
         image_means=scored.groupby(["strategy", "n"])[list(stats.METRICS)].agg(["mean", "count"]),
         failed=failed or [], cautions=cautions or [], test_subjects=int(scores["subject"].nunique()),
-        seeds=int(fine["seed"].nunique()) if len(fine) else 0, images=scored, subjects=scores)
+        seeds=int(fine["seed"].nunique()) if len(fine) else 0, images=scored, subjects=scores,
+        costs=costs, cheapest=stats.cheapest(ni, costs) if len(costs) else pd.DataFrame())
 
 
 def raise_no_runs(study_dir: Path, failed: list[tuple[str, str]]) -> None:
@@ -515,6 +550,33 @@ def _run_rows_table(a: Analysis) -> Table:
                  "Also in `tables/runs.csv`, with each run's folder and software versions.")
 
 
+def _cost_table(a: Analysis) -> Table:
+    wide = a.costs.pivot_table(index=["strategy", "n"], columns="metric", values=["mean", "gain_per_expert_hour"],
+                               dropna=False)
+    first = a.costs.groupby(["strategy", "n"])[["labelled_images", "expert_minutes"]].first()
+    best = a.cheapest.iloc[0] if len(a.cheapest) else None
+    rows = []
+    for (strategy, n), r in wide.iterrows():
+        minutes = first.loc[(strategy, n), "expert_minutes"]
+        mark = " ★" if best is not None and (best["strategy"], int(best["n"])) == (strategy, n) else ""
+        rows.append([strategy + mark, str(n), f"{first.loc[(strategy, n), 'labelled_images']:.0f}",
+                     "–" if minutes != minutes else f"{minutes:.0f}", "–" if minutes != minutes else f"{minutes / 60:.2f}"]
+                    + [("–" if r[("mean", m)] != r[("mean", m)] else f"{r[('mean', m)]:.3f}")
+                       for m in stats.METRICS if ("mean", m) in r.index]
+                    + [("–" if r[("gain_per_expert_hour", m)] != r[("gain_per_expert_hour", m)]
+                        else signed(r[("gain_per_expert_hour", m)])) for m in stats.METRICS
+                       if ("gain_per_expert_hour", m) in r.index])
+    metrics = [METRIC_NAMES[m] for m in stats.METRICS if ("mean", m) in wide.columns]
+    model = a.settings.get("cost_model") or {}
+    timed = model.get("name", "contours") if model.get("unit") == "minutes" else "contours (built in)"
+    return Table("Cost of labelling", ["strategy", "n", "labelled images", "expert minutes", "expert hours"]
+                 + [f"{m} Dice" for m in metrics] + [f"{m} gain over base per expert hour" for m in metrics], rows,
+                 f"Expert minutes: mean over a configuration's runs of what its selected images cost under the "
+                 f"{timed} cost model (Settings). Gain per expert hour = (mean Dice − base model's) / expert hours: "
+                 "what an hour of contouring bought, descriptive. ★: the cheapest configuration non-inferior to the "
+                 "reference on both LV and MY (the guideline).")
+
+
 def tables(a: Analysis) -> list[Table]:
     def paired_note(family: str) -> str:
         return ("Paired by test subject and seed; difference = mean over subjects of the seed-averaged paired "
@@ -527,6 +589,8 @@ def tables(a: Analysis) -> list[Table]:
     out = [_summary_table(a)]
     if len(a.noninferiority):
         out.append(_ni_table(a))
+    if len(a.costs):
+        out.append(_cost_table(a))
     if len(a.versus_base):
         out.append(_comparison_table("Fine-tuned vs source-only base model", a.versus_base,
                                      [("strategy", "strategy"), ("n", "n")],
@@ -555,6 +619,9 @@ def tables(a: Analysis) -> list[Table]:
     out.append(_image_means_table(a))
     if len(a.runs):
         out.append(_run_rows_table(a))
+    if BUDGET_UNIT.get() == "minutes":  # n is a budget of expert minutes in this study
+        out = [dataclasses.replace(t, columns=[{"n": "minutes", "from n": "from minutes", "to n": "to minutes"}.get(c, c)
+                                               for c in t.columns]) for t in out]
     return out
 
 
@@ -638,9 +705,13 @@ def _study_lines(a: Analysis) -> list[str]:
     return [
         data,
         split_text + " " + scored,
-        f"Strategies: {', '.join(s['strategies'])}; n = {', '.join(map(str, s['ns']))} subjects; "
+        f"Strategies: {', '.join(s['strategies'])}; {_budget_text(s)}; "
         f"{s['seeds']} seeds per configuration and fold (seeds {s['first_seed']}–{s['first_seed'] + s['seeds'] - 1}). "
-        "At each seed the subjects drawn are the same for every strategy and nested across n.",
+        "At each seed the subjects drawn are the same for every strategy and nested across n"
+        + (" (with budgets in minutes: every strategy ranks the pool's images, subjects in that order, and a budget "
+           "takes the longest start of its ranking that it can pay for, so smaller budgets are nested in larger)."
+           if s.get("budget_minutes") else "."),
+        *cost_lines(s),
         f"Model: U-Net ({t['encoder']} encoder, decoder widths {', '.join(map(str, t['decoder_channels']))}; "
         "segmentation-models-pytorch).",
         *init_lines(s),
@@ -648,6 +719,49 @@ def _study_lines(a: Analysis) -> list[str]:
         *tuned_lines(s),
         software_line,
     ]
+
+
+def _budget_text(s: dict) -> str:
+    if s.get("budget_minutes"):
+        return f"budgets of {', '.join(map(str, s['budget_minutes']))} expert minutes each"
+    return f"n = {', '.join(map(str, s['ns']))} subjects"
+
+
+def cost_lines(s: dict) -> list[str]:
+    """What labels cost (the cost model, its values and source), which strategies are oracles, and the
+    selection model's view: what it cost and how well its ED/ES match the labels'."""
+    out = []
+    model = s.get("cost_model") or {}
+    if model.get("unit") == "minutes" or s.get("strategy_uses") is not None:
+        timed = model if model.get("unit") == "minutes" else None
+        from harness.cost import CONTOURS
+
+        shown = timed or CONTOURS.to_dict()
+        per_region = {r: sum(shown["seconds"][d][r] for d in shown["draw"]) for r in ("basal", "mid", "apical")}
+        out.append(f"Annotation cost{'' if timed else ' (reported beside the image counts; the budgets count subjects)'}: "
+                   f"cost model `{shown['name']}`, drawing {', '.join(shown['draw'])}: "
+                   f"{per_region['basal']:g} / {per_region['mid']:g} / {per_region['apical']:g} expert seconds per image "
+                   f"of a basal / mid / apical slice (thirds of the stack); source: {shown['source']}.")
+    oracle = sorted(oracles(s))
+    if oracle:
+        out.append(f"Oracles: {', '.join(oracle)} read the labels when choosing images (ED/ES found from the "
+                   "contours, or subsets chosen by someone who had them): baselines no lab can run before "
+                   "labelling; every table names them \"(oracle)\".")
+    for key, view in (s.get("pool_views") or {}).items():
+        cost = (f"{view['computed_images']} pool images predicted in {view['seconds']:.0f} s "
+                f"({view['seconds_per_1000_images']} s per 1,000 images)" if view.get("computed_images") else
+                f"read from the cache ({view.get('cached_images')} images)")
+        error = view.get("frame_error") or {}
+        frames = ""
+        if error.get("subjects"):
+            frames = (f"; its ED/ES (largest / smallest predicted LV volume) against those found from the labels, over "
+                      f"{error['subjects']} pool subjects (median {error['labelled_frames_median']:g} labelled frames): "
+                      f"mean cyclic frame error ED {error['ed_mean']:.2f}, ES {error['es_mean']:.2f} frames, exact in "
+                      f"{100 * error['ed_exact']:.0f}% / {100 * error['es_exact']:.0f}% of subjects")
+        out.append(f"Selection model `{key}` (the model whose predictions ed_es_predicted, foreground_random, uncertain "
+                   f"and typical read; images only, never labels): view of {view.get('subjects')} subjects, {cost}"
+                   f"{frames}.")
+    return out
 
 
 def methods_paragraph(a: Analysis) -> str:
@@ -698,14 +812,30 @@ def methods_paragraph(a: Analysis) -> str:
         leakage += (" Training settings were tuned with Optuna (TPE, median pruning) separately within each fold "
                     "(nested): on fine-tunes of subsets of that fold's training pool, scored on its validation "
                     "subjects, never on its test subjects.")
+    oracle = sorted(oracles(s))
+    if s.get("selection_models"):
+        leakage += (" Label-free strategies chose images from the images alone and a selection model's predictions "
+                    "on them (predicted LV and MY area, predictive entropy and disagreement under flips, encoder "
+                    "embeddings, ED/ES from the predicted LV volume curve), computed without any label.")
+    if oracle:
+        leakage += (f" {', '.join(oracle)} read the labels to choose images (oracle baselines, not choices a lab can "
+                    "make before labelling).")
+    model = s.get("cost_model") or {}
+    if model.get("unit") == "minutes":
+        leakage += (f" Annotation cost was counted in expert minutes per image by slice region (cost model "
+                    f"{model['name']}: {model['source']}).")
     recorded = _recorded_software(a)
     software = f" Software, as recorded by the runs: {recorded}." if recorded else ""
     return (
         f"We studied how many labelled subjects fine-tuning needs on {data}, dataset fingerprint "
-        f"`{s['dataset']}`, with {split}. For each fold and each of {s['seeds']} seeds, training subsets of "
-        f"n = {', '.join(map(str, s['ns']))} subjects were drawn from the fold's training pool (the same subjects "
-        f"for every strategy and initialisation, nested across n), and their images selected by the sampling "
-        f"strateg{'y' if len(s['strategies']) == 1 else 'ies'} {', '.join(s['strategies'])}. A U-Net "
+        f"`{s['dataset']}`, with {split}. For each fold and each of {s['seeds']} seeds, "
+        + (f"training subsets of n = {', '.join(map(str, s['ns']))} subjects were drawn from the fold's training pool (the same subjects "
+           f"for every strategy and initialisation, nested across n), and their images selected by the sampling "
+           if not s.get("budget_minutes") else
+           f"budgets of {', '.join(map(str, s['budget_minutes']))} expert minutes of contouring were spent on the "
+           f"fold's training pool (subjects in one random order per seed for every strategy; each strategy's "
+           f"ranking of their images cut where the budget ran out, so budgets are nested), with images chosen by the sampling ")
+        + f"strateg{'y' if len(s['strategies']) == 1 else 'ies'} {', '.join(s['strategies'])}. A U-Net "
         f"(segmentation-models-pytorch, {t['encoder']} encoder) initialised from {inits} was fine-tuned for "
         f"{steps}, AdamW (weight decay {t['weight_decay']:g}), batch {t['batch_size']}, cross-entropy, "
         f"flip/rotation/zoom/intensity augmentation, {t['precision']} precision, at {t['size']} px; the "
@@ -858,16 +988,31 @@ def render(study_dir: Path, options: Options | None = None) -> tuple[Path, Path]
 
 def write(a: Analysis, folder: Path, title: str) -> tuple[Path, Path]:
     """report.md, report.html and the tidy tables (csv) of an analysis, into `folder`."""
+    token = BUDGET_UNIT.set("minutes" if a.settings.get("budget_minutes") else "subjects")
+    try:
+        return _write(a, folder, title)
+    finally:
+        BUDGET_UNIT.reset(token)
+
+
+def _write(a: Analysis, folder: Path, title: str) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     figures = []  # (file, caption)
     if a.summary["n"].nunique() > 1:
         drawn = ", ".join(f"{k.replace('dice_', '').upper()} {v:g}" for k, v in a.options.reference_dice.items())
-        figures.append(("learning_curves.png", learning_curves(a.summary, a.base, a.curves, a.options.reference_dice),
+        budget_label = "budget of expert minutes" if BUDGET_UNIT.get() == "minutes" else None
+        figures.append(("learning_curves.png", learning_curves(a.summary, a.base, a.curves, a.options.reference_dice,
+                                                               budget_label),
                         "Mean Dice over test subjects against labelled subjects (top) and labelled images, the "
                         "annotation cost (bottom), log scales; bands: 95% hierarchical bootstrap CI; dashed: "
                         "source-only base model; thin lines: the fitted learning curve where at least 4 budgets "
                         "identify it, with x* (the budget reaching the reference − margin) marked where it is "
                         "estimated" + (f"; dotted: the given reference Dice ({drawn})" if drawn else "") + "."))
+    if len(a.costs):
+        figures.append(("cost.png", cost_curves(a.costs, a.base, a.cheapest, a.reference),
+                        "Mean Dice over test subjects against the expert hours its labels cost, one line per strategy "
+                        "(bars: 95% hierarchical bootstrap CI); dashed: source-only base model; ring: the reference; "
+                        "gold star: the cheapest configuration non-inferior to it on both LV and MY."))
     metrics = [m for m in stats.METRICS if m in a.subjects and a.subjects[m].notna().any()]
     if len(a.subjects) and metrics:
         figures.append(("subjects.png", subject_lines(a.subjects, metrics),
@@ -886,7 +1031,8 @@ def write(a: Analysis, folder: Path, title: str) -> tuple[Path, Path]:
         (folder / name).write_bytes(png)
     tables_dir = folder / "tables"
     tables_dir.mkdir(exist_ok=True)
-    names = ["image_means", "images", "subjects", *(["runs"] if len(a.runs) else []), "summary", "base", "extra",
+    names = ["image_means", "images", "subjects", *(["runs"] if len(a.runs) else []),
+             *(["costs", "cheapest"] if len(a.costs) else []), "summary", "base", "extra",
              "noninferiority", "enough", "versus_base", "budgets", "strategies", "friedman", "curves", "planning",
              "image_level"]
     for name in names:  # image_means is indexed by (strategy, n); the others are plain tables

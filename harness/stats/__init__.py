@@ -6,6 +6,7 @@ curves     learning-curve fits and the budget reaching a target, with bootstrap 
 mixed      linear mixed model (statsmodels MixedLM) as a model-based summary
 planning   power and the test subjects / seeds a question needs
 """
+from harness.stats.costs import cheapest, cost_table
 from harness.stats.curves import fit_learning_curves
 from harness.stats.inference import (TESTS, compare_budgets, compare_strategies, compare_to_base, enough,
                                      friedman, holm, image_level_wilcoxon, mean_ci,
@@ -18,7 +19,7 @@ from harness.stats.tables import (BASE, METRICS, VOLUME_METRICS, by_seed, fine_t
                                   subject_scores, with_dice)
 
 __all__ = [
-    "BASE", "Components", "METRICS", "power_limit", "fine_tuned", "is_base", "TESTS", "VOLUME_METRICS", "MixedFit", "by_seed", "compare_budgets", "compare_strategies",
+    "BASE", "cheapest", "cost_table", "Components", "METRICS", "power_limit", "fine_tuned", "is_base", "TESTS", "VOLUME_METRICS", "MixedFit", "by_seed", "compare_budgets", "compare_strategies",
     "compare_to_base", "enough", "fit_learning_curves", "fit_mixed", "friedman", "holm",
     "image_level_comparisons", "image_level_wilcoxon", "mean_ci", "noninferiority", "noninferiority_table", "paired_by_seed", "paired_test",
     "parse_reference", "plan", "power", "subject_differences", "subject_scores", "subjects_needed", "summarise",

@@ -207,6 +207,8 @@ def summarise(scores: pd.DataFrame, metric: str, n_boot: int = 2000, seed: int =
             "seed_sd": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else float("nan"),
             "subjects": len(matrix), "seeds": int(matrix.shape[1]),
             "labelled_images": float(part.groupby(["seed", "fold"])["labelled_images"].first().mean()),
+            "expert_minutes": float(part.groupby(["seed", "fold"])["expert_minutes"].first().mean())
+            if "expert_minutes" in part else float("nan"),
         })
     return pd.DataFrame(rows)
 

@@ -71,6 +71,8 @@ def subject_scores(images: pd.DataFrame, empty: str = "both-one") -> pd.DataFram
             out[f"dice3d_{name}"] = dice(sums[f"{name}_inter"], sums[f"{name}_pred"], sums[f"{name}_ref"], empty)
     out["images"] = grouped.size()
     out["labelled_images"] = grouped["labelled_images"].first()
+    if "expert_minutes" in scored:
+        out["expert_minutes"] = grouped["expert_minutes"].first()
     if "voxel_ml" in scored and "phase" in scored and scored["voxel_ml"].notna().any():
         out = out.join(_volumes(scored))
     return out.reset_index()

@@ -1,0 +1,269 @@
+"""Choosing frames before labelling (issue 20): what strategies may read, the selection model's view of the
+pool, the label-free strategies, and budgets of expert minutes."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness import pool_view
+from harness.api import KNOWN_COLUMNS, LABEL_COLUMNS, PREDICTION_COLUMNS, Pool, is_oracle, pool_for
+from harness.contract import check_strategy, example_pool
+from harness.cost import CONTOURS, IMAGES, CostModel, affordable, parse_cost_model
+from harness.errors import StrategyError, UsageError
+from harness.grid import select, stream_seeds
+from harness.store import RunSpec
+from strategies.builtin import EdEsStrategy, SubjectRandomStrategy
+from strategies.label_free import (EdEsPredictedStrategy, ForegroundRandomStrategy, TypicalStrategy,
+                                   UncertainStrategy, kmeans, spread_order)
+
+
+# -- what a strategy may read ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Spy:
+    """Records the columns it is handed; reads ``column`` if set."""
+
+    description: ClassVar[str] = "spy"
+    uses: frozenset = frozenset({"predictions"})
+    column: str = ""
+    seen: list = dataclasses.field(default_factory=list, compare=False)
+
+    def select(self, pool: Pool, n: int, rng: np.random.Generator) -> pd.Index:
+        self.seen.append((tuple(pool.frames.columns), pool.embeddings is not None))
+        rows = pool.frames_of(n)
+        if self.column:
+            rows = rows[rows[self.column].notna()]
+        return rows.index[:3]
+
+
+def _spec(pool: list[str], n: int = 2, cost: dict | None = None, strategy: str = "spy") -> RunSpec:
+    return RunSpec(strategy=strategy, n=n, seed=0, fold=0, params={}, streams=stream_seeds(0), dataset="x",
+                   split={"pool": pool, "validation": [], "test": []}, init="source", init_fingerprint="y",
+                   train={}, cost=cost or {})
+
+
+class _Dataset:
+    """The part of a CineDataset that select() reads."""
+
+    def __init__(self, pool: Pool):
+        self.index = pool.frames
+        self.embeddings = pool.embeddings
+
+    def rows_of(self, subjects):
+        return self.index[self.index["subject"].isin(subjects)]
+
+
+def _full():
+    pool = example_pool()
+    view = (pool.frames[list(PREDICTION_COLUMNS)], pool.embeddings)
+    base = Pool(pool.frames.drop(columns=list(PREDICTION_COLUMNS)), pool.subject_order)
+    return base, view
+
+
+def test_a_label_free_strategy_is_never_handed_label_columns():
+    base, view = _full()
+    for uses, embeddings in ((frozenset({"predictions"}), False), (frozenset({"embeddings"}), True),
+                             (frozenset(), False), (frozenset({"labels"}), False)):
+        spy = Spy(uses=uses)
+        select(_spec(sorted(base.frames["subject"].unique())), spy, _Dataset(base), view)
+        columns, got_embeddings = spy.seen[-1]
+        assert set(KNOWN_COLUMNS) <= set(columns)
+        assert ("labels" in uses) == bool(set(LABEL_COLUMNS) & set(columns)), (uses, columns)
+        assert ("predictions" in uses) == bool(set(PREDICTION_COLUMNS) & set(columns)), (uses, columns)
+        assert got_embeddings == embeddings
+
+
+def test_reading_an_undeclared_column_is_one_clear_error_in_the_harness_and_in_the_contract_check():
+    base, view = _full()
+    subjects = sorted(base.frames["subject"].unique())
+    with pytest.raises(StrategyError, match=r"read column 'phase' without declaring it: add \"labels\""):
+        select(_spec(subjects), Spy(column="phase"), _Dataset(base), view)
+    with pytest.raises(AssertionError, match="read column 'phase' without declaring it"):
+        check_strategy(Spy(column="phase"))
+    with pytest.raises(AssertionError, match="read column 'pred_phase'"):
+        check_strategy(Spy(uses=frozenset(), column="pred_phase"))
+    check_strategy(Spy(uses=frozenset({"labels"}), column="phase"))  # declared: an oracle, allowed
+    with pytest.raises(AssertionError, match="uses names"):
+        check_strategy(Spy(uses=frozenset({"lables"})))
+
+
+def test_oracles_are_the_strategies_that_read_labels():
+    from harness import registry
+
+    oracles = {name for name, entry in registry.discover().items() if is_oracle(entry.load_class())}
+    assert {"ed_es", "paper_esed", "paper_r_esed", "subsets_file"} <= oracles
+    assert not oracles & {"ed_es_predicted", "foreground_random", "uncertain", "typical", "subject_random",
+                          "slice_stratified", "all_frames", "paper_v", "paper_r"}
+
+
+# -- the strategies ----------------------------------------------------------------------------------------------
+
+def test_ed_es_predicted_takes_the_predicted_frames_of_every_slice():
+    pool = pool_for(EdEsPredictedStrategy(), example_pool().frames, example_pool().subject_order)
+    chosen = pool.frames.loc[EdEsPredictedStrategy().select(pool, 2, np.random.default_rng(0))]
+    assert set(chosen["subject"]) == set(pool.subject_order[:2])
+    assert chosen["pred_phase"].isin(["ED", "ES"]).all()
+    for _, rows in chosen.groupby("subject"):
+        assert len(rows) == 2 * rows["n_slices"].iloc[0]
+
+
+def test_foreground_random_takes_only_images_with_predicted_lv_while_there_are_enough():
+    full = example_pool()
+    pool = pool_for(ForegroundRandomStrategy(), full.frames, full.subject_order)
+    chosen = pool.frames.loc[ForegroundRandomStrategy().select(pool, 3, np.random.default_rng(1))]
+    assert (chosen["pred_lv_area"] > 0).all()
+    per = chosen.groupby("subject").size()
+    assert (per == 2 * chosen.groupby("subject")["n_slices"].first()).all()  # ed_es's number of images
+    # a subject with fewer foreground images than its budget: all of them, then the rest at random
+    frames = full.frames.copy()
+    frames.loc[(frames["slice"] > 0) | (frames["frame"] > 4), "pred_lv_area"] = 0  # 5 foreground images
+    pool = pool_for(ForegroundRandomStrategy(), frames, full.subject_order)
+    chosen = pool.frames.loc[ForegroundRandomStrategy().select(pool, 1, np.random.default_rng(1))]
+    first = frames[frames["subject"] == full.subject_order[0]]
+    assert set(first.index[first["pred_lv_area"] > 0]) <= set(chosen.index)
+
+
+def test_uncertain_takes_the_most_uncertain_images_but_spreads_them():
+    rows = pd.DataFrame({"subject": "a", "slice": np.repeat([0, 1], 10), "frame": np.tile(np.arange(10), 2),
+                         "n_frames": 10, "n_slices": 2})
+    score = np.zeros(20)
+    score[[0, 1, 2, 3]] = [0.9, 0.8, 0.7, 0.6]  # four neighbouring frames of slice 0 are the most uncertain
+    score[[15]] = 0.5
+    order = spread_order(rows, score, per_slice=2, min_gap=0.25)
+    first = rows.loc[order[:4]]
+    # frames 1 and 2 are within a quarter cycle of frame 0; frame 3 is not; then slice 0 is full
+    assert list(order[:3]) == [0, 3, 15]
+    assert first.groupby("slice").size().max() <= 2
+    gaps = first[first["slice"] == 0]["frame"].tolist()
+    assert len(gaps) < 2 or min(abs(gaps[0] - gaps[1]), 10 - abs(gaps[0] - gaps[1])) >= 3
+    # no spreading asked: plain descending uncertainty
+    assert list(spread_order(rows, score, per_slice=20, min_gap=0.0)[:4]) == [0, 1, 2, 3]
+
+
+def test_typical_takes_one_image_from_each_cluster():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=20, size=(4, 8))
+    points = np.concatenate([c + rng.normal(size=(10, 8)) for c in centres])
+    labels = kmeans(points, 4, np.random.default_rng(1))
+    assert len(set(labels[i * 10] for i in range(4))) == 4  # the four blobs are found
+    frames = pd.DataFrame({"subject": "a", "slice": np.arange(40) % 2, "frame": np.arange(40) // 2,
+                           "slice_pos": (np.arange(40) % 2).astype(float), "spacing_mm": 1.0, "n_slices": 2,
+                           "n_frames": 20})
+    pool = Pool(frames, ("a",), embeddings=points.astype(np.float32))
+    chosen = TypicalStrategy().select(pool, 1, np.random.default_rng(2))  # budget 2 x 2 slices = 4
+    assert sorted(set(int(i) // 10 for i in chosen)) == [0, 1, 2, 3]
+
+
+# -- the selection model's view ----------------------------------------------------------------------------------
+
+def test_predicted_phases_and_cyclic_frame_error():
+    frames = pd.DataFrame({"subject": "a", "slice": 0, "frame": np.arange(20),
+                           "pred_lv_area": [300 - 10 * abs(f - 8) if f != 19 else 400 for f in range(20)]})
+    frames.loc[8, "pred_lv_area"] = 50
+    phase = pool_view.predicted_phases(frames)
+    assert phase[19] == "ED" and phase[8] == "ES"
+    assert pool_view.cyclic_distance(19, 0, 20) == 1 and pool_view.cyclic_distance(2, 12, 20) == 10
+    index = frames.assign(phase=None, n_frames=20)
+    index.loc[0, "phase"], index.loc[9, "phase"] = "ED", "ES"
+    errors = pool_view.frame_errors(index, frames.assign(pred_phase=phase))
+    assert errors[["ed_error", "es_error"]].iloc[0].tolist() == [1, 1]
+
+
+def test_the_view_reads_no_mask_and_is_computed_once_per_subject_and_model(tmp_path):
+    torch = pytest.importorskip("torch")
+    from harness.data.phantom import phantom_dataset
+    from harness.train import build_model
+
+    dataset = phantom_dataset("target", 3, 0, 64, tmp_path / "phantom")
+    made = []
+
+    def make():
+        made.append(1)
+        return build_model("resnet18", None, (16, 16, 16, 16, 16), seed=0)
+
+    subjects = dataset.subjects[:2]
+    first = pool_view.ensure(dataset, subjects, "m1", make, tmp_path)
+    assert made == [1] and first.computed == int(dataset.index["subject"].isin(subjects).sum())
+    again = pool_view.ensure(dataset, subjects, "m1", make, tmp_path)
+    assert made == [1] and again.computed == 0 and again.cached == first.computed  # read from the cache
+    view, embeddings = pool_view.load(dataset, subjects, "m1", tmp_path)
+    assert list(view.columns) == list(PREDICTION_COLUMNS) and len(view) == len(embeddings) == first.computed
+    assert not pool_view._subject_file(pool_view.view_dir(tmp_path, dataset.fingerprint, "m1"),
+                                       dataset.subjects[2]).exists()  # a subject outside the pools: never computed
+    # masks play no part: garbage masks give the same view
+    garbage = dataclasses.replace(dataset, masks=np.random.default_rng(0).integers(0, 4, dataset.masks.shape,
+                                                                                  dtype=np.uint8))
+    pool_view.ensure(garbage, subjects, "m2", make, tmp_path)
+    other, _ = pool_view.load(garbage, subjects, "m2", tmp_path)
+    pd.testing.assert_frame_equal(view, other)
+    with pytest.raises(UsageError, match="view of subject .* is missing"):
+        pool_view.load(dataset, dataset.subjects, "m1", tmp_path)
+    del torch
+
+
+# -- costs and budgets of expert minutes -------------------------------------------------------------------------
+
+def test_costs_add_up():
+    stack = pd.DataFrame({"slice_pos": np.tile(np.arange(10) / 9, 2)})  # 10 slices, ED + ES
+    assert CONTOURS.total(stack) == pytest.approx(13.8)
+    assert IMAGES.total(stack) == 20
+    rv = parse_cost_model("contours:lv_endo,lv_epi,rv_endo")
+    assert rv.total(stack) > CONTOURS.total(stack)
+    per = CONTOURS.image_cost(stack)
+    assert per[0] > per[4] < per[9]  # basal and apical slices cost more than mid ones
+
+
+def test_a_cost_table_of_ones_own(tmp_path):
+    table = tmp_path / "lab.toml"
+    table.write_text('source = "timed"\ndraw = ["lv_endo"]\n[seconds.lv_endo]\nbasal = 60\nmid = 30\napical = 60\n')
+    model = parse_cost_model(str(table))
+    assert model.total(pd.DataFrame({"slice_pos": [0.0, 0.5, 1.0]})) == pytest.approx(2.5)
+    assert CostModel.from_dict(json.loads(json.dumps(model.to_dict()))) == model
+    for text, problem in (('[seconds.lv_endo]\nbasal = 1\n', "exactly basal, mid and apical"),
+                          ('[seconds.lv_endo]\nbasal = 1\nmid = -1\napical = 1\n', "positive"),
+                          ('draw = ["rv"]\n[seconds.lv_endo]\nbasal = 1\nmid = 1\napical = 1\n', "draw must list"),
+                          ('seconds = [', "not valid TOML")):
+        table.write_text(text)
+        with pytest.raises(UsageError, match=problem):
+            parse_cost_model(str(table))
+    with pytest.raises(UsageError, match="no such file"):
+        parse_cost_model(str(tmp_path / "missing.json"))
+
+
+@pytest.mark.parametrize("strategy", [EdEsStrategy(), SubjectRandomStrategy(), EdEsPredictedStrategy(),
+                                      ForegroundRandomStrategy(), UncertainStrategy(), TypicalStrategy()])
+def test_budgets_in_minutes_are_nested_paired_and_within_budget(strategy):
+    base, view = _full()
+    subjects = sorted(base.frames["subject"].unique())
+    name = type(strategy).__name__
+    chosen = {m: select(_spec(subjects, m, CONTOURS.to_dict(), name), strategy, _Dataset(base), view)
+              for m in (10, 25, 60)}
+    for m, rows in chosen.items():
+        assert 0 < CONTOURS.total(rows) <= m
+    assert set(chosen[10].index) <= set(chosen[25].index) <= set(chosen[60].index)
+    # paired: every strategy starts with the same subject (the run's subject order)
+    order = np.random.default_rng(stream_seeds(0)["subset"]).permutation(subjects)
+    assert chosen[10]["subject"].iloc[0] == order[0] or set(chosen[10]["subject"]) == {order[0]}
+
+
+def test_affordable_is_the_longest_start_within_budget():
+    frames = pd.DataFrame({"slice_pos": [0.0, 0.5, 1.0, 0.5]}, index=[10, 11, 12, 13])
+    per = CONTOURS.image_cost(frames)  # 0.8, 0.567, 0.7, 0.567 min
+    ranking = pd.Index([11, 10, 13, 12])
+    assert list(affordable(ranking, frames, CONTOURS, per[1] + per[0])) == [11, 10]
+    assert list(affordable(ranking, frames, CONTOURS, per[1] + per[0] - 0.01)) == [11]
+    assert len(affordable(ranking, frames, CONTOURS, 0.1)) == 0
+
+
+def test_a_model_aware_strategy_without_a_selection_model_is_a_clear_error():
+    from harness.grid import StudySettings
+    from harness.runner import Study
+
+    with pytest.raises(UsageError, match="no --init has a trained model; give --selection-model"):
+        Study(StudySettings(strategies=("uncertain",), inits=("random",)), store=None)
