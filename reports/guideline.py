@@ -316,6 +316,29 @@ def _cheapest(a) -> list[str]:
             f"of contouring ({best['expert_minutes'] / 60:.1f} h{saving}; cost model in Settings)."]
 
 
+def _predicted_vs_oracle(a) -> list[str]:
+    """What choosing ED/ES from the selection model's predictions instead of the labels cost in Dice, per budget
+    (a strategy's predicted ED/ES against the oracle that read them from the labels)."""
+    out = []
+    table = a.strategies
+    if not len(table):
+        return out
+    pairs = table[[{x, y} == {"ed_es_predicted", "ed_es (oracle)"} for x, y in zip(table["a"], table["b"])]]
+    for n, part in pairs.groupby("n", sort=True):
+        said = []
+        for r in part.itertuples():
+            sign = 1 if r.a == "ed_es_predicted" else -1  # difference = predicted − oracle
+            if r.reason:
+                said.append(f"{METRIC_NAMES[r.metric]}: {r.reason}")
+                continue
+            low, high = sorted((sign * r.ci_low, sign * r.ci_high))
+            said.append(f"{METRIC_NAMES[r.metric]} {signed(sign * r.difference)}, 95% CI {ci_text(low, high)}, "
+                        f"{p_text(r.p_holm)} (Holm)")
+        out.append(f"ED/ES predicted by the selection model instead of found from the labels (ed_es_predicted − "
+                   f"ed_es (oracle)){_at(int(n))}: " + "; ".join(said) + ".")
+    return out
+
+
 def guideline(a) -> list[str]:
     """Sentences that answer 'how much target data is enough', each with effect, CI, p and margin; never
     empty."""
@@ -335,7 +358,7 @@ def guideline(a) -> list[str]:
     if len(a.versus_base):
         sentences += _versus_base(a, descriptive=tiny)
     if not tiny:
-        sentences += _curves(a) + _power(a) + _strategies(a)
+        sentences += _curves(a) + _power(a) + _strategies(a) + _predicted_vs_oracle(a)
     if not sentences:
         sentences.append("No guideline: the study has no fine-tuned budget to test against a reference (it needs "
                          "two budgets of a strategy, or a reference set with --reference).")

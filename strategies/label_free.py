@@ -12,12 +12,16 @@ order, each with its chosen images in order of preference) at the same expert ti
 - ``uncertain``: the images of highest predictive entropy (or flip disagreement), at most ``per_slice`` per
   slice and frames of one slice at least ``min_gap`` of the cycle apart, so that it does not take ten
   neighbouring frames.
+- ``foreground_random`` and ``uncertain`` with ``scope=pool``: the same rule over the whole pool (like the
+  published r-subsets): at n, as many images as ``ed_es`` labels on n subjects, spread over every pool subject;
+  one ranking of the pool per run's subject order, so smaller budgets are nested in larger ones.
 - ``typical``: the subject's images clustered on the selection model's embeddings (k-means, k = the budget),
   the most typical image of each cluster (TypiClust's rule: the smallest mean distance to its nearest
   neighbours in the cluster), larger clusters first.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -44,6 +48,26 @@ class EdEsPredictedStrategy:
         return per_subject(pool, n, lambda rows: phase_frames(rows, "pred_phase", "ed_es_predicted"))
 
 
+SCOPES = ("subject", "pool")
+
+
+def order_rng(pool: Pool) -> np.random.Generator:
+    """A generator that depends on the run's subject order only (not on n): pool-wide rankings drawn from it
+    are the same at every budget of a run's seed and fold, so budgets are nested."""
+    key = hashlib.sha256(("label-free:" + ",".join(pool.subject_order)).encode()).digest()
+    return np.random.default_rng(int.from_bytes(key[:8], "little"))
+
+
+def pool_budget(pool: Pool, n: int, per_subject: int | None) -> int:
+    """Images a pool-wide strategy labels at n: what the first n subjects' per-subject budgets add up to."""
+    return sum(subject_budget(pool.frames[pool.frames["subject"] == s], per_subject) for s in pool.subjects(n))
+
+
+def check_scope(name: str, scope: str) -> None:
+    if scope not in SCOPES:
+        raise StrategyError(f"{name}: scope must be subject or pool, got '{scope}'")
+
+
 @dataclass(frozen=True)
 class ForegroundRandomStrategy:
     description: ClassVar[str] = ("per subject, the ed_es number of images at random among those where the "
@@ -51,9 +75,14 @@ class ForegroundRandomStrategy:
     uses: ClassVar[frozenset[str]] = frozenset({"predictions"})
     per_subject: int | None = None
     min_lv_pixels: int = 1  # an image counts as foreground when the model predicts at least this many LV pixels
+    scope: str = "subject"  # or "pool": the budget spread over every pool subject
 
-    def choose(self, rows: pd.DataFrame, rng: np.random.Generator) -> pd.Index:
-        budget = subject_budget(rows, self.per_subject)
+    @property
+    def pool_wide(self) -> bool:
+        return self.scope == "pool"
+
+    def choose(self, rows: pd.DataFrame, rng: np.random.Generator, budget: int | None = None) -> pd.Index:
+        budget = subject_budget(rows, self.per_subject) if budget is None else budget
         foreground = rows.index[rows["pred_lv_area"].to_numpy() >= self.min_lv_pixels]
         if len(foreground) < budget:  # too few: every foreground image, the rest at random from the others
             others = rows.index.difference(foreground)
@@ -62,23 +91,30 @@ class ForegroundRandomStrategy:
         return foreground[rng.permutation(len(foreground))[:budget]]
 
     def select(self, pool: Pool, n: int, rng: np.random.Generator) -> pd.Index:
+        check_scope("foreground_random", self.scope)
+        if self.scope == "pool":
+            return self.rank(pool, rng)[:pool_budget(pool, n, self.per_subject)].sort_values()
         return per_subject(pool, n, lambda rows: self.choose(rows, rng)).sort_values()
 
     def rank(self, pool: Pool, rng: np.random.Generator) -> pd.Index:
+        check_scope("foreground_random", self.scope)
+        if self.scope == "pool":
+            return self.choose(pool.frames, order_rng(pool), len(pool.frames))
         return per_subject(pool, None, lambda rows: self.choose(rows, rng))
 
 
 def spread_order(rows: pd.DataFrame, score: np.ndarray, per_slice: int, min_gap: float) -> pd.Index:
-    """``rows`` by descending ``score``, skipping an image while its slice has ``per_slice`` chosen or a chosen
+    """``rows`` by descending ``score``, skipping an image while its slice (of its subject) has ``per_slice`` chosen or a chosen
     frame closer than ``min_gap`` of the cycle (cyclic); skipped images follow, by score, once the rule leaves
     nothing else."""
     order = np.argsort(-score, kind="stable")
-    slices, frames = rows["slice"].to_numpy(), rows["frame"].to_numpy()
-    cycle = max(int(rows["n_frames"].iloc[0]), 1)
-    taken: dict[int, list[int]] = {}
+    keys = list(zip(rows["subject"], rows["slice"])) if "subject" in rows else list(rows["slice"])
+    frames, cycles = rows["frame"].to_numpy(), np.maximum(rows["n_frames"].to_numpy(dtype=int), 1)
+    taken: dict[object, list[int]] = {}
     first, later = [], []
     for i in order:
-        chosen = taken.setdefault(int(slices[i]), [])
+        chosen = taken.setdefault(keys[i], [])
+        cycle = cycles[i]
         near = any(min(abs(frames[i] - f), cycle - abs(frames[i] - f)) < min_gap * cycle for f in chosen)
         if len(chosen) < per_slice and not near:
             chosen.append(int(frames[i]))
@@ -97,20 +133,31 @@ class UncertainStrategy:
     score: str = "entropy"  # or "disagreement"
     per_slice: int = 2  # at most this many images of one slice before any slice gets more
     min_gap: float = 0.25  # frames of one slice at least this fraction of the cycle apart
+    scope: str = "subject"  # or "pool": the budget spread over every pool subject
 
-    def choose(self, rows: pd.DataFrame) -> pd.Index:
+    @property
+    def pool_wide(self) -> bool:
+        return self.scope == "pool"
+
+    def choose(self, rows: pd.DataFrame, budget: int | None = None) -> pd.Index:
         if self.score not in ("entropy", "disagreement"):
             raise StrategyError(f"uncertain: score must be entropy or disagreement, got '{self.score}'")
         if self.per_slice < 1 or not 0 <= self.min_gap < 1:
             raise StrategyError(f"uncertain: per_slice must be at least 1 and min_gap in [0, 1), got "
                                 f"{self.per_slice} and {self.min_gap}")
-        budget = subject_budget(rows, self.per_subject)
+        budget = subject_budget(rows, self.per_subject) if budget is None else budget
         return spread_order(rows, rows[self.score].to_numpy(dtype=float), self.per_slice, self.min_gap)[:budget]
 
     def select(self, pool: Pool, n: int, rng: np.random.Generator) -> pd.Index:
+        check_scope("uncertain", self.scope)
+        if self.scope == "pool":
+            return self.rank(pool, rng)[:pool_budget(pool, n, self.per_subject)].sort_values()
         return per_subject(pool, n, self.choose).sort_values()
 
     def rank(self, pool: Pool, rng: np.random.Generator) -> pd.Index:
+        check_scope("uncertain", self.scope)
+        if self.scope == "pool":
+            return self.choose(pool.frames, len(pool.frames))
         return per_subject(pool, None, self.choose)
 
 

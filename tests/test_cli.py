@@ -11,6 +11,7 @@ import pytest
 
 from harness import registry, runner
 from harness.cli import main
+from harness.cost import CONTOURS
 from harness.data.phantom import LABEL_LV, SLICE_THICKNESS_MM, generate_subject
 from reports.render import analyse
 from tests.conftest import TINY_RUN
@@ -88,9 +89,16 @@ def test_study_writes_every_run_and_the_reports(tiny_study):
     runs = sorted(p.name for p in (out / "runs").iterdir())
     assert len(runs) == 1 + 2 * 2 * 2  # base + strategies x n x seeds
     study = json.loads((out / "study.json").read_text())
+    assert study["pool_views"] == {} and study["selection_models"] == {}  # no model-aware strategy: no view made
+    assert study["strategy_uses"] == {"ed_es": ["labels"], "subject_random": []}
     specs = {name: json.loads((out / "runs" / name / "spec.json").read_text()) for name in runs}
     for name, spec in specs.items():
         assert set(spec["streams"]) == {"subset", "select", "init", "order", "augment"}
+        status = json.loads((out / "runs" / name / "status.json").read_text())
+        selection = pd.read_csv(out / "runs" / name / "selection.csv")
+        assert status["cost"]["images"] == len(selection)  # every run records its cost
+        if len(selection):
+            assert status["cost"]["minutes"] == pytest.approx(CONTOURS.total(selection), abs=1e-3)
         assert name.startswith(f"{spec['strategy']}__{spec['init']}__n{spec['n']}__s{spec['seed']}__f0__")
         status = json.loads((out / "runs" / name / "status.json").read_text())
         assert status["state"] == "done"

@@ -267,3 +267,53 @@ def test_a_model_aware_strategy_without_a_selection_model_is_a_clear_error():
 
     with pytest.raises(UsageError, match="no --init has a trained model; give --selection-model"):
         Study(StudySettings(strategies=("uncertain",), inits=("random",)), store=None)
+
+
+def test_a_study_computes_the_view_of_its_pool_subjects_only(tmp_path):
+    """With one split, test and validation subjects are in no pool: their images are never predicted; the pool
+    subjects' are, once; a study without model-aware strategies computes nothing."""
+    from harness import train
+    from harness.grid import StudySettings, fold_splits
+    from harness.runner import Study
+    from harness.train.model import architecture
+
+    path = tmp_path / "selection.pt"
+    train.save_checkpoint(train.build_model("resnet18", seed=0), path,
+                          {"architecture": architecture("resnet18", train.DECODER_CHANNELS, 128)})
+    settings = StudySettings(strategies=("uncertain",), inits=(f"checkpoint:{path}",), folds=1, target_subjects=6,
+                             test_subjects=2, val_subjects=1, ns=(1,))
+    study = Study(settings, store=None, cache=tmp_path / "cache")
+    dataset = study.load_target()
+    splits = fold_splits(dataset.subjects, settings)
+    models = study.selection_models(study.init_fingerprints())
+    costs = study.make_views(dataset, splits, models)
+    (key, view), = costs.items()
+    folder = pool_view.view_dir(tmp_path / "cache", dataset.fingerprint, key)
+    stored = {p.name for p in folder.glob("*.npz")}
+    expected = {pool_view._subject_file(folder, s).name for s in splits[0]["pool"]}
+    assert stored == expected and len(expected) == 3
+    assert view["computed_images"] == int(dataset.index["subject"].isin(splits[0]["pool"]).sum())
+    assert view["frame_error"]["subjects"] == 3
+    assert study.make_views(dataset, splits, models)[key]["computed_images"] == 0  # the second time: the cache
+    plain = Study(dataclasses.replace(settings, strategies=("ed_es",)), store=None, cache=tmp_path / "cache")
+    from harness.grid import model_aware
+
+    assert not any(model_aware(s) for s in plain.strategies.values())
+
+
+@pytest.mark.parametrize("strategy", [ForegroundRandomStrategy(scope="pool"), UncertainStrategy(scope="pool")])
+def test_pool_wide_variants_spread_the_ed_es_number_of_images_over_the_pool_nested_across_n(strategy):
+    base, view = _full()
+    subjects = sorted(base.frames["subject"].unique())
+    chosen = {n: select(_spec(subjects, n, strategy=type(strategy).__name__), strategy, _Dataset(base), view)
+              for n in (1, 2, 4)}
+    for n, rows in chosen.items():
+        first = base.frames[base.frames["subject"].isin(
+            np.random.default_rng(stream_seeds(0)["subset"]).permutation(subjects)[:n])]
+        assert len(rows) == 2 * first.groupby("subject")["slice"].nunique().sum()  # ed_es's cost at n
+    assert chosen[4]["subject"].nunique() > 2  # beyond the first n subjects: spread over the pool
+    assert set(chosen[1].index) <= set(chosen[2].index) <= set(chosen[4].index)
+    with pytest.raises(StrategyError, match="scope must be subject or pool"):
+        dataclasses.replace(strategy, scope="all").select(pool_for(strategy, example_pool().frames,
+                                                                   example_pool().subject_order), 1,
+                                                          np.random.default_rng(0))

@@ -210,6 +210,10 @@ def study_settings(args: argparse.Namespace) -> StudySettings:
     if getattr(args, "tuned", False):
         from harness.tune import tuned_overrides
 
+        if study["budget_minutes"]:
+            raise UsageError("--tuned uses parameters tuned at budgets of subjects (--n); it cannot be combined "
+                             "with --budget-minutes")
+
         study["tuned"] = tuned_overrides(Path(args.out), study["strategies"], [i.name for i in inits], study["ns"])
     return settings_from(args, study, train)
 

@@ -45,6 +45,9 @@ def execute(args: argparse.Namespace, console: Console) -> int:
 
     args.tuned = False
     settings = run.study_settings(args)
+    if settings.budget_minutes:
+        raise UsageError("tune takes a budget of subjects (--n); tuning at a budget of expert minutes is not "
+                         "supported yet: tune at the --n whose cost is nearest, then `run --budget-minutes`")
     if len(settings.strategies) != 1 or len(settings.ns) != 1 or len(settings.inits) != 1:
         raise UsageError("tune takes one configuration: one --strategy, one --n and one --init (run it once per "
                          "configuration; `run --tuned` then uses each)")
