@@ -227,7 +227,10 @@ def select(spec: RunSpec, strategy: SamplingStrategy, dataset: CineDataset,
             ranking = pd.Index(strategy.rank(pool, np.random.default_rng(spec.streams["select"])))
             if not ranking.is_unique:
                 raise StrategyError(f"strategy '{spec.strategy}' ranked an image twice")
-            chosen = affordable(ranking[ranking.isin(frames.index)], frames, CostModel.from_dict(spec.cost), spec.n)
+            if not ranking.isin(frames.index).all():
+                raise StrategyError(f"strategy '{spec.strategy}' ranked {int((~ranking.isin(frames.index)).sum())} "
+                                    "rows that are not in the pool")
+            chosen = affordable(ranking, frames, CostModel.from_dict(spec.cost), spec.n)
         else:
             chosen = strategy.select(pool, spec.n, np.random.default_rng([spec.streams["select"], spec.n]))
     except KeyError as exc:

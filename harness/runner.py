@@ -136,7 +136,7 @@ class Study:
         by image content. Any overlap stops the study unless ``allow_source_overlap``; the result goes to
         study.json, where the report reads it (overlap, or why it could not be checked)."""
         held = sorted({s for split in splits for s in split["test"] + split["validation"]})
-        out = {}
+        models = []  # (name in study.json, flag text, card)
         for init in self.inits:
             if not init.has_base:
                 continue
@@ -146,18 +146,25 @@ class Study:
                 path = self.base_model()[0]
                 card_file = train.card_path(path)
                 card = json.loads(card_file.read_text()) if card_file.exists() else train.read_checkpoint(path).card
+            models.append((init.name, f"--init {init.text}", card))
+        if self.selection_checkpoint is not None and any(model_aware(s) for s in self.strategies.values()):
+            # the frames a run trains on depend on it: it must not have seen the test subjects either
+            models.append(("selection-model", f"--selection-model {self.settings.selection_model}",
+                           self.selection_checkpoint.card))
+        out = {}
+        for name, flag, card in models:
             result = source_overlap(card, dataset, held)
             if not result["checked"]:
-                self.reporter.warn(f"--init {init.text}: whether its source model saw this study's test subjects "
+                self.reporter.warn(f"{flag}: whether its source model saw this study's test subjects "
                                    f"cannot be checked: {result['why']}")
             found = result.get("subjects") or []
             if found and not self.settings.allow_source_overlap:
                 names = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
-                raise UsageError(f"--init {init.text}: its source model was trained on images of {len(found)} of this "
+                raise UsageError(f"{flag}: its source model was trained on images of {len(found)} of this "
                                  f"study's {len(held)} test and validation subjects ({names}), so their Dice would be "
                                  "optimistic; pre-train it without them, or give --allow-source-overlap to run anyway "
                                  "(the report then says so first)")
-            out[init.name] = result
+            out[name] = result
         return out
 
     def selection_models(self, inits: dict[str, tuple[Init, str]]) -> dict[str, tuple[str, Any]]:
@@ -182,8 +189,9 @@ class Study:
         set_threads(t.threads)
         costs = {}
         for key, checkpoint in dict(models.values()).items():
-            def make(checkpoint=checkpoint):
-                return train.model_from_checkpoint(checkpoint, t.encoder, tuple(t.decoder_channels))
+            def make(checkpoint=checkpoint):  # a checkpoint's card says its architecture; else the study's
+                arch = checkpoint.architecture or {"encoder": t.encoder, "decoder_channels": t.decoder_channels}
+                return train.model_from_checkpoint(checkpoint, arch["encoder"], tuple(arch["decoder_channels"]))
 
             with self.reporter.task("selection model's view of the pool (images)", total=None) as task:
                 cost = pool_view.ensure(dataset, subjects, key, make, self.cache, t.precision,

@@ -1,7 +1,7 @@
 """Study folders: one sub-folder per run, written atomically, so a study survives a crash and resumes.
 
     <study>/study.json                         the study's settings (what `run` was asked for)
-    <study>/runs/<strategy>__<init>__n<N>__s<seed>__f<fold>__<id>/
+    <study>/runs/<strategy>__<init>__n<N>__s<seed>__f<fold>__<id>/   (m<N> for a budget of N expert minutes)
         spec.json       everything needed to re-run this run
         selection.csv   the training images it used
         images.csv      per-image pixel counts and Dice on the test subjects

@@ -388,6 +388,12 @@ def test_a_source_model_trained_on_the_test_subjects_is_refused(checkpoint, sour
         assert "its source model was trained on images of 3 of this study's 4 test and validation subjects" in err
         assert "--allow-source-overlap" in err
     assert not (tmp_path / "refused" / "runs").exists() or not list((tmp_path / "refused" / "runs").iterdir())
+    # the model that chooses the frames is held to the same rule: the choice depends on it
+    chooser = [arg if not arg.startswith("checkpoint:") else "random" for arg in study]
+    assert main([*chooser, "--data", str(copy), "--strategy", "uncertain", "--selection-model",
+                 f"checkpoint:{checkpoint}", "--out", str(tmp_path / "chooser")]) == 2
+    err = capsys.readouterr().err
+    assert f"--selection-model checkpoint:{checkpoint}: its source model was trained on images of 3" in err
     out = tmp_path / "allowed"
     assert main([*study, "--data", str(copy), "--out", str(out), "--allow-source-overlap"]) == 0
     report = (out / "report.md").read_text()
