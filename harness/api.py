@@ -138,11 +138,16 @@ def pool_for(strategy: object, frames: pd.DataFrame, subject_order: tuple[str, .
                 embeddings=embeddings if "embeddings" in uses else None)
 
 
-def undeclared_read(exc: KeyError, strategy: object) -> str | None:
-    """If ``exc`` is a strategy reading a column it did not declare, the message saying so and the fix."""
-    column = exc.args[0] if exc.args else None
+def undeclared_read(exc: Exception, strategy: object) -> str | None:
+    """If ``exc`` (a KeyError, or the NameError of ``DataFrame.query``) is a strategy reading a column it did
+    not declare, the message saying so and the fix; None for any other error."""
+    import re
+
+    named = [exc.args[0]] if exc.args and isinstance(exc.args[0], str) else []
+    named += re.findall(r"['\"]([A-Za-z_]+)['\"]", str(exc))
     for needs, group in (("labels", LABEL_COLUMNS), ("predictions", PREDICTION_COLUMNS)):
-        if isinstance(column, str) and column in group:
+        column = next((c for c in named if c in group and needs not in uses_of(strategy)), None)
+        if column is not None:
             return (f"read column '{column}' without declaring it: add \"{needs}\" to its uses "
                     f"(uses = frozenset({{{', '.join(repr(u) for u in sorted(uses_of(strategy) | {needs}))}}}))"
                     + ("; a strategy that reads labels is an oracle" if needs == "labels" else ""))

@@ -57,7 +57,7 @@ def check_strategy(strategy: SamplingStrategy, pool: Pool | None = None) -> None
         _check_select(strategy, pool)
         if callable(getattr(strategy, "rank", None)):
             _check_rank(strategy, pool)
-    except KeyError as exc:
+    except (KeyError, NameError) as exc:  # NameError: DataFrame.query of an absent column
         message = undeclared_read(exc, strategy)
         if message is None:
             raise

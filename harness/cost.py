@@ -101,9 +101,13 @@ def parse_cost_model(text: str) -> CostModel:
         raise UsageError(f"--cost-model '{text}': use images, contours, contours:lv_endo,lv_epi,rv_endo, or a .toml "
                          "or .json table (see `harness run --help`)")
     if not path.is_file():
-        raise UsageError(f"--cost-model {path}: no such file")
+        raise UsageError(f"--cost-model {path}: no such file" + (" (it is a folder)" if path.is_dir() else ""))
     try:
-        data = tomllib.loads(path.read_text()) if path.suffix.lower() == ".toml" else json.loads(path.read_text())
+        text = path.read_text()
+    except OSError as exc:
+        raise UsageError(f"--cost-model {path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise UsageError(f"--cost-model {path}: not valid {path.suffix[1:].upper()} ({exc})") from None
     seconds = data.get("seconds") if isinstance(data, dict) else None
@@ -114,16 +118,17 @@ def parse_cost_model(text: str) -> CostModel:
     for structure, regions in seconds.items():
         if not isinstance(regions, dict) or set(regions) != set(REGIONS):
             raise UsageError(f"--cost-model {path}: seconds.{structure} must give exactly basal, mid and apical")
-        try:
-            clean[structure] = {r: float(regions[r]) for r in REGIONS}
-        except (TypeError, ValueError):
-            raise UsageError(f"--cost-model {path}: seconds.{structure} must be numbers of seconds") from None
+        if any(isinstance(regions[r], bool) or not isinstance(regions[r], (int, float)) for r in REGIONS):
+            raise UsageError(f"--cost-model {path}: seconds.{structure} must be numbers of seconds, got "
+                             f"{', '.join(repr(regions[r]) for r in REGIONS)}")
+        clean[structure] = {r: float(regions[r]) for r in REGIONS}
         if any(not np.isfinite(v) or v <= 0 for v in clean[structure].values()):
             raise UsageError(f"--cost-model {path}: seconds.{structure} must be positive")
     draw = data.get("draw", list(clean))
-    if isinstance(draw, str) or not isinstance(draw, list) or not draw or any(d not in clean for d in draw):
+    if (isinstance(draw, str) or not isinstance(draw, list) or not draw or any(d not in clean for d in draw)
+            or len(set(draw)) != len(draw)):
         raise UsageError(f"--cost-model {path}: draw must list structures of its seconds table "
-                         f"({', '.join(clean)}), got {draw!r}")
+                         f"({', '.join(clean)}), each once, got {draw!r}")
     return CostModel(path.stem, "minutes", clean, tuple(draw), str(data.get("source", f"table {path.name}")))
 
 

@@ -215,8 +215,12 @@ def select(spec: RunSpec, strategy: SamplingStrategy, dataset: CineDataset,
     embeddings = None
     if view is not None:
         table, vectors = view
+        where = table.index.get_indexer(frames.index)
+        if (where < 0).any():
+            raise StrategyError(f"the selection model's view lacks {int((where < 0).sum())} images of the pool of "
+                                f"run {spec.folder_name}; run the study again to recompute it")
         frames = frames.join(table)
-        embeddings = vectors[table.index.get_indexer(frames.index)] if len(vectors) else None
+        embeddings = vectors[where] if len(vectors) else None
     order = np.random.default_rng(spec.streams["subset"]).permutation(spec.split["pool"])
     pool = pool_for(strategy, frames, tuple(str(s) for s in order), embeddings)
     try:
@@ -233,7 +237,7 @@ def select(spec: RunSpec, strategy: SamplingStrategy, dataset: CineDataset,
             chosen = affordable(ranking, frames, CostModel.from_dict(spec.cost), spec.n)
         else:
             chosen = strategy.select(pool, spec.n, np.random.default_rng([spec.streams["select"], spec.n]))
-    except KeyError as exc:
+    except (KeyError, NameError) as exc:  # NameError: DataFrame.query of an absent column
         message = undeclared_read(exc, strategy)
         if message is None:
             raise

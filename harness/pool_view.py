@@ -34,8 +34,18 @@ TRANSFORMS = ("identity", "flip-lr", "flip-ud", "transpose")
 SCORES = ("pred_lv_area", "pred_my_area", "entropy", "disagreement")
 
 
-def view_dir(cache: Path, dataset: str, model: str) -> Path:
-    return Path(cache) / "views" / f"{dataset}-{model}-r{VIEW_REVISION}"
+def view_dir(cache: Path, dataset: str, model: str, precision: str) -> Path:
+    """Where the view of a dataset by a model is cached; ``precision`` (bf16 or fp32, resolved) is part of the
+    key: predictions in another precision may differ in the last digit and so in an image chosen."""
+    return Path(cache) / "views" / f"{dataset}-{model}-{precision}-r{VIEW_REVISION}"
+
+
+def _readable(path: Path) -> bool:
+    try:
+        with np.load(path) as stored:
+            return {"rows", "scores", "embeddings"} <= set(stored.files)
+    except (OSError, ValueError, EOFError):
+        return False
 
 
 def _subject_file(folder: Path, subject: str) -> Path:
@@ -136,10 +146,11 @@ class ViewCost:
 
 def ensure(dataset: CineDataset, subjects: list[str], model_fingerprint: str, make_model: Callable[[], object],
            cache: Path, precision: str = "fp32", on_images: Callable[[int, int], None] | None = None) -> ViewCost:
-    """Compute and cache the view of every subject in ``subjects`` that is not cached yet. ``make_model`` is
-    called only when something is missing. Reads ``dataset.images`` of those subjects; never its masks."""
-    folder = view_dir(cache, dataset.fingerprint, model_fingerprint)
-    missing = [s for s in subjects if not _subject_file(folder, s).exists()]
+    """Compute and cache the view of every subject in ``subjects`` that is not cached yet (or whose file cannot
+    be read: it is computed again). ``make_model`` is called only when something is missing. Reads
+    ``dataset.images`` of those subjects; never its masks. ``precision``: bf16 or fp32 (resolved)."""
+    folder = view_dir(cache, dataset.fingerprint, model_fingerprint, precision)
+    missing = [s for s in subjects if not _readable(_subject_file(folder, s))]
     cached = int(dataset.index["subject"].isin([s for s in subjects if s not in missing]).sum())
     if not missing:
         return ViewCost(0, 0.0, cached)
@@ -166,10 +177,10 @@ def ensure(dataset: CineDataset, subjects: list[str], model_fingerprint: str, ma
 
 
 def load(dataset: CineDataset, subjects: list[str] | tuple[str, ...], model_fingerprint: str,
-         cache: Path) -> tuple[pd.DataFrame, np.ndarray]:
+         cache: Path, precision: str = "fp32") -> tuple[pd.DataFrame, np.ndarray]:
     """The view of ``subjects``: PREDICTION_COLUMNS indexed like ``dataset.index`` rows, and the embeddings
-    in the same row order. UsageError naming the fix when a subject's view is not in the cache."""
-    folder = view_dir(cache, dataset.fingerprint, model_fingerprint)
+    in the same row order. UsageError naming the fix when a subject's view is not in the cache or unreadable."""
+    folder = view_dir(cache, dataset.fingerprint, model_fingerprint, precision)
     parts, vectors = [], []
     for subject in subjects:
         path = _subject_file(folder, subject)
@@ -177,8 +188,12 @@ def load(dataset: CineDataset, subjects: list[str] | tuple[str, ...], model_fing
             raise UsageError(f"the selection model's view of subject '{subject}' is missing from {folder}: this "
                              "process cannot see the cache it was made in; put --cache-dir on a filesystem every "
                              "worker shares, or run the study again")
-        with np.load(path) as stored:
-            rows, scores, embeddings = stored["rows"], stored["scores"], stored["embeddings"]
+        try:
+            with np.load(path) as stored:
+                rows, scores, embeddings = stored["rows"], stored["scores"], stored["embeddings"]
+        except (OSError, ValueError, EOFError, KeyError) as exc:
+            raise UsageError(f"the cached view {path} cannot be read ({exc.__class__.__name__}); delete it and run "
+                             "the study again (it is computed anew)") from None
         expected = dataset.index.index[(dataset.index["subject"] == subject).to_numpy()].to_numpy()
         if not np.array_equal(rows, expected):
             raise UsageError(f"the cached view {path} does not match subject '{subject}' of the dataset; delete "

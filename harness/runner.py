@@ -71,11 +71,17 @@ class Study:
                 raise UsageError(f"--selection-model '{settings.selection_model}': give checkpoint:PATH (a "
                                  "`harness pretrain` output or an smp U-Net state_dict)")
             self.selection_checkpoint = train.read_checkpoint(Path(path).expanduser(), checkpoint_classes(settings))
-        if any(model_aware(s) for s in self.strategies.values()) and not settings.selection_model \
-                and not any(i.has_base for i in self.inits):
-            aware = ", ".join(n for n, s in self.strategies.items() if model_aware(s))
-            raise UsageError(f"strategies {aware} read a selection model's predictions, but no --init has a trained "
-                             "model; give --selection-model checkpoint:PATH or add --init source / checkpoint:PATH")
+        aware = [n for n, s in self.strategies.items() if model_aware(s)]
+        bare = [i.text for i in self.inits if not i.has_base]
+        if aware and bare and not settings.selection_model:
+            raise UsageError(f"{', '.join(aware)} read a selection model's predictions, but --init {', '.join(bare)} "
+                             "has no trained model to predict with; give --selection-model checkpoint:PATH (e.g. a "
+                             "`harness pretrain` output)")
+        if settings.budget_minutes:
+            unranked = [n for n, s in self.strategies.items() if not callable(getattr(s, "rank", None))]
+            if unranked:
+                raise UsageError(f"--budget-minutes: {', '.join(unranked)} cannot spend a budget of expert minutes "
+                                 "(no rank(pool, rng)); leave them out or use --n (`harness strategies` says which can)")
 
     def _phantom(self, domain: str, count: int) -> CineDataset:
         with self.reporter.task(f"phantom {domain} subjects", total=count) as task:
@@ -197,7 +203,7 @@ class Study:
                 cost = pool_view.ensure(dataset, subjects, key, make, self.cache, t.precision,
                                         on_images=lambda done, total: task.update(completed=done, total=total))
             # how well the view's ED/ES match the labels' (pool subjects only; for the report, never a strategy)
-            view, _ = pool_view.load(dataset, subjects, key, self.cache)
+            view, _ = pool_view.load(dataset, subjects, key, self.cache, t.precision)
             errors = pool_view.frame_errors(dataset.index, view)
             costs[key] = {**cost.to_dict(), "subjects": len(subjects), "frame_error": {
                 "subjects": len(errors), "ed_mean": _mean(errors["ed_error"]), "es_mean": _mean(errors["es_error"]),

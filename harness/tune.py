@@ -134,7 +134,8 @@ class Tuner:
                                  f"but init '{self.request.init}' has none; give --selection-model checkpoint:PATH")
             key = models[self.request.init][0]
             self.study.make_views(dataset, [split], {self.request.init: models[self.request.init]})
-            self._views[fold] = (key, pool_view.load(dataset, split["pool"], key, self.study.cache))
+            self._views[fold] = (key, pool_view.load(dataset, split["pool"], key, self.study.cache,
+                                                     self.study.settings.train.precision))
         return self._views[fold]
 
     def _prepare(self):

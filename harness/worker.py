@@ -164,7 +164,7 @@ def execute(spec: RunSpec, context: RunContext, on_step: Callable[[], None] = la
         if spec.selection:  # the selection model's view of this fold's pool, computed before the grid ran
             if context.cache is None:
                 raise UsageError("this run reads the selection model's view, but no cache folder was given")
-            view = pool_view.load(dataset, spec.split["pool"], spec.selection, Path(context.cache))
+            view = pool_view.load(dataset, spec.split["pool"], spec.selection, Path(context.cache), settings.precision)
         selection = select(spec, strategies_of(context.settings)[spec.strategy], dataset, view)
         # canonical order: the same images selected by two strategies give the same training (the run's
         # order stream shuffles them), so paired comparisons share their training noise

@@ -93,7 +93,10 @@ class SubjectRandomStrategy:
         return chosen[0].append(chosen[1:])
 
     def rank(self, pool: Pool, rng: np.random.Generator) -> pd.Index:
-        return self.select(pool, len(pool.subject_order), rng)
+        """Subjects in order, each with its budget of images in random order (a budget that ends inside a
+        subject gets a random part of it, not its basal slices)."""
+        return per_subject(pool, None, lambda rows: rows.index[rng.choice(len(rows), size=subject_budget(
+            rows, self.per_subject), replace=False)])
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,17 @@ class SliceStratifiedStrategy:
     per_subject: int | None = None
 
     def rank(self, pool: Pool, rng: np.random.Generator) -> pd.Index:
-        return self.select(pool, len(pool.subject_order), rng)
+        """Subjects in order, each with its stratified images interleaved over the thirds (basal, mid, apical,
+        basal, ...), so a budget that ends inside a subject is still spread over the stack."""
+        def interleaved(rows: pd.DataFrame) -> pd.Index:
+            chosen = pool.frames.loc[self.select(Pool(rows, (rows["subject"].iloc[0],)), 1, rng)]
+            third = np.minimum((chosen["slice_pos"].to_numpy() * 3).astype(int), 2)
+            turn = np.zeros(len(chosen), int)
+            for t in range(3):
+                turn[third == t] = np.arange((third == t).sum())
+            return chosen.index[np.lexsort((third, turn))]
+        return per_subject(pool, None, interleaved)
+
 
     def select(self, pool: Pool, n: int, rng: np.random.Generator) -> pd.Index:
         chosen: list[pd.Index] = []

@@ -194,8 +194,15 @@ def test_the_view_reads_no_mask_and_is_computed_once_per_subject_and_model(tmp_p
     assert made == [1] and again.computed == 0 and again.cached == first.computed  # read from the cache
     view, embeddings = pool_view.load(dataset, subjects, "m1", tmp_path)
     assert list(view.columns) == list(PREDICTION_COLUMNS) and len(view) == len(embeddings) == first.computed
-    assert not pool_view._subject_file(pool_view.view_dir(tmp_path, dataset.fingerprint, "m1"),
-                                       dataset.subjects[2]).exists()  # a subject outside the pools: never computed
+    folder = pool_view.view_dir(tmp_path, dataset.fingerprint, "m1", "fp32")
+    assert not pool_view._subject_file(folder, dataset.subjects[2]).exists()  # outside the pools: never computed
+    # a cached file that cannot be read: one line from load, computed again by ensure
+    broken = pool_view._subject_file(folder, subjects[0])
+    broken.write_bytes(b"not a npz")
+    with pytest.raises(UsageError, match="cannot be read .* delete it"):
+        pool_view.load(dataset, subjects, "m1", tmp_path)
+    assert pool_view.ensure(dataset, subjects, "m1", make, tmp_path).computed > 0 and len(made) == 2
+    pd.testing.assert_frame_equal(pool_view.load(dataset, subjects, "m1", tmp_path)[0], view)
     # masks play no part: garbage masks give the same view
     garbage = dataclasses.replace(dataset, masks=np.random.default_rng(0).integers(0, 4, dataset.masks.shape,
                                                                                   dtype=np.uint8))
@@ -228,12 +235,22 @@ def test_a_cost_table_of_ones_own(tmp_path):
     for text, problem in (('[seconds.lv_endo]\nbasal = 1\n', "exactly basal, mid and apical"),
                           ('[seconds.lv_endo]\nbasal = 1\nmid = -1\napical = 1\n', "positive"),
                           ('draw = ["rv"]\n[seconds.lv_endo]\nbasal = 1\nmid = 1\napical = 1\n', "draw must list"),
-                          ('seconds = [', "not valid TOML")):
+                          ('seconds = [', "not valid TOML"),
+                          ('[seconds.lv_endo]\nbasal = true\nmid = 1\napical = 1\n', "must be numbers of seconds"),
+                          ('draw = ["lv_endo", "lv_endo"]\n[seconds.lv_endo]\nbasal = 1\nmid = 1\napical = 1\n',
+                           "each once")):
         table.write_text(text)
         with pytest.raises(UsageError, match=problem):
             parse_cost_model(str(table))
     with pytest.raises(UsageError, match="no such file"):
         parse_cost_model(str(tmp_path / "missing.json"))
+    (tmp_path / "folder.toml").mkdir()
+    with pytest.raises(UsageError, match="it is a folder"):
+        parse_cost_model(str(tmp_path / "folder.toml"))
+    with pytest.raises(UsageError, match="use images, contours"):
+        parse_cost_model("minutes")
+    with pytest.raises(UsageError, match="unknown structure rv_epi"):
+        parse_cost_model("contours:lv_endo,rv_epi")
 
 
 @pytest.mark.parametrize("strategy", [EdEsStrategy(), SubjectRandomStrategy(), EdEsPredictedStrategy(),
@@ -245,7 +262,7 @@ def test_budgets_in_minutes_are_nested_paired_and_within_budget(strategy):
     chosen = {m: select(_spec(subjects, m, CONTOURS.to_dict(), name), strategy, _Dataset(base), view)
               for m in (10, 25, 60)}
     for m, rows in chosen.items():
-        assert 0 < CONTOURS.total(rows) <= m
+        assert 0 < CONTOURS.total(rows) <= m + 1e-9
     assert set(chosen[10].index) <= set(chosen[25].index) <= set(chosen[60].index)
     # paired: every strategy starts with the same subject (the run's subject order)
     order = np.random.default_rng(stream_seeds(0)["subset"]).permutation(subjects)
@@ -265,8 +282,14 @@ def test_a_model_aware_strategy_without_a_selection_model_is_a_clear_error():
     from harness.grid import StudySettings
     from harness.runner import Study
 
-    with pytest.raises(UsageError, match="no --init has a trained model; give --selection-model"):
-        Study(StudySettings(strategies=("uncertain",), inits=("random",)), store=None)
+    for inits in (("random",), ("source", "random")):  # every init needs one, not just some
+        with pytest.raises(UsageError, match="--init random has no trained model to predict with; give --selection"):
+            Study(StudySettings(strategies=("ed_es", "uncertain"), inits=inits), store=None)
+    with pytest.raises(UsageError, match="--budget-minutes: paper_r cannot spend a budget of expert minutes"):
+        Study(StudySettings(strategies=("ed_es", "paper_r"), budget_minutes=(30,), cost_model=CONTOURS.to_dict()),
+              store=None)
+    with pytest.raises(UsageError, match="--selection-model 'model.pt': give checkpoint:PATH"):
+        Study(StudySettings(strategies=("uncertain",), selection_model="model.pt"), store=None)
 
 
 def test_a_study_computes_the_view_of_its_pool_subjects_only(tmp_path):
@@ -288,17 +311,13 @@ def test_a_study_computes_the_view_of_its_pool_subjects_only(tmp_path):
     models = study.selection_models(study.init_fingerprints())
     costs = study.make_views(dataset, splits, models)
     (key, view), = costs.items()
-    folder = pool_view.view_dir(tmp_path / "cache", dataset.fingerprint, key)
+    folder = pool_view.view_dir(tmp_path / "cache", dataset.fingerprint, key, study.settings.train.precision)
     stored = {p.name for p in folder.glob("*.npz")}
     expected = {pool_view._subject_file(folder, s).name for s in splits[0]["pool"]}
     assert stored == expected and len(expected) == 3
     assert view["computed_images"] == int(dataset.index["subject"].isin(splits[0]["pool"]).sum())
     assert view["frame_error"]["subjects"] == 3
     assert study.make_views(dataset, splits, models)[key]["computed_images"] == 0  # the second time: the cache
-    plain = Study(dataclasses.replace(settings, strategies=("ed_es",)), store=None, cache=tmp_path / "cache")
-    from harness.grid import model_aware
-
-    assert not any(model_aware(s) for s in plain.strategies.values())
 
 
 @pytest.mark.parametrize("strategy", [ForegroundRandomStrategy(scope="pool"), UncertainStrategy(scope="pool")])
@@ -317,3 +336,66 @@ def test_pool_wide_variants_spread_the_ed_es_number_of_images_over_the_pool_nest
         dataclasses.replace(strategy, scope="all").select(pool_for(strategy, example_pool().frames,
                                                                    example_pool().subject_order), 1,
                                                           np.random.default_rng(0))
+
+
+@dataclass(frozen=True)
+class Sneak:
+    description: ClassVar[str] = "reads phase in the ways pandas allows"
+    uses: ClassVar[frozenset] = frozenset({"predictions"})
+    how: str = "list"
+
+    def select(self, pool: Pool, n: int, rng: np.random.Generator) -> pd.Index:
+        rows = pool.frames_of(n)
+        picked = rows[["phase"]] if self.how == "list" else rows.query("phase == 'ED'")
+        return picked.index
+
+
+@pytest.mark.parametrize("how", ["list", "query"])
+def test_every_way_of_reading_an_undeclared_column_is_named(how):
+    base, view = _full()
+    with pytest.raises(StrategyError, match="read column 'phase' without declaring it"):
+        select(_spec(sorted(base.frames["subject"].unique())), Sneak(how), _Dataset(base), view)
+    with pytest.raises(AssertionError, match="read column 'phase' without declaring it"):
+        check_strategy(Sneak(how))
+
+
+def test_a_view_that_misses_pool_images_is_refused_and_a_shuffled_superset_is_aligned():
+    base, (table, vectors) = _full()
+    subjects = sorted(base.frames["subject"].unique())
+    pool_subjects = subjects[:4]
+    spy = Spy(uses=frozenset({"predictions", "embeddings"}))
+    shuffled = np.random.default_rng(0).permutation(len(table))  # a view of more subjects, in another order
+
+    @dataclass(frozen=True)
+    class ByEmbedding:
+        description: ClassVar[str] = "the image whose first embedding value is largest, per subject"
+        uses: ClassVar[frozenset] = frozenset({"embeddings", "predictions"})
+
+        def select(self, pool: Pool, n: int, rng: np.random.Generator) -> pd.Index:
+            first = pd.Series(pool.embeddings[:, 0], index=pool.frames.index)
+            return pd.Index([first[pool.frames["subject"] == s].idxmax() for s in pool.subjects(n)])
+
+    chosen = select(_spec(pool_subjects), ByEmbedding(), _Dataset(base), (table.iloc[shuffled], vectors[shuffled]))
+    truth = pd.Series(vectors[:, 0], index=table.index)
+    for row in chosen.index:  # the embedding handed with each row is that row's own
+        subject_rows = base.frames.index[base.frames["subject"] == base.frames.loc[row, "subject"]]
+        assert row == truth[subject_rows].idxmax()
+    with pytest.raises(StrategyError, match="view lacks .* images of the pool"):
+        select(_spec(pool_subjects), spy, _Dataset(base), (table.iloc[5:], vectors[5:]))
+
+
+@pytest.mark.parametrize("flags, problem", [
+    (["--n", "2", "--budget-minutes", "30"], "give --n (budgets of subjects) or --budget-minutes"),
+    (["--budget-minutes", ""], "--budget-minutes '' is not a comma list"),
+    (["--budget-minutes", "30,x"], "--budget-minutes '30,x' is not a comma list"),
+    (["--budget-minutes", "30", "--cost-model", "images"], "needs a cost model in minutes"),
+    (["--budget-minutes", "30", "--strategy", "ed_es,paper_r"], "paper_r cannot spend a budget of expert minutes"),
+    (["--cost-model", "nowhere.toml"], "--cost-model nowhere.toml: no such file"),
+    (["--strategy", "uncertain", "--init", "random"], "--init random has no trained model"),
+])
+def test_bad_cost_and_budget_flags_end_in_one_line(flags, problem, tmp_path, capsys):
+    from harness.cli import main
+
+    assert main(["run", *flags, "--out", str(tmp_path / "s"), "--cache-dir", str(tmp_path / "cache")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert problem in err and "Traceback" not in err and len(err.splitlines()) == 1, err

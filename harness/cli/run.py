@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder of real cine data (default: the built-in phantom); see `harness data inspect`")
     add_data_arguments(p)
     p.add_argument("--strategy", default="ed_es", help="strategy name(s), comma list, or 'all' (default ed_es)")
-    p.add_argument("--n", default="2,5,10", help="labelled-subject budgets, comma list (default 2,5,10)")
+    p.add_argument("--n", default=None, help="labelled-subject budgets, comma list (default 2,5,10)")
     p.add_argument("--budget-minutes", default=None, metavar="30,60,120",
                    help="instead of --n: budgets of expert minutes under --cost-model (default contours); every "
                         "strategy gets the same expert time, cut from its ranking of the pool (nested, paired)")
@@ -199,7 +199,7 @@ def study_settings(args: argparse.Namespace) -> StudySettings:
     train = training_overrides(args)
     inits = parse_inits(args.init)
     study = {"data": args.data, "data_format": args.format, "labels": args.labels, "skip_bad": args.skip_bad,
-             "strategies": parse_strategies(args.strategy), "ns": parse_ns(args.n), "seeds": args.seeds,
+             "strategies": parse_strategies(args.strategy), "ns": parse_ns(args.n or "2,5,10"), "seeds": args.seeds,
              "inits": tuple(i.text for i in inits), "checkpoint_classes": args.checkpoint_classes,
              "allow_source_overlap": args.allow_source_overlap,
              "folds": args.folds,
@@ -223,10 +223,12 @@ def cost_settings(args: argparse.Namespace) -> dict[str, Any]:
     from harness.cost import parse_cost_model
 
     minutes = getattr(args, "budget_minutes", None)
-    text = getattr(args, "cost_model", None) or ("contours" if minutes else "images")
+    if minutes is not None and getattr(args, "n", None):
+        raise UsageError("give --n (budgets of subjects) or --budget-minutes (budgets of expert minutes), not both")
+    text = getattr(args, "cost_model", None) or ("contours" if minutes is not None else "images")
     model = parse_cost_model(text)
     budgets: tuple[int, ...] = ()
-    if minutes:
+    if minutes is not None:
         if model.unit != "minutes":
             raise UsageError(f"--budget-minutes needs a cost model in minutes (contours or a table), not "
                              f"--cost-model {text}")
