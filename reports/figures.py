@@ -61,7 +61,7 @@ def learning_curves(summary: pd.DataFrame, base: pd.DataFrame, curves: pd.DataFr
     return _png(fig, axes)
 
 
-def subject_lines(scores: pd.DataFrame, metrics: list[str]) -> bytes:
+def subject_lines(scores: pd.DataFrame, metrics: list[str], budget_text=lambda n: f"n = {n}") -> bytes:
     """PNG bytes: each test subject's mean Dice (seeds averaged) at every configuration, one line per subject,
     so paired differences between strategies and budgets show subject by subject; black diamonds: means; a
     black bar beside them: the range over seeds of the mean over subjects (seed spread)."""
@@ -73,7 +73,7 @@ def subject_lines(scores: pd.DataFrame, metrics: list[str]) -> bytes:
     means = scores.groupby(["strategy", "n", "subject"], sort=False)[metrics].mean().reset_index()
     configs = means[["strategy", "n"]].drop_duplicates()
     configs = configs.assign(base=configs["strategy"] != "base").sort_values(["base", "strategy", "n"])
-    labels = [s if s == "base" else f"{s}\nn = {n}" if n else s for s, n in zip(configs["strategy"], configs["n"])]
+    labels = [s if s == "base" else f"{s}\n{budget_text(n)}" if n else s for s, n in zip(configs["strategy"], configs["n"])]
     position = {(s, n): i for i, (s, n) in enumerate(zip(configs["strategy"], configs["n"]))}
     fig, axes = plt.subplots(1, len(metrics), figsize=(max(5.2, 0.9 * len(labels) + 2) * len(metrics) / 1.4, 3.8),
                              squeeze=False)

@@ -8,6 +8,7 @@ Every number comes from harness.stats (through the Analysis); this module only w
 """
 from __future__ import annotations
 
+import contextlib
 import contextvars
 
 import numpy as np
@@ -39,6 +40,20 @@ def signed(x: float) -> str:
 
 #: What a budget n counts in the study being written: "subjects" (n = ...) or "minutes" of expert time.
 BUDGET_UNIT: contextvars.ContextVar[str] = contextvars.ContextVar("budget_unit", default="subjects")
+
+
+@contextlib.contextmanager
+def budget_unit(settings: dict):
+    """Word budgets as the study counts them (expert minutes with --budget-minutes) within this block."""
+    token = BUDGET_UNIT.set("minutes" if settings.get("budget_minutes") else "subjects")
+    try:
+        yield
+    finally:
+        BUDGET_UNIT.reset(token)
+
+
+def unit_word() -> str:
+    return "expert minutes" if BUDGET_UNIT.get() == "minutes" else "subjects"
 
 
 def n_text(n: int) -> str:
@@ -208,7 +223,7 @@ def _curves(a) -> list[str]:
     for r in a.curves.itertuples() if len(a.curves) else []:
         if r.curve is None or r.curve != r.curve or r.metric != "dice_lv" or r.target != r.target:
             continue  # no curve, another metric, or no reference mean to reach (the table says why)
-        unit = "subjects" if r.axis == "subjects" else "labelled images"
+        unit = unit_word() if r.axis == "subjects" else "labelled images"
         lead = f"Learning curve ({r.curve.replace('_', ' ')}, LV, x = {unit}) of {r.strategy}"
         if r.x_star_status == "not estimated":
             strategies, units = unestimated.setdefault(r.note, ([], []))
@@ -301,19 +316,23 @@ def _strategies(a) -> list[str]:
 
 
 def _cheapest(a) -> list[str]:
-    """The cheapest configuration shown non-inferior to the reference, in expert minutes."""
+    """The cheapest label-free configuration shown non-inferior to the study's common reference, in expert
+    minutes, with its Dice and intervals (only where every strategy was tested against one reference)."""
     cheapest = getattr(a, "cheapest", None)
-    if cheapest is None or not len(cheapest):
+    if cheapest is None or not len(cheapest) or a.reference is None:
         return []
     best = cheapest.iloc[0]
-    ref_strategy, _, ref_n = str(best["reference"]).partition("@")
-    ref_minutes = a.summary[(a.summary["strategy"] == ref_strategy) & (a.summary["n"] == int(ref_n or 0))]
-    ref_cost = ref_minutes["expert_minutes"].iloc[0] if len(ref_minutes) and "expert_minutes" in ref_minutes else None
+    ref_rows = a.summary[(a.summary["strategy"] == a.reference[0]) & (a.summary["n"] == a.reference[1])]
+    ref_cost = float(ref_rows["expert_minutes"].iloc[0]) if len(ref_rows) and "expert_minutes" in ref_rows else None
     saving = (f", {100 * (1 - best['expert_minutes'] / ref_cost):.0f}% less than the reference's {ref_cost:.0f}"
               if ref_cost and ref_cost == ref_cost and ref_cost > 0 else "")
-    return [f"Cheapest configuration non-inferior to {config_text(ref_strategy, int(ref_n or 0))} on both LV and "
-            f"MY: **{config_text(best['strategy'], int(best['n']))}**, {best['expert_minutes']:.0f} expert minutes "
-            f"of contouring ({best['expert_minutes'] / 60:.1f} h{saving}; cost model in Settings)."]
+    rows = a.summary[(a.summary["strategy"] == best["strategy"]) & (a.summary["n"] == best["n"])]
+    dice = "; ".join(f"{METRIC_NAMES[r.metric]} {r.mean:.3f} (95% CI {ci_text(r.ci_low, r.ci_high)})"
+                     for r in rows.itertuples() if r.metric in METRIC_NAMES)
+    return [f"Cheapest configuration a lab can run before labelling that is non-inferior to "
+            f"{config_text(*a.reference)} on both LV and MY: **{config_text(best['strategy'], int(best['n']))}**, "
+            f"{best['expert_minutes']:.0f} expert minutes of contouring ({best['expert_minutes'] / 60:.1f} h{saving}; "
+            f"cost model in Settings); mean Dice {dice}."]
 
 
 def _predicted_vs_oracle(a) -> list[str]:
@@ -323,25 +342,38 @@ def _predicted_vs_oracle(a) -> list[str]:
     table = a.strategies
     if not len(table):
         return out
-    pairs = table[[{x, y} == {"ed_es_predicted", "ed_es (oracle)"} for x, y in zip(table["a"], table["b"])]]
-    for n, part in pairs.groupby("n", sort=True):
+    def split(label: str) -> tuple[str, str]:  # "ed_es (oracle)+source" -> ("ed_es (oracle)", "+source")
+        for name in ("ed_es_predicted", "ed_es (oracle)"):
+            if label == name or label.startswith(name + "+"):
+                return name, label[len(name):]
+        return label, ""
+
+    keep = [split(x)[1] == split(y)[1] and {split(x)[0], split(y)[0]} == {"ed_es_predicted", "ed_es (oracle)"}
+            for x, y in zip(table["a"], table["b"])]
+    pairs = table[keep]
+    for (n, init), part in pairs.groupby(["n", pairs["a"].map(lambda x: split(x)[1])], sort=True):
         said = []
         for r in part.itertuples():
-            sign = 1 if r.a == "ed_es_predicted" else -1  # difference = predicted − oracle
+            sign = 1 if split(r.a)[0] == "ed_es_predicted" else -1  # difference = predicted − oracle
             if r.reason:
                 said.append(f"{METRIC_NAMES[r.metric]}: {r.reason}")
                 continue
             low, high = sorted((sign * r.ci_low, sign * r.ci_high))
             said.append(f"{METRIC_NAMES[r.metric]} {signed(sign * r.difference)}, 95% CI {ci_text(low, high)}, "
                         f"{p_text(r.p_holm)} (Holm)")
-        out.append(f"ED/ES predicted by the selection model instead of found from the labels (ed_es_predicted − "
-                   f"ed_es (oracle)){_at(int(n))}: " + "; ".join(said) + ".")
+        out.append(f"ED/ES predicted by the selection model instead of found from the labels (ed_es_predicted{init} − "
+                   f"ed_es (oracle){init}){_at(int(n))}: " + "; ".join(said) + ".")
     return out
 
 
 def guideline(a) -> list[str]:
     """Sentences that answer 'how much target data is enough', each with effect, CI, p and margin; never
-    empty."""
+    empty. Budgets are worded as the study counts them (subjects, or expert minutes)."""
+    with budget_unit(a.settings):
+        return _guideline(a)
+
+
+def _guideline(a) -> list[str]:
     sentences = []
     tiny = a.test_subjects < MIN_SUBJECTS
     if tiny:

@@ -20,8 +20,8 @@ from harness import stats
 from harness.errors import StoreError
 from harness.store import RunStore, finished_runs, method_label
 from reports.figures import cost_curves, learning_curves, overlays, subject_lines
-from reports.guideline import (BUDGET_UNIT, METRIC_NAMES, ci_text, config_text, guideline, level_text, p_text,
-                               signed, x_interval)
+from reports.guideline import (BUDGET_UNIT, METRIC_NAMES, budget_unit, ci_text, config_text, guideline, level_text,
+                               n_text, p_text, signed, unit_word, x_interval)
 EMPTY_TEXT = {
     "both-one": "an image where both the reference and the prediction are empty for a class scores 1, "
                 "one empty and the other not scores 0 (the published study's convention)",
@@ -115,13 +115,17 @@ def analyse(study_dir: Path, options: Options | None = None) -> Analysis:
     label = labeller(settings, inits)
     images = pd.concat([store.images(spec, label(spec)) for spec in specs], ignore_index=True)
     options = dataclasses.replace(options or Options(), empty=settings["empty"])
-    if options.reference:  # --reference ed_es names the oracle that the tables call "ed_es (oracle)"
-        strategy, at, n = options.reference.partition("@")
+    if options.reference:  # --reference ed_es[+init] names the oracle the tables call "ed_es (oracle)[+init]"
+        method, at, n = options.reference.partition("@")
+        strategy, plus, init = method.partition("+")
         if strategy in oracles(settings):
-            options = dataclasses.replace(options, reference=f"{strategy}{ORACLE}{at}{n}")
+            options = dataclasses.replace(options, reference=f"{strategy}{ORACLE}{plus}{init}{at}{n}")
     cautions = source_cautions(settings) + identical_selections(store, specs, inits, label)
     analysis = analyse_images(images, settings, options, failed, cautions)
-    analysis = dataclasses.replace(analysis, runs=run_table(store, specs, inits, analysis.subjects, label))
+    runs = run_table(store, specs, inits, analysis.subjects, label)
+    oracle = runs["strategy"].isin(oracles(settings))
+    runs.loc[oracle, "strategy"] = runs.loc[oracle, "strategy"] + ORACLE
+    analysis = dataclasses.replace(analysis, runs=runs)
     return dataclasses.replace(analysis, examples=example_panels(store, specs, inits, analysis, label))
 
 
@@ -281,6 +285,15 @@ def identical_selections(store: RunStore, specs: list, inits: list[str], name_of
     return out
 
 
+def _cheapest(ni: pd.DataFrame, costs: pd.DataFrame, reference: tuple[str, int] | None) -> pd.DataFrame:
+    """Label-free configurations non-inferior to the study's one reference, cheapest first; empty without a
+    common reference (each strategy against its own largest budget cannot be ranked by cost) or costs."""
+    if reference is None or not len(costs) or not len(ni):
+        return pd.DataFrame()
+    found = stats.cheapest(ni, costs)
+    return found[~found["strategy"].str.contains(ORACLE, regex=False)].reset_index(drop=True)
+
+
 def analyse_images(images: pd.DataFrame, settings: dict, options: Options,
                    failed: list[tuple[str, str]] | None = None, cautions: list[str] | None = None) -> Analysis:
     """Every statistic of the report, from a per-image table (strategy, n, seed, fold, subject, counts or Dice)."""
@@ -336,7 +349,7 @@ def analyse_images(images: pd.DataFrame, settings: dict, options: Options,
         image_means=scored.groupby(["strategy", "n"])[list(stats.METRICS)].agg(["mean", "count"]),
         failed=failed or [], cautions=cautions or [], test_subjects=int(scores["subject"].nunique()),
         seeds=int(fine["seed"].nunique()) if len(fine) else 0, images=scored, subjects=scores,
-        costs=costs, cheapest=stats.cheapest(ni, costs) if len(costs) else pd.DataFrame())
+        costs=costs, cheapest=_cheapest(ni, costs, reference))
 
 
 def raise_no_runs(study_dir: Path, failed: list[tuple[str, str]]) -> None:
@@ -454,7 +467,7 @@ def _curve_table(a: Analysis) -> Table:
                      f"{_aic_text(r)}. {r.note}".strip()])
     return Table("Learning curves", ["strategy", "metric", "x", "curve", "fit", "target", "x* (95% CI)", "note"], rows,
                  "Least-squares fits to subject-level points of an inverse power law a − b·x^−c and an exponential "
-                 "plateau a − b·exp(−c·x), chosen by AIC; x = labelled subjects, or mean labelled images (annotation "
+                 "plateau a − b·exp(−c·x), chosen by AIC; x = the budget (" + unit_word() + "), or mean labelled images (annotation "
                  "cost). Target = reference mean − margin. x*: where the curve reaches it; CI: percentile bootstrap "
                  "over test subjects (300 refits; refits at a parameter bound count as failed). x* is not estimated "
                  "from 3 budgets (the curve passes through the means exactly) or from a fit at a parameter bound; "
@@ -578,6 +591,12 @@ def _cost_table(a: Analysis) -> Table:
 
 
 def tables(a: Analysis) -> list[Table]:
+    """Every table of the report, budgets worded as the study counts them."""
+    with budget_unit(a.settings):
+        return _tables(a)
+
+
+def _tables(a: Analysis) -> list[Table]:
     def paired_note(family: str) -> str:
         return ("Paired by test subject and seed; difference = mean over subjects of the seed-averaged paired "
                 f"difference; 95% CI: t interval with the crossed subjects × training-runs variance; test: "
@@ -604,7 +623,7 @@ def tables(a: Analysis) -> list[Table]:
         note = paired_note("every pair of strategies at every n") + " Difference = a − b."
         if len(a.friedman):
             note += " Friedman omnibus over subject means: " + "; ".join(
-                f"n = {r.n} {METRIC_NAMES[r.metric]}: χ²({r.df}) = {r.statistic:.2f}, {p_text(r.p)}"
+                f"{n_text(r.n)} {METRIC_NAMES[r.metric]}: χ²({r.df}) = {r.statistic:.2f}, {p_text(r.p)}"
                 for r in a.friedman.itertuples()) + " (it treats subjects as independent, see the caveats)."
         out.append(_comparison_table("Strategies at equal n", a.strategies, [("n", "n"), ("a", "a"), ("b", "b")], note))
     if len(a.curves) and a.curves["curve"].notna().any():
@@ -620,8 +639,8 @@ def tables(a: Analysis) -> list[Table]:
     if len(a.runs):
         out.append(_run_rows_table(a))
     if BUDGET_UNIT.get() == "minutes":  # n is a budget of expert minutes in this study
-        out = [dataclasses.replace(t, columns=[{"n": "minutes", "from n": "from minutes", "to n": "to minutes"}.get(c, c)
-                                               for c in t.columns]) for t in out]
+        out = [dataclasses.replace(t, columns=[{"n": "budget (min)", "from n": "from budget (min)",
+                                                "to n": "to budget (min)"}.get(c, c) for c in t.columns]) for t in out]
     return out
 
 
@@ -827,7 +846,8 @@ def methods_paragraph(a: Analysis) -> str:
     recorded = _recorded_software(a)
     software = f" Software, as recorded by the runs: {recorded}." if recorded else ""
     return (
-        f"We studied how many labelled subjects fine-tuning needs on {data}, dataset fingerprint "
+        f"We studied how {'much expert labelling time' if s.get('budget_minutes') else 'many labelled subjects'} "
+        f"fine-tuning needs on {data}, dataset fingerprint "
         f"`{s['dataset']}`, with {split}. For each fold and each of {s['seeds']} seeds, "
         + (f"training subsets of n = {', '.join(map(str, s['ns']))} subjects were drawn from the fold's training pool (the same subjects "
            f"for every strategy and initialisation, nested across n), and their images selected by the sampling "
@@ -974,9 +994,39 @@ def caveats(a: Analysis) -> list[str]:
                    "subjects share a training run (seeds within a fold) that understates the variance. The default "
                    "t-test adds the shared-run term; in simulation with the phantom's variance components it keeps "
                    "α, the rank test does not.")
+    out += _cost_caveats(a)
     if not a.settings.get("data") and a.settings.get("kind") != "table":
         out.append("The data are a synthetic phantom: absolute Dice values say nothing about real scanners; the "
                    "shape of the learning curve and the ranking of strategies are what the phantom is for.")
+    return out
+
+
+def _cost_caveats(a: Analysis) -> list[str]:
+    """Budgets of minutes a strategy could not spend (its ranking ran out), and pools that hold only the
+    labelled frames (label-free strategies then choose among the frames someone chose to contour)."""
+    out = []
+    s = a.settings
+    if s.get("budget_minutes") and len(a.costs):
+        model = s.get("cost_model") or {}
+        dearest = max((sum(model["seconds"][d][r] for d in model["draw"]) for r in ("basal", "mid", "apical")),
+                      default=0) / 60 if model.get("seconds") else 0
+        spent = a.costs.groupby(["strategy", "n"])["expert_minutes"].first().reset_index()
+        short = spent[spent["expert_minutes"] < spent["n"] - dearest - 1e-6]
+        if len(short):
+            listed = "; ".join(f"{r.strategy} at {r.n} min spent {r.expert_minutes:.0f}" for r in short.itertuples())
+            out.append(f"Not every strategy could spend its budget ({listed}): its ranking of the pool ran out (it "
+                       "labels a fixed number of images per subject), so at those budgets the comparison is not at "
+                       "equal expert time; the cost table gives what each spent.")
+    for key, view in (s.get("pool_views") or {}).items():
+        rows = (view.get("frame_error") or {}).get("per_subject") or []
+        partial = [r for r in rows if r["labelled_frames"] < r["frames"]]
+        if partial:
+            median = float(np.median([r["labelled_frames"] for r in partial]))
+            cycle = float(np.median([r["frames"] for r in partial]))
+            out.append(f"Only the labelled frames are in the training pool ({len(partial)} of {len(rows)} pool subjects: "
+                       f"median {median:g} of {cycle:g} frames): label-free strategies chose among the frames someone "
+                       "already chose to contour, and the frame error of ed_es_predicted is over those frames, not the "
+                       "whole cycle (`bench/sunnybrook_frames.py` measures that on full cines).")
     return out
 
 
@@ -988,11 +1038,8 @@ def render(study_dir: Path, options: Options | None = None) -> tuple[Path, Path]
 
 def write(a: Analysis, folder: Path, title: str) -> tuple[Path, Path]:
     """report.md, report.html and the tidy tables (csv) of an analysis, into `folder`."""
-    token = BUDGET_UNIT.set("minutes" if a.settings.get("budget_minutes") else "subjects")
-    try:
+    with budget_unit(a.settings):
         return _write(a, folder, title)
-    finally:
-        BUDGET_UNIT.reset(token)
 
 
 def _write(a: Analysis, folder: Path, title: str) -> tuple[Path, Path]:
@@ -1003,7 +1050,7 @@ def _write(a: Analysis, folder: Path, title: str) -> tuple[Path, Path]:
         budget_label = "budget of expert minutes" if BUDGET_UNIT.get() == "minutes" else None
         figures.append(("learning_curves.png", learning_curves(a.summary, a.base, a.curves, a.options.reference_dice,
                                                                budget_label),
-                        "Mean Dice over test subjects against labelled subjects (top) and labelled images, the "
+                        f"Mean Dice over test subjects against the budget ({unit_word()}, top) and labelled images, the "
                         "annotation cost (bottom), log scales; bands: 95% hierarchical bootstrap CI; dashed: "
                         "source-only base model; thin lines: the fitted learning curve where at least 4 budgets "
                         "identify it, with x* (the budget reaching the reference − margin) marked where it is "
@@ -1015,7 +1062,7 @@ def _write(a: Analysis, folder: Path, title: str) -> tuple[Path, Path]:
                         "gold star: the cheapest configuration non-inferior to it on both LV and MY."))
     metrics = [m for m in stats.METRICS if m in a.subjects and a.subjects[m].notna().any()]
     if len(a.subjects) and metrics:
-        figures.append(("subjects.png", subject_lines(a.subjects, metrics),
+        figures.append(("subjects.png", subject_lines(a.subjects, metrics, n_text),
                         "Each test subject's Dice (seeds averaged) at every strategy and budget, one line per "
                         "subject: the paired differences the tests use; black diamonds: means over subjects; black bars "
                         "beside them: the range over seeds of that mean (seed spread)."))

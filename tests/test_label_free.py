@@ -399,3 +399,54 @@ def test_bad_cost_and_budget_flags_end_in_one_line(flags, problem, tmp_path, cap
     assert main(["run", *flags, "--out", str(tmp_path / "s"), "--cache-dir", str(tmp_path / "cache")]) == 2
     err = capsys.readouterr().err.strip()
     assert problem in err and "Traceback" not in err and len(err.splitlines()) == 1, err
+
+
+# -- the report ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_study_in_expert_minutes_end_to_end(tmp_path):
+    """--budget-minutes through run and report: runs named m<budget>, each within its budget and recording
+    what it cost; the oracle named as such in every table; budgets worded in minutes; cost table and figure."""
+    from harness.cli import main
+    from tests.conftest import TINY_RUN
+
+    out = tmp_path / "study"
+    flags = [a for a in TINY_RUN] + ["--target-subjects", "10", "--test-subjects", "6", "--val-subjects", "1"]
+    assert main(["run", *flags, "--strategy", "ed_es,ed_es_predicted,uncertain", "--budget-minutes", "10,20",
+                 "--reference", "ed_es@20", "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
+    study = json.loads((out / "study.json").read_text())
+    assert study["strategy_uses"]["ed_es"] == ["labels"] and study["cost_model"]["name"] == "contours"
+    assert list(study["pool_views"].values())[0]["computed_images"] > 0
+    runs = [p for p in (out / "runs").iterdir() if not p.name.startswith("base")]
+    assert len(runs) == 3 * 2 * 2 and all("__m10__" in p.name or "__m20__" in p.name for p in runs)
+    for run in runs:
+        budget = int(run.name.split("__m")[1].split("__")[0])
+        status = json.loads((run / "status.json").read_text())
+        selection = pd.read_csv(run / "selection.csv")
+        assert 0 < status["cost"]["minutes"] <= budget + 1e-6
+        assert status["cost"]["minutes"] == pytest.approx(CONTOURS.total(selection), abs=1e-3)
+    report = (out / "report.md").read_text()
+    assert "| ed_es (oracle) |" in report and "| ed_es |" not in report
+    assert "## Cost of labelling" in report and "budget (min)" in report and (out / "cost.png").exists()
+    start = report.index("## How much target data is enough")
+    guideline = report[start:report.index("\n## ", start + 5)]
+    assert "n = " not in guideline and "expert minutes" in guideline
+    assert "Oracles: ed_es read the labels" in report
+    assert "Annotation cost: cost model `contours`, drawing lv_endo, lv_epi: 48 / 34 / 42 expert seconds" in report
+    costs = pd.read_csv(out / "tables" / "costs.csv")
+    assert set(costs["strategy"]) == {"ed_es (oracle)", "ed_es_predicted", "uncertain"}
+
+
+def test_the_cheapest_configuration_needs_one_reference_and_is_never_an_oracle():
+    from reports.render import _cheapest
+
+    ni = pd.DataFrame({"strategy": ["ed_es (oracle)", "ed_es (oracle)", "uncertain", "uncertain", "typical",
+                                    "typical"],
+                       "n": [10, 10, 10, 10, 20, 20], "metric": ["dice_lv", "dice_my"] * 3,
+                       "non_inferior": [True, True, True, False, True, True], "reference": "ed_es (oracle)@30"})
+    costs = pd.DataFrame({"strategy": ["ed_es (oracle)", "uncertain", "typical"], "n": [10, 10, 20],
+                          "metric": "dice_lv", "expert_minutes": [9.0, 9.5, 19.0]})
+    found = _cheapest(ni, costs, ("ed_es (oracle)", 30))
+    # the oracle is cheapest but no lab can run it; uncertain failed MY: typical at 20 is the answer
+    assert found[["strategy", "n"]].iloc[0].tolist() == ["typical", 20] and len(found) == 1
+    assert _cheapest(ni, costs, None).empty  # no common reference: nothing to rank
