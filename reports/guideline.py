@@ -326,13 +326,19 @@ def _cheapest(a) -> list[str]:
     ref_cost = float(ref_rows["expert_minutes"].iloc[0]) if len(ref_rows) and "expert_minutes" in ref_rows else None
     saving = (f", {100 * (1 - best['expert_minutes'] / ref_cost):.0f}% less than the reference's {ref_cost:.0f}"
               if ref_cost and ref_cost == ref_cost and ref_cost > 0 else "")
-    rows = a.summary[(a.summary["strategy"] == best["strategy"]) & (a.summary["n"] == best["n"])]
-    dice = "; ".join(f"{METRIC_NAMES[r.metric]} {r.mean:.3f} (95% CI {ci_text(r.ci_low, r.ci_high)})"
-                     for r in rows.itertuples() if r.metric in METRIC_NAMES)
-    return [f"Cheapest configuration a lab can run before labelling that is non-inferior to "
-            f"{config_text(*a.reference)} on both LV and MY: **{config_text(best['strategy'], int(best['n']))}**, "
-            f"{best['expert_minutes']:.0f} expert minutes of contouring ({best['expert_minutes'] / 60:.1f} h{saving}; "
-            f"cost model in Settings); mean Dice {dice}."]
+    # at equal cost (one budget of minutes, or within 5% of the cheapest) every such configuration is named
+    same = (cheapest["n"] == best["n"]) if BUDGET_UNIT.get() == "minutes" else \
+        (cheapest["expert_minutes"] <= 1.05 * best["expert_minutes"])
+    named = []
+    for r in cheapest[same].itertuples():
+        rows = a.summary[(a.summary["strategy"] == r.strategy) & (a.summary["n"] == r.n)]
+        dice = "; ".join(f"{METRIC_NAMES[x.metric]} {x.mean:.3f} (95% CI {ci_text(x.ci_low, x.ci_high)})"
+                         for x in rows.itertuples() if x.metric in METRIC_NAMES)
+        named.append(f"**{config_text(r.strategy, int(r.n))}** ({r.expert_minutes:.0f} expert minutes; mean Dice {dice})")
+    lead = "Cheapest configuration" if len(named) == 1 else "Cheapest configurations, at equal cost,"
+    return [f"{lead} a lab can run before labelling that {'is' if len(named) == 1 else 'are'} non-inferior to "
+            f"{config_text(*a.reference)} on both LV and MY: {'; '.join(named)}: {best['expert_minutes'] / 60:.1f} h "
+            f"of contouring{saving} (cost model in Settings)."]
 
 
 def _predicted_vs_oracle(a) -> list[str]:
