@@ -32,12 +32,15 @@ VIEW_REVISION = 1
 #: Test-time views whose predictions are compared: the image, flipped left-right, flipped up-down, transposed.
 TRANSFORMS = ("identity", "flip-lr", "flip-ud", "transpose")
 SCORES = ("pred_lv_area", "pred_my_area", "entropy", "disagreement")
+#: CPU threads a view is computed with, on every machine: a CPU kernel's sums depend on the thread count, and
+#: the view decides which images a run trains on, so it is fixed like a run's threads (part of the cache key).
+VIEW_THREADS = 2
 
 
 def view_dir(cache: Path, dataset: str, model: str, precision: str) -> Path:
     """Where the view of a dataset by a model is cached; ``precision`` (bf16 or fp32, resolved) is part of the
     key: predictions in another precision may differ in the last digit and so in an image chosen."""
-    return Path(cache) / "views" / f"{dataset}-{model}-{precision}-r{VIEW_REVISION}"
+    return Path(cache) / "views" / f"{dataset}-{model}-{precision}-t{VIEW_THREADS}-r{VIEW_REVISION}"
 
 
 def _readable(path: Path) -> bool:
@@ -154,7 +157,20 @@ def ensure(dataset: CineDataset, subjects: list[str], model_fingerprint: str, ma
     cached = int(dataset.index["subject"].isin([s for s in subjects if s not in missing]).sum())
     if not missing:
         return ViewCost(0, 0.0, cached)
+    import torch
+
     started = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(VIEW_THREADS)
+    try:
+        return _compute(dataset, missing, cached, make_model, folder, precision, on_images, started)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _compute(dataset: CineDataset, missing: list[str], cached: int,
+             make_model: Callable[[], object], folder: Path, precision: str,
+             on_images: Callable[[int, int], None] | None, started: float) -> ViewCost:
     model = make_model()
     folder.mkdir(parents=True, exist_ok=True)
     total = int(dataset.index["subject"].isin(missing).sum())

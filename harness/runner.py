@@ -28,7 +28,7 @@ from harness.pretraining import pretrain_on, source_overlap
 from harness.progress import Reporter
 from harness.store import RunStore
 from harness.train import check_weights_reachable, resolve_precision
-from harness.worker import RunContext, checkpoint_classes, initial_model, set_threads
+from harness.worker import RunContext, checkpoint_classes, initial_model
 
 
 def _mean(values, median: bool = False) -> float | None:
@@ -192,7 +192,6 @@ class Study:
         training pool: from images only, once per subject and model. Returns per model fingerprint what it cost."""
         subjects = sorted({s for split in splits for s in split["pool"]})
         t = self.settings.train
-        set_threads(t.threads)
         costs = {}
         for key, checkpoint in dict(models.values()).items():
             def make(checkpoint=checkpoint):  # a checkpoint's card says its architecture; else the study's

@@ -324,8 +324,9 @@ def _cheapest(a) -> list[str]:
     best = cheapest.iloc[0]
     ref_rows = a.summary[(a.summary["strategy"] == a.reference[0]) & (a.summary["n"] == a.reference[1])]
     ref_cost = float(ref_rows["expert_minutes"].iloc[0]) if len(ref_rows) and "expert_minutes" in ref_rows else None
-    saving = (f", {100 * (1 - best['expert_minutes'] / ref_cost):.0f}% less than the reference's {ref_cost:.0f}"
-              if ref_cost and ref_cost == ref_cost and ref_cost > 0 else "")
+    share = 1 - best["expert_minutes"] / ref_cost if ref_cost and ref_cost == ref_cost and ref_cost > 0 else 0.0
+    saving = (f", {100 * share:.0f}% less than the reference's {ref_cost:.0f} min" if share >= 0.01 else
+              ", as much as the reference: no cheaper configuration was shown non-inferior")
     # at equal cost (one budget of minutes, or within 5% of the cheapest) every such configuration is named
     same = (cheapest["n"] == best["n"]) if BUDGET_UNIT.get() == "minutes" else \
         (cheapest["expert_minutes"] <= 1.05 * best["expert_minutes"])
