@@ -45,8 +45,9 @@ FRAME_COLUMNS = (
     "subject", "slice", "frame", "phase", "slice_pos", "lv_area", "spacing_mm", "n_slices", "n_frames",
 )
 
-#: Known before labelling: every strategy gets them.
-KNOWN_COLUMNS = ("subject", "slice", "frame", "slice_pos", "spacing_mm", "n_slices", "n_frames")
+#: Known before labelling: every strategy gets them. phase_hint: "ED"/"ES" where the dataset's metadata name
+#: them (ACDC's Info.cfg; None elsewhere, and where ED/ES could only be found from the labels).
+KNOWN_COLUMNS = ("subject", "slice", "frame", "slice_pos", "spacing_mm", "n_slices", "n_frames", "phase_hint")
 #: Come from the labels (uses "labels"): phase = ED/ES found from the labelled LV area, lv_area of the label.
 LABEL_COLUMNS = ("phase", "lv_area")
 #: The selection model's view (uses "predictions"): predicted LV and MY pixels at the training size, mean
@@ -127,6 +128,8 @@ def pool_for(strategy: object, frames: pd.DataFrame, subject_order: tuple[str, .
     """The pool a strategy is handed: KNOWN_COLUMNS plus the columns (and embeddings) it declares in ``uses``.
     ``frames`` must hold every column the strategy declares (the harness adds the selection model's view)."""
     uses = uses_of(strategy)
+    if "phase_hint" not in frames:  # a pool made before 0.8 (or by hand): no metadata hints
+        frames = frames.assign(phase_hint=None)
     columns = list(KNOWN_COLUMNS) + [c for c in LABEL_COLUMNS if "labels" in uses]
     columns += [c for c in PREDICTION_COLUMNS if "predictions" in uses]
     missing = [c for c in columns if c not in frames]

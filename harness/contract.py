@@ -34,8 +34,9 @@ def example_pool(subjects: int = 6, slices: int = 9, frames: int = 20, seed: int
                              "n_slices": n_slices, "n_frames": n_frames,
                              "pred_lv_area": area, "pred_my_area": area // 2, "entropy": float(rng.uniform(0, 0.2)),
                              "disagreement": float(rng.uniform(0, 0.5)),
-                             "pred_phase": "ED" if fr == pred_ed else "ES" if fr == pred_es else None})
-    frames_df = pd.DataFrame(rows, columns=list(FRAME_COLUMNS) + list(PREDICTION_COLUMNS))
+                             "pred_phase": "ED" if fr == pred_ed else "ES" if fr == pred_es else None,
+                             "phase_hint": ("ED" if fr == ed else "ES" if fr == es else None) if s % 2 else None})
+    frames_df = pd.DataFrame(rows, columns=list(FRAME_COLUMNS) + list(PREDICTION_COLUMNS) + ["phase_hint"])
     frames_df.index = frames_df.index * 3 + 7  # index labels that are not positions, as in a real pool
     order = tuple(rng.permutation(sorted(frames_df["subject"].unique())).tolist())
     embeddings = rng.normal(size=(len(frames_df), 16)).astype(np.float32)

@@ -205,13 +205,28 @@ def plan(settings: StudySettings, strategies: dict[str, SamplingStrategy], datas
     return specs
 
 
+def with_hints(frames: pd.DataFrame, info: pd.DataFrame | None) -> pd.DataFrame:
+    """``frames`` with phase_hint: ED/ES where the dataset's metadata named them (subjects_info source other
+    than the labels' LV area), None elsewhere."""
+    hint = pd.Series(None, index=frames.index, dtype=object)
+    if info is not None and {"ed", "es", "source"} <= set(info):
+        for r in info.itertuples():
+            if str(r.source).startswith("LV area") or str(r.source) == "none":
+                continue
+            rows = frames["subject"] == str(r.subject)
+            for phase, frame in (("ED", r.ed), ("ES", r.es)):
+                if frame == frame and frame not in (None, ""):
+                    hint[rows & (frames["frame"] == int(float(frame)))] = phase
+    return frames.assign(phase_hint=hint.astype(object).where(hint.notna(), None))
+
+
 def select(spec: RunSpec, strategy: SamplingStrategy, dataset: CineDataset,
            view: tuple[pd.DataFrame, np.ndarray] | None = None) -> pd.DataFrame:
     """The frame-index rows a run trains on, checked against the strategy contract. The strategy is handed
     only the columns it declares (``api.pool_for``); ``view`` is the selection model's view of the pool
     (``pool_view.load``), needed by model-aware strategies. A budget of expert minutes (``spec.cost``) takes
     the longest affordable start of the strategy's ``rank`` of the pool."""
-    frames = dataset.rows_of(spec.split["pool"])
+    frames = with_hints(dataset.rows_of(spec.split["pool"]), dataset.subjects_info)
     embeddings = None
     if view is not None:
         table, vectors = view

@@ -51,9 +51,10 @@ def _spec(pool: list[str], n: int = 2, cost: dict | None = None, strategy: str =
 class _Dataset:
     """The part of a CineDataset that select() reads."""
 
-    def __init__(self, pool: Pool):
+    def __init__(self, pool: Pool, subjects_info: pd.DataFrame | None = None):
         self.index = pool.frames
         self.embeddings = pool.embeddings
+        self.subjects_info = subjects_info
 
     def rows_of(self, subjects):
         return self.index[self.index["subject"].isin(subjects)]
@@ -450,3 +451,18 @@ def test_the_cheapest_configuration_needs_one_reference_and_is_never_an_oracle()
     # the oracle is cheapest but no lab can run it; uncertain failed MY: typical at 20 is the answer
     assert found[["strategy", "n"]].iloc[0].tolist() == ["typical", 20] and len(found) == 1
     assert _cheapest(ni, costs, None).empty  # no common reference: nothing to rank
+
+
+def test_ed_es_named_by_metadata_are_known_before_labelling_and_those_found_from_labels_are_not():
+    from harness.grid import with_hints
+
+    frames = pd.DataFrame({"subject": ["a"] * 3 + ["b"] * 3, "frame": [0, 5, 9] * 2})
+    info = pd.DataFrame({"subject": ["a", "b"], "ed": [0, 0], "es": [5, 9], "source": ["metadata", "LV area"]})
+    hinted = with_hints(frames, info)
+    assert hinted["phase_hint"].tolist() == ["ED", "ES", None, None, None, None]  # b's came from its labels
+    spy = Spy(uses=frozenset())
+    base, view = _full()
+    subjects = sorted(base.frames["subject"].unique())
+    info = pd.DataFrame({"subject": subjects, "ed": 1, "es": 8, "source": "Info.cfg"})
+    select(_spec(subjects), spy, _Dataset(base, info), view)
+    assert "phase_hint" in spy.seen[-1][0] and "phase" not in spy.seen[-1][0]
