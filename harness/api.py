@@ -142,8 +142,8 @@ def pool_for(strategy: object, frames: pd.DataFrame, subject_order: tuple[str, .
 
 
 def undeclared_read(exc: Exception, strategy: object) -> str | None:
-    """If ``exc`` (a KeyError, or the NameError of ``DataFrame.query``) is a strategy reading a column it did
-    not declare, the message saying so and the fix; None for any other error."""
+    """If ``exc`` (a KeyError; the NameError of ``DataFrame.query``; the AttributeError of ``rows.phase``) is a
+    strategy reading a column it did not declare, the message saying so and the fix; None for any other error."""
     import re
 
     named = [exc.args[0]] if exc.args and isinstance(exc.args[0], str) else []

@@ -58,7 +58,7 @@ def check_strategy(strategy: SamplingStrategy, pool: Pool | None = None) -> None
         _check_select(strategy, pool)
         if callable(getattr(strategy, "rank", None)):
             _check_rank(strategy, pool)
-    except (KeyError, NameError) as exc:  # NameError: DataFrame.query of an absent column
+    except (KeyError, NameError, AttributeError) as exc:  # query: NameError; rows.phase: AttributeError
         message = undeclared_read(exc, strategy)
         if message is None:
             raise

@@ -91,6 +91,8 @@ def parse_cost_model(text: str) -> CostModel:
         return IMAGES
     if text == "contours" or text.startswith("contours:"):
         draw = tuple(p.strip() for p in text.partition(":")[2].split(",") if p.strip()) or CONTOURS.draw
+        if len(set(draw)) != len(draw):
+            raise UsageError(f"--cost-model {text}: each structure once (it is drawn once per image)")
         unknown = [d for d in draw if d not in CONTOURS_SECONDS]
         if unknown:
             raise UsageError(f"--cost-model {text}: unknown structure {', '.join(unknown)}; contours can draw "
@@ -103,12 +105,14 @@ def parse_cost_model(text: str) -> CostModel:
     if not path.is_file():
         raise UsageError(f"--cost-model {path}: no such file" + (" (it is a folder)" if path.is_dir() else ""))
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"--cost-model {path}: not UTF-8 text; save it as UTF-8") from None
     except OSError as exc:
         raise UsageError(f"--cost-model {path}: cannot be read ({exc.strerror or exc})") from None
     try:
         data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except ValueError as exc:
         raise UsageError(f"--cost-model {path}: not valid {path.suffix[1:].upper()} ({exc})") from None
     seconds = data.get("seconds") if isinstance(data, dict) else None
     if not isinstance(seconds, dict) or not seconds:

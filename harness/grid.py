@@ -252,7 +252,7 @@ def select(spec: RunSpec, strategy: SamplingStrategy, dataset: CineDataset,
             chosen = affordable(ranking, frames, CostModel.from_dict(spec.cost), spec.n)
         else:
             chosen = strategy.select(pool, spec.n, np.random.default_rng([spec.streams["select"], spec.n]))
-    except (KeyError, NameError) as exc:  # NameError: DataFrame.query of an absent column
+    except (KeyError, NameError, AttributeError) as exc:  # query: NameError; rows.phase: AttributeError
         message = undeclared_read(exc, strategy)
         if message is None:
             raise

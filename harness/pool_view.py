@@ -7,7 +7,7 @@ predicted LV volume (summed over slices). Strategies read it as columns of their
 and ``Pool.embeddings``; they never run a model themselves (torch lives here).
 
 The view is computed from the images alone (no mask is read), once per subject and selection model, and
-cached under ``<cache>/views/<dataset>-<model>-r<revision>/``: the view of a fold's pool is its subjects'
+cached under ``<cache>/views/<dataset>-<model>-<precision>-<device>-t<threads>-r<revision>/``: the view of a fold's pool is its subjects'
 files, so every fold, run and later study reads what was computed once. Only subjects that are in some
 fold's training pool are computed; the runs of a fold read only that fold's pool subjects.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,16 +39,20 @@ VIEW_THREADS = 2
 
 
 def view_dir(cache: Path, dataset: str, model: str, precision: str) -> Path:
-    """Where the view of a dataset by a model is cached; ``precision`` (bf16 or fp32, resolved) is part of the
-    key: predictions in another precision may differ in the last digit and so in an image chosen."""
-    return Path(cache) / "views" / f"{dataset}-{model}-{precision}-t{VIEW_THREADS}-r{VIEW_REVISION}"
+    """Where the view of a dataset by a model is cached; ``precision`` (bf16 or fp32, resolved) and the device
+    type are part of the key: predictions in another precision or on another device may differ in the last
+    digit and so in an image chosen (a worker on another device type finds no view and says so)."""
+    from harness.train.model import device
+
+    return Path(cache) / "views" / f"{dataset}-{model}-{precision}-{device().type}-t{VIEW_THREADS}-r{VIEW_REVISION}"
 
 
 def _readable(path: Path) -> bool:
+    """Whether a cached view file is whole: every array in it reads (a truncated or damaged file does not)."""
     try:
         with np.load(path) as stored:
-            return {"rows", "scores", "embeddings"} <= set(stored.files)
-    except (OSError, ValueError, EOFError):
+            return all(stored[name] is not None for name in ("rows", "scores", "embeddings"))
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
         return False
 
 
@@ -152,14 +157,14 @@ def ensure(dataset: CineDataset, subjects: list[str], model_fingerprint: str, ma
     """Compute and cache the view of every subject in ``subjects`` that is not cached yet (or whose file cannot
     be read: it is computed again). ``make_model`` is called only when something is missing. Reads
     ``dataset.images`` of those subjects; never its masks. ``precision``: bf16 or fp32 (resolved)."""
+    started = time.perf_counter()
     folder = view_dir(cache, dataset.fingerprint, model_fingerprint, precision)
     missing = [s for s in subjects if not _readable(_subject_file(folder, s))]
     cached = int(dataset.index["subject"].isin([s for s in subjects if s not in missing]).sum())
     if not missing:
-        return ViewCost(0, 0.0, cached)
+        return ViewCost(0, time.perf_counter() - started, cached)  # the seconds a later study pays
     import torch
 
-    started = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(VIEW_THREADS)
     try:
@@ -207,7 +212,7 @@ def load(dataset: CineDataset, subjects: list[str] | tuple[str, ...], model_fing
         try:
             with np.load(path) as stored:
                 rows, scores, embeddings = stored["rows"], stored["scores"], stored["embeddings"]
-        except (OSError, ValueError, EOFError, KeyError) as exc:
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
             raise UsageError(f"the cached view {path} cannot be read ({exc.__class__.__name__}); delete it and run "
                              "the study again (it is computed anew)") from None
         expected = dataset.index.index[(dataset.index["subject"] == subject).to_numpy()].to_numpy()

@@ -169,24 +169,27 @@ def cost_curves(costs: pd.DataFrame, base: pd.DataFrame, cheapest: pd.DataFrame 
     metrics = list(dict.fromkeys(costs["metric"]))
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.9), squeeze=False)
     colours = {s: f"C{i}" for i, s in enumerate(sorted(costs["strategy"].unique()))}
-    best = cheapest.iloc[0] if cheapest is not None and len(cheapest) else None
+    stars = set() if cheapest is None else {(s, int(n)) for s, n in zip(cheapest["strategy"], cheapest["n"])}
     for ax, metric in zip(axes[0], metrics):
         part = costs[(costs["metric"] == metric) & costs["expert_minutes"].notna()]
+        starred_label = "cheapest within margin"
         for strategy, points in part.groupby("strategy", sort=True):
             points = points.sort_values("expert_minutes")
             hours = points["expert_minutes"].to_numpy(float) / 60
             colour = colours[strategy]
             ax.errorbar(hours, points["mean"], yerr=[points["mean"] - points["ci_low"], points["ci_high"] - points["mean"]],
                         marker="o", color=colour, label=strategy, capsize=2, linewidth=1.2)
-            for config, marker, size, label in ((reference, "o", 13, "reference"),
-                                                ((best["strategy"], best["n"]) if best is not None else None, "*", 16,
-                                                 "cheapest within margin")):
+            marks = [(reference, "o", 13, "reference")] + [((strategy, n), "*", 16, starred_label)
+                                                          for s, n in sorted(stars) if s == strategy]
+            for config, marker, size, label in marks:
                 if config is not None and config[0] == strategy:
                     at = points[points["n"] == config[1]]
                     if len(at):
                         ax.plot(at["expert_minutes"] / 60, at["mean"], marker=marker, markersize=size,
                                 markerfacecolor="none" if marker == "o" else "gold", markeredgecolor="black",
                                 linestyle="none", label=label)
+                        if marker == "*":
+                            starred_label = "_nolegend_"
         base_row = base[base["metric"] == metric]
         if len(base_row):
             ax.axhline(float(base_row["mean"].iloc[0]), color="grey", linestyle="--", label="base (no fine-tuning)")

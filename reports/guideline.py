@@ -301,8 +301,8 @@ def _strategies(a) -> list[str]:
                 f"{r.a} vs {r.b} ({METRIC_NAMES[r.metric]}): {signed(r.difference)}, 95% CI "
                 f"{ci_text(r.ci_low, r.ci_high)}, {p_text(r.p_holm)} (Holm)" for r in significant.itertuples()))
         elif len(tested):
-            lines.append(f"no two strategies differed significantly ({len(tested)} comparisons, Holm-adjusted, "
-                         f"α = {alpha:g})")
+            lines.append(f"no two strategies differed significantly ({len(tested)} comparisons here; Holm over "
+                         f"every pair at every budget, per metric, α = {alpha:g})")
         if len(identical):
             pairs = sorted({f"{r.a} and {r.b}" for r in identical.itertuples()})
             lines.append(f"{', '.join(pairs)} gave identical results on every test subject (the same training "

@@ -563,15 +563,26 @@ def _run_rows_table(a: Analysis) -> Table:
                  "Also in `tables/runs.csv`, with each run's folder and software versions.")
 
 
+def named_cheapest(a: Analysis) -> list[tuple[str, int]]:
+    """The configurations the guideline names as cheapest: those at the cheapest one's budget (minutes studies)
+    or within 5% of its cost."""
+    if not len(a.cheapest) or a.reference is None:
+        return []
+    best = a.cheapest.iloc[0]
+    same = (a.cheapest["n"] == best["n"]) if a.settings.get("budget_minutes") else \
+        (a.cheapest["expert_minutes"] <= 1.05 * best["expert_minutes"])
+    return [(r.strategy, int(r.n)) for r in a.cheapest[same].itertuples()]
+
+
 def _cost_table(a: Analysis) -> Table:
     wide = a.costs.pivot_table(index=["strategy", "n"], columns="metric", values=["mean", "gain_per_expert_hour"],
                                dropna=False)
     first = a.costs.groupby(["strategy", "n"])[["labelled_images", "expert_minutes"]].first()
-    best = a.cheapest.iloc[0] if len(a.cheapest) else None
+    starred = set(named_cheapest(a))
     rows = []
     for (strategy, n), r in wide.iterrows():
         minutes = first.loc[(strategy, n), "expert_minutes"]
-        mark = " ★" if best is not None and (best["strategy"], int(best["n"])) == (strategy, n) else ""
+        mark = " ★" if (strategy, int(n)) in starred else ""
         rows.append([strategy + mark, str(n), f"{first.loc[(strategy, n), 'labelled_images']:.0f}",
                      "–" if minutes != minutes else f"{minutes:.0f}", "–" if minutes != minutes else f"{minutes / 60:.2f}"]
                     + [("–" if r[("mean", m)] != r[("mean", m)] else f"{r[('mean', m)]:.3f}")
@@ -586,8 +597,8 @@ def _cost_table(a: Analysis) -> Table:
                  + [f"{m} Dice" for m in metrics] + [f"{m} gain over base per expert hour" for m in metrics], rows,
                  f"Expert minutes: mean over a configuration's runs of what its selected images cost under the "
                  f"{timed} cost model (Settings). Gain per expert hour = (mean Dice − base model's) / expert hours: "
-                 "what an hour of contouring bought, descriptive. ★: the cheapest configuration non-inferior to the "
-                 "reference on both LV and MY (the guideline).")
+                 "what an hour of contouring bought, descriptive. ★: the cheapest label-free configurations non-inferior "
+                 "to the reference on both LV and MY (the guideline).")
 
 
 def tables(a: Analysis) -> list[Table]:
@@ -639,8 +650,11 @@ def _tables(a: Analysis) -> list[Table]:
     if len(a.runs):
         out.append(_run_rows_table(a))
     if BUDGET_UNIT.get() == "minutes":  # n is a budget of expert minutes in this study
-        out = [dataclasses.replace(t, columns=[{"n": "budget (min)", "from n": "from budget (min)",
-                                                "to n": "to budget (min)"}.get(c, c) for c in t.columns]) for t in out]
+        titles = {"Budgets: each n against the next smaller n": "Budgets: each budget against the next smaller one",
+                  "Strategies at equal n": "Strategies at equal expert minutes"}
+        out = [dataclasses.replace(t, title=titles.get(t.title, t.title),
+                                   columns=[{"n": "budget (min)", "from n": "from budget (min)",
+                                             "to n": "to budget (min)"}.get(c, c) for c in t.columns]) for t in out]
     return out
 
 
@@ -730,6 +744,9 @@ def _study_lines(a: Analysis) -> list[str]:
         + (" (with budgets in minutes: every strategy ranks the pool's images, subjects in that order, and a budget "
            "takes the longest start of its ranking that it can pay for, so smaller budgets are nested in larger)."
            if s.get("budget_minutes") else "."),
+        *([f"Strategy parameters: " + "; ".join(f"{name} " + ", ".join(f"{k}={v}" for k, v in sorted(p.items()))
+                                                 for name, p in sorted(s["params"].items()))
+           + " (set with --strategy-param; the tables name the strategy alone)."] if s.get("params") else []),
         *cost_lines(s),
         f"Model: U-Net ({t['encoder']} encoder, decoder widths {', '.join(map(str, t['decoder_channels']))}; "
         "segmentation-models-pytorch).",
@@ -769,7 +786,7 @@ def cost_lines(s: dict) -> list[str]:
     for key, view in (s.get("pool_views") or {}).items():
         cost = (f"{view['computed_images']} pool images predicted in {view['seconds']:.0f} s "
                 f"({view['seconds_per_1000_images']} s per 1,000 images)" if view.get("computed_images") else
-                f"read from the cache ({view.get('cached_images')} images)")
+                f"read from the cache ({view.get('cached_images')} images, {view.get('seconds', 0):.2f} s)")
         error = view.get("frame_error") or {}
         frames = ""
         if error.get("subjects"):
@@ -1056,10 +1073,11 @@ def _write(a: Analysis, folder: Path, title: str) -> tuple[Path, Path]:
                         "identify it, with x* (the budget reaching the reference − margin) marked where it is "
                         "estimated" + (f"; dotted: the given reference Dice ({drawn})" if drawn else "") + "."))
     if len(a.costs):
-        figures.append(("cost.png", cost_curves(a.costs, a.base, a.cheapest, a.reference),
+        starred = pd.DataFrame(named_cheapest(a), columns=["strategy", "n"])
+        figures.append(("cost.png", cost_curves(a.costs, a.base, starred, a.reference),
                         "Mean Dice over test subjects against the expert hours its labels cost, one line per strategy "
                         "(bars: 95% hierarchical bootstrap CI); dashed: source-only base model; ring: the reference; "
-                        "gold star: the cheapest configuration non-inferior to it on both LV and MY."))
+                        "gold stars: the cheapest label-free configurations non-inferior to it on both LV and MY."))
     metrics = [m for m in stats.METRICS if m in a.subjects and a.subjects[m].notna().any()]
     if len(a.subjects) and metrics:
         figures.append(("subjects.png", subject_lines(a.subjects, metrics, n_text),

@@ -115,7 +115,7 @@ class SliceStratifiedStrategy:
             third = np.minimum((chosen["slice_pos"].to_numpy() * 3).astype(int), 2)
             turn = np.zeros(len(chosen), int)
             for t in range(3):
-                turn[third == t] = np.arange((third == t).sum())
+                turn[third == t] = rng.permutation((third == t).sum())  # random order within a third
             return chosen.index[np.lexsort((third, turn))]
         return per_subject(pool, None, interleaved)
 

@@ -196,12 +196,15 @@ def test_the_view_reads_no_mask_and_is_computed_once_per_subject_and_model(tmp_p
     view, embeddings = pool_view.load(dataset, subjects, "m1", tmp_path)
     assert list(view.columns) == list(PREDICTION_COLUMNS) and len(view) == len(embeddings) == first.computed
     folder = pool_view.view_dir(tmp_path, dataset.fingerprint, "m1", "fp32")
+    assert folder.name.endswith("-fp32-cpu-t2-r1")
     assert not pool_view._subject_file(folder, dataset.subjects[2]).exists()  # outside the pools: never computed
     # a cached file that cannot be read: one line from load, computed again by ensure
     broken = pool_view._subject_file(folder, subjects[0])
-    broken.write_bytes(b"not a npz")
-    with pytest.raises(UsageError, match="cannot be read .* delete it"):
-        pool_view.load(dataset, subjects, "m1", tmp_path)
+    whole = broken.read_bytes()
+    for damage in (b"not a npz", whole[: len(whole) // 2], whole[:-40] + bytes(40)):  # garbage, truncated, damaged
+        broken.write_bytes(damage)
+        with pytest.raises(UsageError, match="cannot be read .* delete it"):
+            pool_view.load(dataset, subjects, "m1", tmp_path)
     assert pool_view.ensure(dataset, subjects, "m1", make, tmp_path).computed > 0 and len(made) == 2
     pd.testing.assert_frame_equal(pool_view.load(dataset, subjects, "m1", tmp_path)[0], view)
     # masks play no part: garbage masks give the same view
@@ -252,6 +255,11 @@ def test_a_cost_table_of_ones_own(tmp_path):
         parse_cost_model("minutes")
     with pytest.raises(UsageError, match="unknown structure rv_epi"):
         parse_cost_model("contours:lv_endo,rv_epi")
+    with pytest.raises(UsageError, match="each structure once"):
+        parse_cost_model("contours:lv_endo,lv_endo")
+    table.write_bytes(b"\xff\xfe[seconds]")
+    with pytest.raises(UsageError, match="not UTF-8"):
+        parse_cost_model(str(table))
 
 
 @pytest.mark.parametrize("strategy", [EdEsStrategy(), SubjectRandomStrategy(), EdEsPredictedStrategy(),
@@ -347,11 +355,12 @@ class Sneak:
 
     def select(self, pool: Pool, n: int, rng: np.random.Generator) -> pd.Index:
         rows = pool.frames_of(n)
-        picked = rows[["phase"]] if self.how == "list" else rows.query("phase == 'ED'")
+        picked = {"list": lambda: rows[["phase"]], "query": lambda: rows.query("phase == 'ED'"),
+                  "attribute": lambda: rows[rows.phase == "ED"]}[self.how]()
         return picked.index
 
 
-@pytest.mark.parametrize("how", ["list", "query"])
+@pytest.mark.parametrize("how", ["list", "query", "attribute"])
 def test_every_way_of_reading_an_undeclared_column_is_named(how):
     base, view = _full()
     with pytest.raises(StrategyError, match="read column 'phase' without declaring it"):
