@@ -41,10 +41,11 @@ def test_phantom_study_report_in_a_browser_shows_a_hostile_strategy_name_as_text
                  "--cache-dir", str(tmp_path / "cache"), *TINY_RUN]) == 0
     found = _checked(out / "report.html", "phantom")
     assert HOSTILE in found["text"]  # escaped: shown, not run (no alert, no script element)
-    assert f"{HOSTILE} and ed_es selected exactly the same training images" in found["text"]
+    # both read labels (the plug-in is ed_es under another name): both are named oracles
+    assert f"{HOSTILE} (oracle) and ed_es (oracle) selected exactly the same training images" in found["text"]
     assert "Methods (ready to paste)" in found["text"] and "Runs" in found["text"]
     md = (out / "report.md").read_text()  # the markdown report shows it as text too
-    assert "&lt;script>alert(1)&lt;/script> and ed_es selected exactly the same training images" in md
+    assert "&lt;script>alert(1)&lt;/script> (oracle) and ed_es (oracle) selected exactly the same training images" in md
     assert "<script" not in re.sub(r"`[^`\n]*`", "", md)
 
 
@@ -72,4 +73,4 @@ def test_real_data_study_report_in_a_browser(tmp_path):
                  "--cache-dir", str(tmp_path / "cache"), *TINY_RUN, "--test-subjects", "3"]) == 0
     found = _checked(out / "report.html", "real-data")
     # on ACDC only ED and ES are labelled: the two strategies are one, and the report says so
-    assert "all_frames and ed_es selected exactly the same training images" in found["text"]
+    assert "all_frames and ed_es (oracle) selected exactly the same training images" in found["text"]

@@ -149,7 +149,7 @@ def test_study_writes_every_run_and_the_reports(tiny_study):
                  "cine-harness", f"`{study['dataset']}`", "ED, ES and every 3rd frame"):
         assert part in methods, part
     # 2 test subjects: no guideline, said first; the tables still show every configuration
-    assert "**No guideline from this study**: it has 2 test subject(s)" in md and "| ed_es | 2 |" in md
+    assert "**No guideline from this study**: it has 2 test subject(s)" in md and "| ed_es (oracle) | 2 |" in md
     assert " nan " not in md and "| base | 1 |" not in md  # no empty strategy x n rows
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "http" not in html.replace("http-equiv", "")
@@ -190,7 +190,7 @@ def test_volumes_and_ejection_fraction_come_out_of_a_study(tiny_study):
     assert len(ef) == 5 and ef["mean"].between(0, 100).all()  # base + 2 strategies x 2 budgets
     assert analysis.reference_volumes["ef_ref_pct"].between(30, 80).all()
     md = (out / "report.md").read_text()
-    assert "| ed_es | 2 | EF absolute error (%-points) |" in md and "Reference (manual) values over the 2 test subjects" in md
+    assert "| ed_es (oracle) | 2 | EF absolute error (%-points) |" in md and "Reference (manual) values over the 2 test subjects" in md
 
 
 @pytest.mark.slow

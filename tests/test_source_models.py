@@ -60,8 +60,8 @@ def test_run_compares_a_checkpoint_with_random_init_paired(checkpoint, tmp_path,
     assert by_init["ckpt-lab"].streams == by_init["random"].streams  # paired: same subsets and seeds
     assert by_init["ckpt-lab"].train["size"] == 64
     report = (out / "report.md").read_text()
-    assert "Init `ckpt-lab`: your checkpoint, pre-trained on" in report and "ed_es+random" in report
-    assert "ed_es+ckpt-lab" in (out / "tables" / "strategies.csv").read_text()
+    assert "Init `ckpt-lab`: your checkpoint, pre-trained on" in report and "ed_es (oracle)+random" in report
+    assert "ed_es (oracle)+ckpt-lab" in (out / "tables" / "strategies.csv").read_text()
 
 
 @pytest.mark.slow
@@ -323,7 +323,7 @@ def test_real_data_source_model_transfers_to_another_real_dataset(tmp_path, cach
     runs = sorted(p.name.split("__")[0] + "+" + p.name.split("__")[1] for p in (out / "runs").iterdir())
     assert runs == ["base+ckpt-acdc"] * 3 + ["ed_es+ckpt-acdc"] * 3 + ["ed_es+random"] * 3
     report = (out / "report.md").read_text()
-    assert "ed_es+ckpt-acdc" in report and "pre-trained on acdc" in report
+    assert "ed_es (oracle)+ckpt-acdc" in report and "pre-trained on acdc" in report
 
 
 def test_pretraining_on_real_data_defaults_to_192_px(source_dir, tmp_path, cache):
