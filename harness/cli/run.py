@@ -199,7 +199,8 @@ def study_settings(args: argparse.Namespace) -> StudySettings:
     train = training_overrides(args)
     inits = parse_inits(args.init)
     study = {"data": args.data, "data_format": args.format, "labels": args.labels, "skip_bad": args.skip_bad,
-             "strategies": parse_strategies(args.strategy), "ns": parse_ns(args.n or "2,5,10"), "seeds": args.seeds,
+             "strategies": parse_strategies(args.strategy),
+             "ns": parse_ns("2,5,10" if args.n is None else args.n), "seeds": args.seeds,
              "inits": tuple(i.text for i in inits), "checkpoint_classes": args.checkpoint_classes,
              "allow_source_overlap": args.allow_source_overlap,
              "folds": args.folds,
@@ -223,7 +224,7 @@ def cost_settings(args: argparse.Namespace) -> dict[str, Any]:
     from harness.cost import parse_cost_model
 
     minutes = getattr(args, "budget_minutes", None)
-    if minutes is not None and getattr(args, "n", None):
+    if minutes is not None and getattr(args, "n", None) is not None:
         raise UsageError("give --n (budgets of subjects) or --budget-minutes (budgets of expert minutes), not both")
     text = getattr(args, "cost_model", None) or ("contours" if minutes is not None else "images")
     model = parse_cost_model(text)
