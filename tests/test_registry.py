@@ -88,7 +88,7 @@ def test_installed_plugin_runs_in_a_study(installed_plugin, tmp_path, cache):
     assert sum(name.startswith("every_other__source__n") for name in runs) == 2  # 2 budgets x 1 seed
     report = (out / "report.md").read_text()
     assert "every_other" in report
-    assert "| every_other | 1 |" in report and "| – |" in report  # one seed: no seed SD, shown as a dash
+    assert "| every_other (oracle) | 1 |" in report and "| – |" in report  # one seed: no seed SD, shown as a dash
 
 
 def test_strategy_parameters_take_the_type_of_their_field():

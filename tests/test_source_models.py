@@ -215,8 +215,8 @@ def test_nested_tuning_never_predicts_a_fold_test_subject_while_choosing_its_par
     real_load, real_tune_fold, real_predict = runner.Study.load_target, tune.Tuner.tune_fold, train.predict
     real_select = tune.select
 
-    def select(spec, strategy, dataset):
-        rows = real_select(spec, strategy, dataset)
+    def select(spec, strategy, dataset, view=None):
+        rows = real_select(spec, strategy, dataset, view)
         trained.append((current[-1][0], set(rows["subject"])))
         return rows
 
