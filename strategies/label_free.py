@@ -68,18 +68,38 @@ def check_scope(name: str, scope: str) -> None:
         raise StrategyError(f"{name}: scope must be subject or pool, got '{scope}'")
 
 
+class Scoped:
+    """``select`` and ``rank`` of a rule ``choose(rows, rng, budget=None)`` that labels a budget of images per
+    subject (scope "subject") or spreads the same number of images over the whole pool (scope "pool")."""
+
+    name: ClassVar[str]
+
+    @property
+    def pool_wide(self) -> bool:
+        return self.scope == "pool"
+
+    def select(self, pool: Pool, n: int, rng: np.random.Generator) -> pd.Index:
+        check_scope(self.name, self.scope)
+        if self.scope == "pool":
+            return self.rank(pool, rng)[:pool_budget(pool, n, self.per_subject)].sort_values()
+        return per_subject(pool, n, lambda rows: self.choose(rows, rng)).sort_values()
+
+    def rank(self, pool: Pool, rng: np.random.Generator) -> pd.Index:
+        check_scope(self.name, self.scope)
+        if self.scope == "pool":
+            return self.choose(pool.frames, order_rng(pool), len(pool.frames))
+        return per_subject(pool, None, lambda rows: self.choose(rows, rng))
+
+
 @dataclass(frozen=True)
-class ForegroundRandomStrategy:
+class ForegroundRandomStrategy(Scoped):
+    name: ClassVar[str] = "foreground_random"
     description: ClassVar[str] = ("per subject, the ed_es number of images at random among those where the "
                                   "selection model predicts LV (no labels)")
     uses: ClassVar[frozenset[str]] = frozenset({"predictions"})
     per_subject: int | None = None
     min_lv_pixels: int = 1  # an image counts as foreground when the model predicts at least this many LV pixels
     scope: str = "subject"  # or "pool": the budget spread over every pool subject
-
-    @property
-    def pool_wide(self) -> bool:
-        return self.scope == "pool"
 
     def choose(self, rows: pd.DataFrame, rng: np.random.Generator, budget: int | None = None) -> pd.Index:
         budget = subject_budget(rows, self.per_subject) if budget is None else budget
@@ -90,17 +110,6 @@ class ForegroundRandomStrategy:
             return foreground[rng.permutation(len(foreground))].append(extra)
         return foreground[rng.permutation(len(foreground))[:budget]]
 
-    def select(self, pool: Pool, n: int, rng: np.random.Generator) -> pd.Index:
-        check_scope("foreground_random", self.scope)
-        if self.scope == "pool":
-            return self.rank(pool, rng)[:pool_budget(pool, n, self.per_subject)].sort_values()
-        return per_subject(pool, n, lambda rows: self.choose(rows, rng)).sort_values()
-
-    def rank(self, pool: Pool, rng: np.random.Generator) -> pd.Index:
-        check_scope("foreground_random", self.scope)
-        if self.scope == "pool":
-            return self.choose(pool.frames, order_rng(pool), len(pool.frames))
-        return per_subject(pool, None, lambda rows: self.choose(rows, rng))
 
 
 def spread_order(rows: pd.DataFrame, score: np.ndarray, per_slice: int, min_gap: float) -> pd.Index:
@@ -125,7 +134,8 @@ def spread_order(rows: pd.DataFrame, score: np.ndarray, per_slice: int, min_gap:
 
 
 @dataclass(frozen=True)
-class UncertainStrategy:
+class UncertainStrategy(Scoped):
+    name: ClassVar[str] = "uncertain"
     description: ClassVar[str] = ("per subject, the ed_es number of images of highest predictive entropy (or flip "
                                   "disagreement), spread over slices and the cycle (no labels)")
     uses: ClassVar[frozenset[str]] = frozenset({"predictions"})
@@ -135,11 +145,8 @@ class UncertainStrategy:
     min_gap: float = 0.25  # frames of one slice at least this fraction of the cycle apart
     scope: str = "subject"  # or "pool": the budget spread over every pool subject
 
-    @property
-    def pool_wide(self) -> bool:
-        return self.scope == "pool"
-
-    def choose(self, rows: pd.DataFrame, budget: int | None = None) -> pd.Index:
+    def choose(self, rows: pd.DataFrame, rng: np.random.Generator | None = None,
+               budget: int | None = None) -> pd.Index:
         if self.score not in ("entropy", "disagreement"):
             raise StrategyError(f"uncertain: score must be entropy or disagreement, got '{self.score}'")
         if self.per_slice < 1 or not 0 <= self.min_gap < 1:
@@ -148,17 +155,6 @@ class UncertainStrategy:
         budget = subject_budget(rows, self.per_subject) if budget is None else budget
         return spread_order(rows, rows[self.score].to_numpy(dtype=float), self.per_slice, self.min_gap)[:budget]
 
-    def select(self, pool: Pool, n: int, rng: np.random.Generator) -> pd.Index:
-        check_scope("uncertain", self.scope)
-        if self.scope == "pool":
-            return self.rank(pool, rng)[:pool_budget(pool, n, self.per_subject)].sort_values()
-        return per_subject(pool, n, self.choose).sort_values()
-
-    def rank(self, pool: Pool, rng: np.random.Generator) -> pd.Index:
-        check_scope("uncertain", self.scope)
-        if self.scope == "pool":
-            return self.choose(pool.frames, len(pool.frames))
-        return per_subject(pool, None, self.choose)
 
 
 def kmeans(points: np.ndarray, k: int, rng: np.random.Generator, iterations: int = 30) -> np.ndarray:
