@@ -12,7 +12,8 @@ defaults) with a ``description`` and a ``select`` method; see ``SamplingStrategy
 
 What a strategy may read is what a lab has before anything is contoured, plus what it declares in ``uses``:
 
-- always: ``KNOWN_COLUMNS`` (subject, slice, frame, slice position, pixel spacing, stack size);
+- always: ``KNOWN_COLUMNS`` (subject, slice, frame, slice position, pixel spacing, stack size, trigger time
+  and RR interval where the data carry them, ED/ES named by metadata);
 - ``"labels"``: ``LABEL_COLUMNS`` (ED/ES found from the labels, LV area of the label). A strategy that
   reads labels is an *oracle*: a baseline no lab can run before labelling, named so in every report;
 - ``"predictions"``: ``PREDICTION_COLUMNS``, the selection model's view of each image (predicted LV and
@@ -40,14 +41,19 @@ ENTRY_POINT_GROUP = "harness.strategies"
 #: Columns of the tidy frame index, one row per labelled 2D image.
 #: subject (str), slice (int, 0 = most basal), frame (int), phase ("ED", "ES" or None),
 #: slice_pos (float, 0 = base .. 1 = apex), lv_area (LV blood-pool pixels in the label),
-#: spacing_mm (in-plane pixel spacing of the source image), n_slices and n_frames of the subject.
+#: spacing_mm (in-plane pixel spacing of the source image), n_slices and n_frames of the subject,
+#: trigger_ms (the image's time after the R wave: DICOM TriggerTime; NaN where the data do not say it, as in
+#: NIfTI and PNG) and rr_ms (the subject's cardiac cycle: DICOM NominalInterval, else the span of its trigger
+#: times; NaN where unknown).
 FRAME_COLUMNS = (
     "subject", "slice", "frame", "phase", "slice_pos", "lv_area", "spacing_mm", "n_slices", "n_frames",
+    "trigger_ms", "rr_ms",
 )
 
 #: Known before labelling: every strategy gets them. phase_hint: "ED"/"ES" where the dataset's metadata name
 #: them (ACDC's Info.cfg; None elsewhere, and where ED/ES could only be found from the labels).
-KNOWN_COLUMNS = ("subject", "slice", "frame", "slice_pos", "spacing_mm", "n_slices", "n_frames", "phase_hint")
+KNOWN_COLUMNS = ("subject", "slice", "frame", "slice_pos", "spacing_mm", "n_slices", "n_frames", "trigger_ms",
+                 "rr_ms", "phase_hint")
 #: Come from the labels (uses "labels"): phase = ED/ES found from the labelled LV area, lv_area of the label.
 LABEL_COLUMNS = ("phase", "lv_area")
 #: The selection model's view (uses "predictions"): predicted LV and MY pixels at the training size, mean
@@ -130,6 +136,9 @@ def pool_for(strategy: object, frames: pd.DataFrame, subject_order: tuple[str, .
     uses = uses_of(strategy)
     if "phase_hint" not in frames:  # a pool made before 0.8 (or by hand): no metadata hints
         frames = frames.assign(phase_hint=None)
+    for column in ("trigger_ms", "rr_ms"):  # nor timing
+        if column not in frames:
+            frames = frames.assign(**{column: np.nan})
     columns = list(KNOWN_COLUMNS) + [c for c in LABEL_COLUMNS if "labels" in uses]
     columns += [c for c in PREDICTION_COLUMNS if "predictions" in uses]
     missing = [c for c in columns if c not in frames]

@@ -24,6 +24,7 @@ def example_pool(subjects: int = 6, slices: int = 9, frames: int = 20, seed: int
         n_slices = int(slices + rng.integers(-1, 2))
         n_frames = int(frames + rng.integers(-2, 3))
         ed, es = int(rng.integers(0, 4)), int(rng.integers(7, 11))
+        rr = float(rng.integers(650, 1100)) if s % 3 else float("nan")  # every third subject: timing unknown
         pred_ed, pred_es = (ed + int(rng.integers(0, 2))) % n_frames, es + int(rng.integers(-1, 2))
         for sl in range(n_slices):
             for fr in range(n_frames):
@@ -31,7 +32,8 @@ def example_pool(subjects: int = 6, slices: int = 9, frames: int = 20, seed: int
                 rows.append({"subject": f"sub-{s:02d}", "slice": sl, "frame": fr,
                              "phase": "ED" if fr == ed else "ES" if fr == es else None,
                              "slice_pos": sl / (n_slices - 1), "lv_area": 100, "spacing_mm": 1.5,
-                             "n_slices": n_slices, "n_frames": n_frames,
+                             "n_slices": n_slices, "n_frames": n_frames, "rr_ms": rr,
+                             "trigger_ms": round(fr * rr / n_frames + sl * 0.5, 3),
                              "pred_lv_area": area, "pred_my_area": area // 2, "entropy": float(rng.uniform(0, 0.2)),
                              "disagreement": float(rng.uniform(0, 0.5)),
                              "pred_phase": "ED" if fr == pred_ed else "ES" if fr == pred_es else None,

@@ -7,6 +7,8 @@ another number), so they compare with it and with ``subject_random`` at equal co
 order, each with its chosen images in order of preference) at the same expert time.
 
 - ``ed_es_predicted``: ED and ES predicted from the selection model's LV volume curve, all slices.
+- ``ed_es_timing``: ED and ES from the cine's trigger times alone (ED nearest the R wave, ES a QT interval
+  after it): what a lab can pick with no model at all.
 - ``foreground_random``: random images among those where the selection model predicts LV (nnActive's strong
   baseline, adapted to cine).
 - ``uncertain``: the images of highest predictive entropy (or flip disagreement), at most ``per_slice`` per
@@ -46,6 +48,57 @@ class EdEsPredictedStrategy:
 
     def rank_of(self, pool: Pool, n: int | None) -> pd.Index:
         return per_subject(pool, n, lambda rows: phase_frames(rows, "pred_phase", "ed_es_predicted"))
+
+
+def frame_times(rows: pd.DataFrame) -> tuple[pd.Series, float]:
+    """One subject's frames -> (time after the R wave in ms, per frame: the median over slices; the cycle in ms).
+
+    From trigger_ms and rr_ms where the data carry them; a cycle that is not given is the frames' own spacing
+    (n_frames x ms per frame between two labelled frames); without trigger times, frames are taken to spread
+    evenly over the cycle and a cycle not given is 1000 ms (60 /min)."""
+    frames = rows.groupby("frame")
+    n_frames = int(rows["n_frames"].iloc[0])
+    times = frames["trigger_ms"].median() if "trigger_ms" in rows else pd.Series(np.nan, frames.size().index)
+    rr = float(rows["rr_ms"].iloc[0]) if "rr_ms" in rows else float("nan")
+    known = times.dropna()
+    if not np.isfinite(rr) or rr <= 0:
+        steps = np.diff(known.to_numpy()) / np.diff(known.index.to_numpy()) if len(known) > 1 else []
+        rr = float(np.median(steps)) * n_frames if len(steps) and np.median(steps) > 0 else 1000.0
+    fallback = pd.Series(times.index.to_numpy() * rr / max(n_frames, 1), times.index)
+    return times.fillna(fallback), rr
+
+
+def nearest_frame(times: pd.Series, target_ms: float, cycle_ms: float, avoid: int | None = None) -> int:
+    """The frame whose time is cyclically nearest ``target_ms`` (ties: the earlier frame), other than ``avoid``."""
+    gap = np.abs(times.to_numpy() - target_ms) % cycle_ms
+    distance = pd.Series(np.minimum(gap, cycle_ms - gap), times.index)
+    if avoid is not None and len(distance) > 1:
+        distance = distance.drop(avoid)
+    return int(distance.idxmin())
+
+
+@dataclass(frozen=True)
+class EdEsTimingStrategy:
+    description: ClassVar[str] = ("ED and ES frames (all slices) of the n subjects from the cine's timing alone: "
+                                  "ED the frame nearest the R wave, ES the frame nearest the QT interval after it "
+                                  "(Bazett, QTc 400 ms); no labels, no model")
+    uses: ClassVar[frozenset[str]] = frozenset()
+    qtc_ms: float = 400.0  # Bazett's corrected QT: end-systole at qtc_ms x sqrt(RR in s) after the R wave
+
+    def phases(self, rows: pd.DataFrame) -> pd.Index:
+        if not 100 <= self.qtc_ms <= 700:
+            raise StrategyError(f"ed_es_timing: qtc_ms must be between 100 and 700, got {self.qtc_ms}")
+        times, cycle = frame_times(rows)
+        ed = nearest_frame(times, 0.0, cycle)
+        es = nearest_frame(times, self.qtc_ms * np.sqrt(cycle / 1000), cycle, avoid=ed)
+        order = [ed] if es == ed else [ed, es]
+        return pd.Index([i for frame in order for i in rows.index[rows["frame"] == frame].sort_values()])
+
+    def select(self, pool: Pool, n: int, rng: np.random.Generator) -> pd.Index:
+        return per_subject(pool, n, self.phases).sort_values()
+
+    def rank(self, pool: Pool, rng: np.random.Generator) -> pd.Index:
+        return per_subject(pool, None, self.phases)
 
 
 SCOPES = ("subject", "pool")

@@ -27,7 +27,7 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     for name, entry in registry.discover().items():
         cls = entry.load_class()
         uses = uses_of(cls)
-        reads = "labels: oracle" if is_oracle(cls) else (", ".join(sorted(uses)) or "geometry only")
+        reads = "labels: oracle" if is_oracle(cls) else (", ".join(sorted(uses)) or "geometry, timing")
         ranks = "" if callable(getattr(cls, "rank", None)) else " (no --budget-minutes)"
         table.add_row(escape(name), escape(entry.package), escape(reads + ranks),
                       escape(str(getattr(cls, "description", ""))))

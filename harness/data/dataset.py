@@ -47,8 +47,9 @@ class CineDataset:
         return self.index[self.index["subject"].isin(subjects)]
 
 
-#: Revision of what a prepared dataset holds (0.7: per-image content hashes); part of cache keys.
-PREPARED_REVISION = 2
+#: Revision of what a prepared dataset holds (0.7: per-image content hashes; 0.8: trigger times and RR interval
+#: in the index); part of cache keys.
+PREPARED_REVISION = 3
 
 
 def image_hash(image: np.ndarray) -> str:
@@ -105,13 +106,17 @@ def to_training_size(images: np.ndarray, labels: np.ndarray, size: int) -> tuple
 
 
 def index_stack(subject: str, labels: np.ndarray, spacing_mm: float,
-                frame_numbers: tuple[int, ...] | None = None, n_frames: int | None = None) -> pd.DataFrame:
+                frame_numbers: tuple[int, ...] | None = None, n_frames: int | None = None,
+                trigger_ms: np.ndarray | None = None, rr_ms: float | None = None) -> pd.DataFrame:
     """Frame index rows for one subject's (slices, frames, H, W) labels at their original size.
 
     ``frame_numbers`` are the cine frame numbers of the labelled frames (default 0..F-1, every frame
-    labelled) and ``n_frames`` the frames of the whole cine.
+    labelled) and ``n_frames`` the frames of the whole cine; ``trigger_ms`` (slices, frames) and ``rr_ms``
+    the timing where the data carry it (NaN in the index where they do not).
     """
     n_slices, n_labelled = labels.shape[:2]
+    if trigger_ms is None:
+        trigger_ms = np.full((n_slices, n_labelled), np.nan)
     numbers = np.asarray(frame_numbers if frame_numbers is not None else range(n_labelled))
     n_frames = n_frames if n_frames is not None else n_labelled
     slices, frames = np.meshgrid(np.arange(n_slices), numbers, indexing="ij")
@@ -126,6 +131,8 @@ def index_stack(subject: str, labels: np.ndarray, spacing_mm: float,
         "spacing_mm": round(float(spacing_mm), 6),  # float32 headers: 1.2000000476 -> 1.2
         "n_slices": n_slices,
         "n_frames": n_frames,
+        "trigger_ms": np.round(np.asarray(trigger_ms, float).ravel(), 3),
+        "rr_ms": np.nan if rr_ms is None else round(float(rr_ms), 3),
     })[list(FRAME_COLUMNS)]
 
 
@@ -203,6 +210,8 @@ class RawStack:
     field_strength_t: float | None = None
     slice_thickness_mm: float | None = None
     slice_spacing_mm: float | None = None  # between slice centres (thickness + gap); volumes use it
+    trigger_ms: np.ndarray | None = None  # (slices, labelled frames): ms after the R wave; NaN/None where unknown
+    rr_ms: float | None = None  # the cardiac cycle (RR interval) in ms, where the data say it
 
 
 def order_base_to_apex(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -231,12 +240,13 @@ def prepare_stack(stack: RawStack, size: int) -> PreparedStack:
     info = {"subject": stack.subject, "slices": stack.images.shape[0], "frames": stack.n_frames,
             "labelled_frames": len(stack.frame_numbers), "spacing_mm": round(stack.spacing_mm, 3),
             "slice_thickness_mm": stack.slice_thickness_mm, "slice_spacing_mm": stack.slice_spacing_mm,
-            "side_px": max(stack.images.shape[-2:]), "field_strength_t": stack.field_strength_t}
+            "side_px": max(stack.images.shape[-2:]), "field_strength_t": stack.field_strength_t,
+            "rr_ms": stack.rr_ms}
     hashes = tuple(image_hash(image) for image in stack.images.reshape((-1,) + stack.images.shape[-2:]))
     return PreparedStack(normalise(img).reshape(-1, size, size).astype(np.float16),
                          lab.reshape(-1, size, size).astype(np.uint8),
                          index_stack(stack.subject, stack.labels, stack.spacing_mm, stack.frame_numbers,
-                                     stack.n_frames), info, stack.phase_hint, hashes)
+                                     stack.n_frames, stack.trigger_ms, stack.rr_ms), info, stack.phase_hint, hashes)
 
 
 def prepare(name: str, stacks: Iterable[RawStack | PreparedStack], size: int, key: str,
@@ -313,6 +323,9 @@ def load(path: Path, mmap: bool = True) -> CineDataset:
     images, masks = np.load(path / "images.npy", mmap_mode=mode), np.load(path / "masks.npy", mmap_mode=mode)
     index = pd.read_csv(path / "index.csv", dtype={"subject": str})
     index["phase"] = index["phase"].astype(object).where(index["phase"].notna(), None)
+    for column in ("trigger_ms", "rr_ms"):  # prepared before revision 3 (read by hand): timing unknown
+        if column not in index:
+            index[column] = np.nan
     info_path = path / "subjects.csv"
     info = pd.read_csv(info_path, dtype={"subject": str}, keep_default_na=False) if info_path.exists() else None
     hashes = np.load(path / "hashes.npy") if (path / "hashes.npy").exists() else None

@@ -42,6 +42,14 @@ class SeriesGrid:
     field_strength_t: float | None
     patient_values: frozenset[str]  # only to keep them out of ids; never stored
     slice_spacing_mm: float | None = None  # median distance between slice positions along the normal
+    rr_ms: float | None = None  # the cardiac cycle: NominalInterval, else the span of the trigger times
+
+    def trigger_ms(self, slices: Iterable[int], frames: Iterable[int]) -> np.ndarray | None:
+        """Trigger time (ms after the R wave) of the cells (slice, frame), in the order given; NaN where a file
+        has none; None where no file has one."""
+        times = np.array([[np.nan if self.files[s, f].trigger_ms is None else self.files[s, f].trigger_ms
+                           for f in frames] for s in slices], dtype=float)
+        return None if np.isnan(times).all() else times
 
 
 def _quiet_pydicom() -> None:
@@ -73,7 +81,8 @@ class DicomImage:
     orientation: tuple[float, ...]
     spacing: tuple[float, float]
     position: tuple[float, float, float]
-    trigger: float
+    trigger: float  # sort key within the slice: the trigger time, else the instance / temporal position
+    trigger_ms: float | None = None  # TriggerTime (NominalCardiacTriggerDelayTime) where the header has one
 
     @property
     def stem(self) -> str:
@@ -93,20 +102,24 @@ def _images_of(path: Path, h) -> list[DicomImage]:
         n = int(h.get("NumberOfFrames", 1) or 1)
         check_voxels(path, (int(h.get("Rows", 0) or 0), int(h.get("Columns", 0) or 0), n))
         if n == 1:
+            trigger_ms = _number(h.get("TriggerTime"))
             return [DicomImage(path, None, tuple(map(float, h.ImageOrientationPatient)),
                                tuple(map(float, h.PixelSpacing)), tuple(map(float, h.ImagePositionPatient)),
-                               float(h.get("TriggerTime", h.get("InstanceNumber", 0)) or 0))]
+                               trigger_ms if trigger_ms is not None else float(h.get("InstanceNumber", 0) or 0),
+                               trigger_ms)]
         shared = h.SharedFunctionalGroupsSequence[0]
         images = []
         for index, group in enumerate(h.PerFrameFunctionalGroupsSequence):
             def item(name: str, group=group):
                 return (group.get(name) or shared.get(name))[0]
             timing = group.get("CardiacSynchronizationSequence")
-            trigger = float(timing[0].NominalCardiacTriggerDelayTime) if timing else float(
+            trigger_ms = _number(timing[0].get("NominalCardiacTriggerDelayTime")) if timing else None
+            trigger = trigger_ms if trigger_ms is not None else float(
                 item("FrameContentSequence").get("TemporalPositionIndex", index))
             images.append(DicomImage(path, index, tuple(map(float, item("PlaneOrientationSequence").ImageOrientationPatient)),
                                      tuple(map(float, item("PixelMeasuresSequence").PixelSpacing)),
-                                     tuple(map(float, item("PlanePositionSequence").ImagePositionPatient)), trigger))
+                                     tuple(map(float, item("PlanePositionSequence").ImagePositionPatient)), trigger,
+                                     trigger_ms))
         return images
     except (AttributeError, TypeError, IndexError, KeyError, ValueError) as exc:
         raise DataError(f"{path}: lacks the geometry of a cine image (position, orientation, pixel spacing: "
@@ -183,7 +196,21 @@ def read_series(folder: Path, problems: list[str] | None = None) -> SeriesGrid:
         for f, image in enumerate(row):
             files_grid[s, f] = image
     gap = float(np.median(np.diff(positions))) if len(positions) > 1 else None
-    return SeriesGrid(files_grid, float(spacing[0]), thickness, field, patient, gap)
+    return SeriesGrid(files_grid, float(spacing[0]), thickness, field, patient, gap, _cycle_ms(first, files_grid))
+
+
+def _cycle_ms(header, files: np.ndarray) -> float | None:
+    """The RR interval in ms: the header's NominalInterval where it is a plausible one (200-3000 ms), else the
+    span of the trigger times (last + the median step, as retrospective gating spreads the frames over the
+    cycle); None without trigger times."""
+    nominal = _number(header.get("NominalInterval"))
+    if nominal is not None and 200 <= nominal <= 3000:
+        return nominal
+    times = np.array([[np.nan if i.trigger_ms is None else i.trigger_ms for i in row] for row in files], float)
+    if files.shape[1] < 2 or np.isnan(times).any():
+        return None
+    steps = np.diff(times, axis=1)
+    return float(np.median(times[:, -1] + np.median(steps, axis=1))) if (steps > 0).all() else None
 
 
 def _number(value) -> float | None:
@@ -374,10 +401,17 @@ def stack_from_contours(grid: SeriesGrid, contours: dict[tuple[int, int], dict[s
         return label, str(kinds["i"] if isinstance(kinds["i"], Path) else where)
 
     images, labels = fill(grid, slices, labelled_frames, label_of)
-    images, labels, _ = order_base_to_apex(images, labels)
+    images, labels, flipped = order_base_to_apex(images, labels)
     return RawStack(subject, images, labels, grid.spacing_mm, tuple(labelled_frames), grid.files.shape[1],
                     None, grid.field_strength_t, grid.slice_thickness_mm,
-                    grid.slice_spacing_mm)
+                    grid.slice_spacing_mm, *_timing(grid, slices, labelled_frames, flipped))
+
+
+def _timing(grid: SeriesGrid, slices: Iterable[int], frames: Iterable[int],
+            flipped: bool) -> tuple[np.ndarray | None, float | None]:
+    """RawStack's trigger_ms and rr_ms for the cells read, in the stack's base -> apex order."""
+    times = grid.trigger_ms(slices, frames)
+    return (times[::-1] if flipped and times is not None else times), grid.rr_ms
 
 
 def _mask(contour: np.ndarray | Path, shape: tuple[int, int], where: Path) -> np.ndarray:
@@ -414,11 +448,11 @@ def load_label_map_subject(folder: Path, labels: LabelMap, salt: str, problems: 
                         f"series has {grid.files.shape[0]} x {grid.files.shape[1]}")
     images, masks = fill(grid, range(grid.files.shape[0]), range(grid.files.shape[1]),
                          lambda s, f, shape: (labels.apply(label_grid[s, f], str(path)), str(path)))
-    images, masks, _ = order_base_to_apex(images, masks)
-    n_frames = grid.files.shape[1]
+    images, masks, flipped = order_base_to_apex(images, masks)
+    n_slices, n_frames = grid.files.shape
     return RawStack(subject_id(name or folder.name, grid.patient_values, salt), images, masks, grid.spacing_mm,
                     tuple(range(n_frames)), n_frames, None, grid.field_strength_t, grid.slice_thickness_mm,
-                    grid.slice_spacing_mm)
+                    grid.slice_spacing_mm, *_timing(grid, range(n_slices), range(n_frames), flipped))
 
 
 def load_png_masked_subject(folder: Path, labels: LabelMap, salt: str, problems: list[str] | None = None,
@@ -439,7 +473,7 @@ def load_png_masked_subject(folder: Path, labels: LabelMap, salt: str, problems:
         return labels.apply(read_png(masks_of[(s, f)]).astype(int), where), where
 
     images, masks = fill(grid, range(grid.files.shape[0]), frames, label_of)
-    images, masks, _ = order_base_to_apex(images, masks)
+    images, masks, flipped = order_base_to_apex(images, masks)
     return RawStack(subject_id(name or folder.name, grid.patient_values, salt), images, masks, grid.spacing_mm,
                     tuple(frames), grid.files.shape[1], None, grid.field_strength_t, grid.slice_thickness_mm,
-                    grid.slice_spacing_mm)
+                    grid.slice_spacing_mm, *_timing(grid, range(grid.files.shape[0]), frames, flipped))

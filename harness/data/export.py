@@ -10,9 +10,6 @@ import numpy as np
 from harness.data.dicom import LABEL_MAP_NAME
 from harness.data.phantom import FIELD_STRENGTH, SLICE_THICKNESS_MM, PhantomSubject, generate_subject
 
-CYCLE_MS = 900.0
-
-
 def write_subject(subject: PhantomSubject, folder: Path, uid_root: str) -> None:
     import nibabel as nib
     import pydicom
@@ -42,7 +39,8 @@ def write_subject(subject: PhantomSubject, folder: Path, uid_root: str) -> None:
             ds.ImagePositionPatient = [0.0, 0.0, s * SLICE_THICKNESS_MM]
             ds.SliceThickness = SLICE_THICKNESS_MM
             ds.PixelSpacing = [subject.spacing_mm, subject.spacing_mm]
-            ds.TriggerTime = round(f * CYCLE_MS / n_frames, 3)
+            ds.TriggerTime = round(float(subject.trigger_ms[s, f]), 3)
+            ds.NominalInterval = int(round(subject.rr_ms))  # IS: whole milliseconds
             ds.CardiacNumberOfImages = n_frames
             ds.Rows, ds.Columns = rows, cols
             ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"

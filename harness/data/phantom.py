@@ -3,7 +3,9 @@
 Each subject is a stack of short-axis slices (base -> apex) over a full cardiac cycle, every frame
 labelled: 0 background, 1 LV blood pool, 2 LV myocardium, 3 RV blood pool. Per subject the generator
 draws heart size, position, rotation, ejection fraction (40-70 %), the frame of end-diastole, wall
-thickness and apex taper; the myocardium keeps its area over the cycle, so it thickens in systole.
+thickness and apex taper; the myocardium keeps its area over the cycle, so it thickens in systole. Each
+subject has a heart rate (55-90 /min) and its frames trigger times spread evenly over the cycle, as
+retrospective gating gives; systole's timing does not depend on the heart rate.
 
 The two domains share the anatomy generator and differ in how it is imaged:
 
@@ -128,6 +130,20 @@ class PhantomSubject:
     labels: np.ndarray
     spacing_mm: float
     anatomy: Anatomy
+    rr_ms: float = 900.0  # the cardiac cycle; frame f is acquired f * rr_ms / frames after the R wave
+
+    @property
+    def trigger_ms(self) -> np.ndarray:
+        """(slices, frames) trigger times: retrospective gating spreads the frames evenly over the cycle."""
+        n_slices, n_frames = self.labels.shape[:2]
+        return np.tile(np.arange(n_frames) * self.rr_ms / n_frames, (n_slices, 1))
+
+
+def cycle_ms(seed: int, domain: str, number: int) -> float:
+    """A subject's RR interval (heart rate 55-90 /min), from a stream of its own: the images do not depend on it,
+    and neither does the timing of systole (the phantom's ED and ES frames are drawn without it)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, _DOMAIN_ID[domain], number, 1]))
+    return float(round(60_000 / float(rng.uniform(55, 90))))  # whole ms, as DICOM's NominalInterval holds it
 
 
 def subject_rng(seed: int, domain: str, number: int) -> np.random.Generator:
@@ -193,7 +209,8 @@ def generate_subject(seed: int, domain: str, number: int) -> PhantomSubject:
                 img = img + contrast.ghost * np.roll(np.where(endo | rv, img, 0), ghost_shift, axis=0)
             images[s, f] = _acquire(rng, img * shading, contrast, noise_sigma)
             labels[s, f] = label
-    return PhantomSubject(f"{domain}-{number:03d}", domain, images, labels, contrast.spacing_mm, anatomy)
+    return PhantomSubject(f"{domain}-{number:03d}", domain, images, labels, contrast.spacing_mm, anatomy,
+                          cycle_ms(seed, domain, number))
 
 
 def _body(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray) -> dict[str, np.ndarray]:
@@ -307,7 +324,8 @@ def subject_stack(seed: int, domain: str, number: int) -> RawStack:
     subject = generate_subject(seed, domain, number)
     n_frames = subject.labels.shape[1]
     return RawStack(subject.name, subject.images, subject.labels, subject.spacing_mm, tuple(range(n_frames)),
-                    n_frames, None, FIELD_STRENGTH[domain], SLICE_THICKNESS_MM, SLICE_THICKNESS_MM)
+                    n_frames, None, FIELD_STRENGTH[domain], SLICE_THICKNESS_MM, SLICE_THICKNESS_MM,
+                    subject.trigger_ms, subject.rr_ms)
 
 
 def prepared_subject(seed: int, domain: str, number: int, size: int) -> PreparedStack:
