@@ -33,6 +33,39 @@ def test_series_is_sorted_by_geometry_and_trigger_time_not_file_names(sunnybrook
     assert grid.spacing_mm == pytest.approx(1.367188) and grid.field_strength_t == 1.5
 
 
+def test_trigger_times_and_rr_interval_come_from_the_headers_in_base_to_apex_order(sunnybrook_copy):
+    data = load_dataset(shared("sunnybrook"))
+    info = data.subjects_info.set_index("subject")
+    assert sorted(info["rr_ms"]) == [689.0, 750.0, 923.0]  # NominalInterval
+    stack = load_sunnybrook_subject(shared("sunnybrook") / "dicoms" / "SCD0000101",
+                                    shared("sunnybrook") / "contourfiles" / "SC-HF-I-1", "salt")
+    grid = read_series(shared("sunnybrook") / "dicoms" / "SCD0000101")
+    header = {image.path.name: float(pydicom.dcmread(image.path, stop_before_pixels=True).TriggerTime)
+              for image in grid.files[:, list(stack.frame_numbers)].ravel()}
+    assert stack.trigger_ms.shape == stack.labels.shape[:2] and set(np.round(stack.trigger_ms.ravel(), 3)) <= {
+        round(t, 3) for t in header.values()}
+    # row by row: the image's own trigger time, whatever order the stack was flipped into
+    rows = data.index[data.index["subject"] == info.index[info["rr_ms"] == 750.0][0]]  # SCD0000101 (salted id)
+    assert np.allclose(rows["trigger_ms"].to_numpy(), stack.trigger_ms.ravel())
+    assert (rows.groupby("frame")["trigger_ms"].median().diff().dropna() > 0).all()
+    # without NominalInterval the cycle is the span of the trigger times; without TriggerTime nothing is made up
+    folder = sunnybrook_copy / "dicoms" / "SCD0000101"
+    for path in folder.glob("*.dcm"):
+        header = pydicom.dcmread(path)
+        del header.NominalInterval
+        header.save_as(path)
+    spaced = read_series(folder)
+    times = spaced.trigger_ms(range(12), range(20))
+    assert spaced.rr_ms == pytest.approx(np.median(times[:, -1] + np.median(np.diff(times, axis=1), axis=1)))
+    for path in folder.glob("*.dcm"):
+        header = pydicom.dcmread(path)
+        del header.TriggerTime
+        header.save_as(path)
+    untimed = read_series(folder)
+    assert untimed.rr_ms is None and untimed.trigger_ms(range(12), range(20)) is None
+    assert [image.trigger for image in untimed.files[0]] == sorted(image.trigger for image in untimed.files[0])
+
+
 def test_sunnybrook_ed_is_late_in_the_cycle_and_myocardium_only_where_contoured():
     data = load_dataset(shared("sunnybrook"))
     info = data.subjects_info
@@ -236,6 +269,8 @@ def test_enhanced_multiframe_file_gives_the_same_stack(sunnybrook_copy, tmp_path
     first.save_as(target / "cine.dcm")
     enhanced = read_series(target)
     assert enhanced.files.shape == classic.files.shape == (10, 20)
+    assert np.array_equal(enhanced.trigger_ms(range(10), range(20)), classic.trigger_ms(range(10), range(20)))
+    assert enhanced.rr_ms == classic.rr_ms == 923.0
     for (s, f), image in np.ndenumerate(classic.files):
         assert np.array_equal(pixels(image), pixels(enhanced.files[s, f]))
 

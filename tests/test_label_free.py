@@ -19,8 +19,8 @@ from harness.errors import StrategyError, UsageError
 from harness.grid import select, stream_seeds
 from harness.store import RunSpec
 from strategies.builtin import EdEsStrategy, SubjectRandomStrategy
-from strategies.label_free import (EdEsPredictedStrategy, ForegroundRandomStrategy, TypicalStrategy,
-                                   UncertainStrategy, kmeans, spread_order)
+from strategies.label_free import (EdEsPredictedStrategy, EdEsTimingStrategy, ForegroundRandomStrategy,
+                                   TypicalStrategy, UncertainStrategy, frame_times, kmeans, spread_order)
 
 
 # -- what a strategy may read ------------------------------------------------------------------------------------
@@ -99,7 +99,8 @@ def test_oracles_are_the_strategies_that_read_labels():
 
     oracles = {name for name, entry in registry.discover().items() if is_oracle(entry.load_class())}
     assert {"ed_es", "paper_esed", "paper_r_esed", "subsets_file"} <= oracles
-    assert not oracles & {"ed_es_predicted", "foreground_random", "uncertain", "typical", "subject_random",
+    assert not oracles & {"ed_es_predicted", "ed_es_timing", "foreground_random", "uncertain", "typical",
+                          "subject_random",
                           "slice_stratified", "all_frames", "paper_v", "paper_r"}
 
 
@@ -263,7 +264,8 @@ def test_a_cost_table_of_ones_own(tmp_path):
 
 
 @pytest.mark.parametrize("strategy", [EdEsStrategy(), SubjectRandomStrategy(), EdEsPredictedStrategy(),
-                                      ForegroundRandomStrategy(), UncertainStrategy(), TypicalStrategy()])
+                                      EdEsTimingStrategy(), ForegroundRandomStrategy(), UncertainStrategy(),
+                                      TypicalStrategy()])
 def test_budgets_in_minutes_are_nested_paired_and_within_budget(strategy):
     base, view = _full()
     subjects = sorted(base.frames["subject"].unique())
@@ -475,3 +477,64 @@ def test_ed_es_named_by_metadata_are_known_before_labelling_and_those_found_from
     info = pd.DataFrame({"subject": subjects, "ed": 1, "es": 8, "source": "Info.cfg"})
     select(_spec(subjects), spy, _Dataset(base, info), view)
     assert "phase_hint" in spy.seen[-1][0] and "phase" not in spy.seen[-1][0]
+
+
+# -- timing: trigger times and the RR interval are known before labelling ----------------------------------------
+
+def _cine(frames: int, rr: float, triggers: list[float] | None, slices: int = 3, subject: str = "a") -> pd.DataFrame:
+    rows = [{"subject": subject, "slice": sl, "frame": f, "n_frames": frames, "n_slices": slices, "rr_ms": rr,
+             "trigger_ms": np.nan if triggers is None else triggers[f] + 0.4 * sl}
+            for sl in range(slices) for f in range(frames)]
+    return pd.DataFrame(rows)
+
+
+def test_ed_es_timing_takes_the_frame_nearest_the_r_wave_and_the_one_a_qt_interval_after_it():
+    rule = EdEsTimingStrategy()
+    # 20 frames 40 ms apart from 20 ms after the trigger, RR 750 ms (Sunnybrook's timing, frames outlast the
+    # nominal cycle): frame 18 (740 ms) is 10 ms before the next R wave, frame 0 20 ms after one, frame 19 30 ms
+    # after; ES at 400 x sqrt(0.75) = 346 ms: frame 8 (340 ms)
+    sunny = _cine(20, 750.0, [20 + 40 * f for f in range(20)])
+    chosen = sunny.loc[rule.phases(sunny)]
+    assert chosen["frame"].unique().tolist() == [18, 8] and len(chosen) == 2 * 3
+    # no RR interval in the header: the cycle is the frames' own spacing (25 x 40 ms), ES at 400 ms -> frame 10
+    spaced = _cine(25, np.nan, [40.0 * f for f in range(25)])
+    assert frame_times(spaced)[1] == pytest.approx(1000.0)
+    assert spaced.loc[rule.phases(spaced), "frame"].unique().tolist() == [0, 10]
+    # no timing at all (NIfTI): frames spread over an assumed 1000 ms cycle
+    nifti = _cine(30, np.nan, None)
+    assert nifti.loc[rule.phases(nifti), "frame"].unique().tolist() == [0, 12]
+    # a faster heart: ES earlier in ms, QT shortens with sqrt(RR)
+    fast = _cine(20, 500.0, [25.0 * f for f in range(20)])
+    assert fast.loc[rule.phases(fast), "frame"].unique().tolist() == [0, 11]  # 400 x sqrt(0.5) = 283 ms
+    assert fast.loc[EdEsTimingStrategy(qtc_ms=300).phases(fast), "frame"].unique().tolist() == [0, 8]
+    # a pool of ED and ES only (ACDC): two different frames, never one twice
+    two = _cine(30, 800.0, [800 / 30 * f for f in range(30)])
+    two = two[two["frame"].isin([0, 1])]
+    assert sorted(two.loc[rule.phases(two), "frame"].unique().tolist()) == [0, 1]
+    with pytest.raises(StrategyError, match="qtc_ms must be between 100 and 700"):
+        EdEsTimingStrategy(qtc_ms=4).phases(sunny)
+
+
+def test_ed_es_timing_is_handed_the_timing_and_never_the_labels():
+    check_strategy(EdEsTimingStrategy())
+    base, view = _full()
+    subjects = sorted(base.frames["subject"].unique())
+    rows = select(_spec(subjects, 3, strategy="ed_es_timing"), EdEsTimingStrategy(), _Dataset(base), None)
+    assert rows.groupby("subject")["frame"].nunique().eq(2).all() and rows["subject"].nunique() == 3
+    timed = base.frames.drop(columns=["trigger_ms", "rr_ms"])  # a pool made before 0.8: timing unknown, not an error
+    pool = pool_for(EdEsTimingStrategy(), timed, base.subject_order)
+    assert pool.frames[["trigger_ms", "rr_ms"]].isna().all().all()
+    assert not set(LABEL_COLUMNS) & set(pool.frames.columns)
+
+
+def test_phantom_subjects_carry_retrospective_timing_that_the_images_do_not_depend_on():
+    from harness.data.phantom import cycle_ms, generate_subject, subject_stack
+
+    stack = subject_stack(0, "target", 2)
+    subject = generate_subject(0, "target", 2)
+    frames = stack.labels.shape[1]
+    assert 60_000 / 90 <= stack.rr_ms <= 60_000 / 55 and stack.rr_ms == cycle_ms(0, "target", 2)
+    assert np.allclose(stack.trigger_ms, np.arange(frames) * stack.rr_ms / frames)
+    assert stack.trigger_ms.shape == stack.labels.shape[:2]
+    assert len({cycle_ms(0, "target", k) for k in range(8)}) > 4  # heart rates differ between subjects
+    assert np.array_equal(subject.images, stack.images)
