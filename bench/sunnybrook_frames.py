@@ -28,9 +28,9 @@ def timing_phases(grid, slices: list[int], frames: list[int]) -> tuple[int, int]
     """ED/ES of ``ed_es_timing`` over every frame of the series (its own rule, on the whole cine)."""
     from strategies.label_free import EdEsTimingStrategy
 
-    times = grid.trigger_ms(slices, frames)
+    times, cycles = grid.trigger_ms(slices, frames), grid.rr_ms(slices, frames)
     table = pd.DataFrame({"subject": "s", "slice": np.repeat(slices, len(frames)), "frame": np.tile(frames, len(slices)),
-                          "n_frames": len(frames), "rr_ms": grid.rr_ms if grid.rr_ms else np.nan,
+                          "n_frames": len(frames), "rr_ms": np.nan if cycles is None else cycles.ravel(),
                           "trigger_ms": np.nan if times is None else times.ravel()})
     chosen = table.loc[EdEsTimingStrategy().phases(table), "frame"].unique()
     return int(chosen[0]), int(chosen[-1])
@@ -62,7 +62,8 @@ def main(root: Path, checkpoint_path: Path | None) -> pd.DataFrame:
         frames = list(range(grid.files.shape[1]))
         cycle = len(frames)
         timed_ed, timed_es = timing_phases(grid, slices, frames)
-        row = {"subject": stack.subject, "frames": cycle, "slices": len(slices), "rr_ms": grid.rr_ms, "ed": ed,
+        row = {"subject": stack.subject, "frames": cycle, "slices": len(slices),
+               "rr_ms": float(np.nanmedian(grid.rr_ms(slices, frames))), "ed": ed,
                "es": es, "timing_ed": timed_ed, "timing_es": timed_es,
                "timing_ed_error": pool_view.cyclic_distance(ed, timed_ed, cycle),
                "timing_es_error": pool_view.cyclic_distance(es, timed_es, cycle)}
@@ -96,7 +97,7 @@ def phantom_timing(subjects: int = 24, seed: int = 0) -> pd.DataFrame:
     for number in range(subjects):
         subject = generate_subject(seed, "target", number)
         index = find_phases(index_stack(subject.name, subject.labels, subject.spacing_mm, None, None,
-                                        subject.trigger_ms, subject.rr_ms)).index
+                                        subject.trigger_ms, np.full(subject.labels.shape[:2], subject.rr_ms))).index
         ed, es = (int(index.loc[index["phase"] == p, "frame"].iloc[0]) for p in ("ED", "ES"))
         chosen = index.loc[EdEsTimingStrategy().phases(index), "frame"].unique()
         cycle = int(index["n_frames"].iloc[0])

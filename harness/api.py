@@ -42,9 +42,9 @@ ENTRY_POINT_GROUP = "harness.strategies"
 #: subject (str), slice (int, 0 = most basal), frame (int), phase ("ED", "ES" or None),
 #: slice_pos (float, 0 = base .. 1 = apex), lv_area (LV blood-pool pixels in the label),
 #: spacing_mm (in-plane pixel spacing of the source image), n_slices and n_frames of the subject,
-#: trigger_ms (the image's time after the R wave: DICOM TriggerTime; NaN where the data do not say it, as in
-#: NIfTI and PNG) and rr_ms (the subject's cardiac cycle: DICOM NominalInterval, else the span of its trigger
-#: times; NaN where unknown).
+#: trigger_ms (the image's time after the R wave: DICOM TriggerTime, or frame x the time step of a 4D NIfTI whose
+#: header sets its time axis; NaN where the data do not say it, as ACDC's frame files and PNG) and rr_ms (the cardiac cycle the image was acquired in: DICOM NominalInterval, per slice as
+#: each slice is its own breath-hold, else the slice's frame spacing times its frames; NaN where unknown).
 FRAME_COLUMNS = (
     "subject", "slice", "frame", "phase", "slice_pos", "lv_area", "spacing_mm", "n_slices", "n_frames",
     "trigger_ms", "rr_ms",

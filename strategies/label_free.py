@@ -50,31 +50,48 @@ class EdEsPredictedStrategy:
         return per_subject(pool, n, lambda rows: phase_frames(rows, "pred_phase", "ed_es_predicted"))
 
 
-def frame_times(rows: pd.DataFrame) -> tuple[pd.Series, float]:
-    """One subject's frames -> (time after the R wave in ms, per frame: the median over slices; the cycle in ms).
+def cycle_position(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """One subject's rows -> (each image's position in its cardiac cycle, 0 = the R wave .. 1 = the next; each
+    image's cycle in ms). From trigger_ms and rr_ms where the data carry them (each slice is its own
+    breath-hold, with its own cycle); a cycle not given is the subject's frame spacing times its frames; without
+    trigger times, frames spread evenly over the cycle and a cycle not given is 1000 ms (60 /min).
+    StrategyError for a stack size that cannot hold its frames."""
+    frame = rows["frame"].to_numpy(dtype=float)
+    n_frames = pd.to_numeric(rows["n_frames"], errors="coerce").to_numpy(dtype=float)
+    if not np.isfinite(n_frames).all() or (n_frames < 1).any() or (frame >= n_frames).any() or (frame < 0).any():
+        raise StrategyError(f"subject '{rows['subject'].iloc[0]}': frames {int(frame.min())}-{int(frame.max())} do "
+                            f"not fit a cine of n_frames = {rows['n_frames'].iloc[0]}")
+    def numbers(column: str, low: float, high: float) -> np.ndarray:
+        values = pd.to_numeric(rows[column], errors="coerce").to_numpy(dtype=float) if column in rows \
+            else np.full(len(rows), np.nan)
+        return np.where((values >= low) & (values <= high), values, np.nan)
+    times, cycles = numbers("trigger_ms", 0.0, 5000.0), numbers("rr_ms", 200.0, 3000.0)
+    known = np.isfinite(times)
+    if np.isnan(cycles).any() and known.sum() > 1:  # the subject's frame spacing (ms per frame) x its frames
+        order = np.argsort(frame[known])
+        f, t = frame[known][order], times[known][order]
+        step = np.diff(t) / np.where(np.diff(f) > 0, np.diff(f), np.nan)
+        step = step[np.isfinite(step) & (step > 0)]
+        if len(step):
+            cycles = np.where(np.isnan(cycles), np.median(step) * n_frames, cycles)
+    cycles = np.where(np.isnan(cycles), 1000.0, cycles)
+    position = np.where(known, times / cycles, frame / n_frames)
+    return np.mod(position, 1.0), cycles
 
-    From trigger_ms and rr_ms where the data carry them; a cycle that is not given is the frames' own spacing
-    (n_frames x ms per frame between two labelled frames); without trigger times, frames are taken to spread
-    evenly over the cycle and a cycle not given is 1000 ms (60 /min)."""
-    frames = rows.groupby("frame")
-    n_frames = int(rows["n_frames"].iloc[0])
-    times = frames["trigger_ms"].median() if "trigger_ms" in rows else pd.Series(np.nan, frames.size().index)
-    rr = float(rows["rr_ms"].iloc[0]) if "rr_ms" in rows else float("nan")
-    known = times.dropna()
-    if not np.isfinite(rr) or rr <= 0:
-        steps = np.diff(known.to_numpy()) / np.diff(known.index.to_numpy()) if len(known) > 1 else []
-        rr = float(np.median(steps)) * n_frames if len(steps) and np.median(steps) > 0 else 1000.0
-    fallback = pd.Series(times.index.to_numpy() * rr / max(n_frames, 1), times.index)
-    return times.fillna(fallback), rr
+
+def nearest_frame(rows: pd.DataFrame, distance: np.ndarray, avoid: int | None = None) -> int:
+    """The frame whose images lie nearest their target (median over its slices; ties: the earlier frame),
+    other than ``avoid`` where there is another."""
+    per_frame = pd.Series(distance, index=rows["frame"].to_numpy()).groupby(level=0).median()
+    if avoid is not None and len(per_frame) > 1:
+        per_frame = per_frame.drop(avoid)
+    return int(per_frame.idxmin())
 
 
-def nearest_frame(times: pd.Series, target_ms: float, cycle_ms: float, avoid: int | None = None) -> int:
-    """The frame whose time is cyclically nearest ``target_ms`` (ties: the earlier frame), other than ``avoid``."""
-    gap = np.abs(times.to_numpy() - target_ms) % cycle_ms
-    distance = pd.Series(np.minimum(gap, cycle_ms - gap), times.index)
-    if avoid is not None and len(distance) > 1:
-        distance = distance.drop(avoid)
-    return int(distance.idxmin())
+def cyclic(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distance of two positions on the cycle (0..1)."""
+    gap = np.mod(np.abs(a - b), 1.0)
+    return np.minimum(gap, 1 - gap)
 
 
 @dataclass(frozen=True)
@@ -88,9 +105,9 @@ class EdEsTimingStrategy:
     def phases(self, rows: pd.DataFrame) -> pd.Index:
         if not 100 <= self.qtc_ms <= 700:
             raise StrategyError(f"ed_es_timing: qtc_ms must be between 100 and 700, got {self.qtc_ms}")
-        times, cycle = frame_times(rows)
-        ed = nearest_frame(times, 0.0, cycle)
-        es = nearest_frame(times, self.qtc_ms * np.sqrt(cycle / 1000), cycle, avoid=ed)
+        position, cycle = cycle_position(rows)
+        ed = nearest_frame(rows, cyclic(position, 0.0))
+        es = nearest_frame(rows, cyclic(position, self.qtc_ms * np.sqrt(cycle / 1000) / cycle), avoid=ed)
         order = [ed] if es == ed else [ed, es]
         return pd.Index([i for frame in order for i in rows.index[rows["frame"] == frame].sort_values()])
 

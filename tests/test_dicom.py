@@ -34,36 +34,44 @@ def test_series_is_sorted_by_geometry_and_trigger_time_not_file_names(sunnybrook
 
 
 def test_trigger_times_and_rr_interval_come_from_the_headers_in_base_to_apex_order(sunnybrook_copy):
+    from harness.data.dicom import pixels
+
+    folder = shared("sunnybrook") / "dicoms" / "SCD0000101"
+    stack = load_sunnybrook_subject(folder, shared("sunnybrook") / "contourfiles" / "SC-HF-I-1", "salt")
+    grid = read_series(folder)
+    series_slice = {}
+    for (i, j), _ in np.ndenumerate(stack.images[:, :, 0, 0]):  # find each stack image's file by its pixels
+        f = stack.frame_numbers[j]
+        matches = [s for s in range(grid.files.shape[0]) if np.array_equal(pixels(grid.files[s, f]), stack.images[i, j])]
+        assert len(matches) == 1
+        series_slice[i] = matches[0]
+        header = pydicom.dcmread(grid.files[matches[0], f].path, stop_before_pixels=True)
+        assert stack.trigger_ms[i, j] == pytest.approx(float(header.TriggerTime))
+        assert stack.rr_ms[i, j] == float(header.NominalInterval)
+    assert series_slice[0] > series_slice[len(series_slice) - 1]  # stored apex first: the checks ran on a flipped stack
+    assert len(np.unique(stack.rr_ms)) > 1  # each slice's breath-hold has its own cycle
     data = load_dataset(shared("sunnybrook"))
-    info = data.subjects_info.set_index("subject")
-    assert sorted(info["rr_ms"]) == [689.0, 750.0, 923.0]  # NominalInterval
-    stack = load_sunnybrook_subject(shared("sunnybrook") / "dicoms" / "SCD0000101",
-                                    shared("sunnybrook") / "contourfiles" / "SC-HF-I-1", "salt")
-    grid = read_series(shared("sunnybrook") / "dicoms" / "SCD0000101")
-    header = {image.path.name: float(pydicom.dcmread(image.path, stop_before_pixels=True).TriggerTime)
-              for image in grid.files[:, list(stack.frame_numbers)].ravel()}
-    assert stack.trigger_ms.shape == stack.labels.shape[:2] and set(np.round(stack.trigger_ms.ravel(), 3)) <= {
-        round(t, 3) for t in header.values()}
-    # row by row: the image's own trigger time, whatever order the stack was flipped into
-    rows = data.index[data.index["subject"] == info.index[info["rr_ms"] == 750.0][0]]  # SCD0000101 (salted id)
-    assert np.allclose(rows["trigger_ms"].to_numpy(), stack.trigger_ms.ravel())
-    assert (rows.groupby("frame")["trigger_ms"].median().diff().dropna() > 0).all()
-    # without NominalInterval the cycle is the span of the trigger times; without TriggerTime nothing is made up
-    folder = sunnybrook_copy / "dicoms" / "SCD0000101"
-    for path in folder.glob("*.dcm"):
+    per_subject = data.index.groupby("subject")["rr_ms"].median()  # the subject's cycle: the median of its slices'
+    assert data.subjects_info.set_index("subject")["rr_ms"].to_dict() == per_subject.to_dict()
+    assert sorted(per_subject) == [697.0, 759.0, 923.0]
+    # without NominalInterval a slice's cycle is its frame spacing x its frames; without TriggerTime nothing
+    # is made up and the frames keep their instance order
+    copy = sunnybrook_copy / "dicoms" / "SCD0000101"
+    for path in copy.glob("*.dcm"):
         header = pydicom.dcmread(path)
         del header.NominalInterval
         header.save_as(path)
-    spaced = read_series(folder)
-    times = spaced.trigger_ms(range(12), range(20))
-    assert spaced.rr_ms == pytest.approx(np.median(times[:, -1] + np.median(np.diff(times, axis=1), axis=1)))
-    for path in folder.glob("*.dcm"):
+    spaced = read_series(copy)
+    steps = np.diff(spaced.trigger_ms(range(12), range(20)), axis=1)
+    assert np.allclose(spaced.rr_ms(range(12), [0])[:, 0], 20 * np.median(steps, axis=1))
+    for path in copy.glob("*.dcm"):
         header = pydicom.dcmread(path)
         del header.TriggerTime
         header.save_as(path)
-    untimed = read_series(folder)
-    assert untimed.rr_ms is None and untimed.trigger_ms(range(12), range(20)) is None
-    assert [image.trigger for image in untimed.files[0]] == sorted(image.trigger for image in untimed.files[0])
+    untimed = read_series(copy)
+    assert untimed.rr_ms(range(12), range(20)) is None and untimed.trigger_ms(range(12), range(20)) is None
+    numbers = [int(pydicom.dcmread(i.path, stop_before_pixels=True).InstanceNumber) for i in untimed.files[0]]
+    assert numbers == sorted(numbers)
 
 
 def test_sunnybrook_ed_is_late_in_the_cycle_and_myocardium_only_where_contoured():
@@ -251,6 +259,7 @@ def test_enhanced_multiframe_file_gives_the_same_stack(sunnybrook_copy, tmp_path
         position.ImagePositionPatient = one.ImagePositionPatient
         orientation.ImageOrientationPatient = one.ImageOrientationPatient
         timing.NominalCardiacTriggerDelayTime = one.TriggerTime
+        timing.RRIntervalTimeNominal = one.NominalInterval  # where enhanced files keep the cycle
         group.PlanePositionSequence = Sequence([position])
         group.PlaneOrientationSequence = Sequence([orientation])
         group.CardiacSynchronizationSequence = Sequence([timing])
@@ -262,7 +271,7 @@ def test_enhanced_multiframe_file_gives_the_same_stack(sunnybrook_copy, tmp_path
     first.PerFrameFunctionalGroupsSequence = Sequence([g for g, _ in frames])
     first.NumberOfFrames = len(frames)
     first.PixelData = np.stack([a for _, a in frames]).astype(frames[0][1].dtype).tobytes()
-    for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "TriggerTime"):
+    for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "TriggerTime", "NominalInterval"):
         delattr(first, tag)
     target = tmp_path / "enhanced"
     target.mkdir()
@@ -270,7 +279,7 @@ def test_enhanced_multiframe_file_gives_the_same_stack(sunnybrook_copy, tmp_path
     enhanced = read_series(target)
     assert enhanced.files.shape == classic.files.shape == (10, 20)
     assert np.array_equal(enhanced.trigger_ms(range(10), range(20)), classic.trigger_ms(range(10), range(20)))
-    assert enhanced.rr_ms == classic.rr_ms == 923.0
+    assert np.array_equal(enhanced.rr_ms(range(10), range(20)), classic.rr_ms(range(10), range(20)))
     for (s, f), image in np.ndenumerate(classic.files):
         assert np.array_equal(pixels(image), pixels(enhanced.files[s, f]))
 

@@ -20,7 +20,7 @@ from harness.grid import select, stream_seeds
 from harness.store import RunSpec
 from strategies.builtin import EdEsStrategy, SubjectRandomStrategy
 from strategies.label_free import (EdEsPredictedStrategy, EdEsTimingStrategy, ForegroundRandomStrategy,
-                                   TypicalStrategy, UncertainStrategy, frame_times, kmeans, spread_order)
+                                   TypicalStrategy, UncertainStrategy, cycle_position, kmeans, spread_order)
 
 
 # -- what a strategy may read ------------------------------------------------------------------------------------
@@ -490,15 +490,15 @@ def _cine(frames: int, rr: float, triggers: list[float] | None, slices: int = 3,
 
 def test_ed_es_timing_takes_the_frame_nearest_the_r_wave_and_the_one_a_qt_interval_after_it():
     rule = EdEsTimingStrategy()
-    # 20 frames 40 ms apart from 20 ms after the trigger, RR 750 ms (Sunnybrook's timing, frames outlast the
-    # nominal cycle): frame 18 (740 ms) is 10 ms before the next R wave, frame 0 20 ms after one, frame 19 30 ms
-    # after; ES at 400 x sqrt(0.75) = 346 ms: frame 8 (340 ms)
+    # 20 frames 40 ms apart from 20 ms after the trigger in a 750 ms cycle (a slice whose breath-hold had a
+    # faster heart than the acquisition was planned for): frame 18 (740 ms) is 10 ms before the next R wave,
+    # frame 0 20 ms after one, frame 19 30 ms after; ES at 400 x sqrt(0.75) = 346 ms: frame 8 (340 ms)
     sunny = _cine(20, 750.0, [20 + 40 * f for f in range(20)])
     chosen = sunny.loc[rule.phases(sunny)]
     assert chosen["frame"].unique().tolist() == [18, 8] and len(chosen) == 2 * 3
     # no RR interval in the header: the cycle is the frames' own spacing (25 x 40 ms), ES at 400 ms -> frame 10
     spaced = _cine(25, np.nan, [40.0 * f for f in range(25)])
-    assert frame_times(spaced)[1] == pytest.approx(1000.0)
+    assert cycle_position(spaced)[1] == pytest.approx(np.full(len(spaced), 1000.0))
     assert spaced.loc[rule.phases(spaced), "frame"].unique().tolist() == [0, 10]
     # no timing at all (NIfTI): frames spread over an assumed 1000 ms cycle
     nifti = _cine(30, np.nan, None)
@@ -511,8 +511,18 @@ def test_ed_es_timing_takes_the_frame_nearest_the_r_wave_and_the_one_a_qt_interv
     two = _cine(30, 800.0, [800 / 30 * f for f in range(30)])
     two = two[two["frame"].isin([0, 1])]
     assert sorted(two.loc[rule.phases(two), "frame"].unique().tolist()) == [0, 1]
+    # each slice in its own cycle: ED and ES by the median over slices of how far each image is from its target
+    mixed = pd.concat([_cine(20, 750.0, [20 + 40 * f for f in range(20)], slices=2),
+                       _cine(20, 800.0, [40.0 * f for f in range(20)], slices=1).assign(slice=2)])
+    assert mixed.loc[rule.phases(mixed), "frame"].unique().tolist() == [18, 8]
+    # an implausible cycle is not believed: the frame spacing is used instead
+    odd = _cine(25, 0.001, [40.0 * f for f in range(25)])
+    assert odd.loc[rule.phases(odd), "frame"].unique().tolist() == [0, 10]
     with pytest.raises(StrategyError, match="qtc_ms must be between 100 and 700"):
         EdEsTimingStrategy(qtc_ms=4).phases(sunny)
+    for bad in (sunny.assign(n_frames=0), sunny.assign(n_frames=12), sunny.assign(n_frames=np.nan)):
+        with pytest.raises(StrategyError, match="do not fit a cine of n_frames"):
+            rule.phases(bad)
 
 
 def test_ed_es_timing_is_handed_the_timing_and_never_the_labels():
@@ -527,14 +537,16 @@ def test_ed_es_timing_is_handed_the_timing_and_never_the_labels():
     assert not set(LABEL_COLUMNS) & set(pool.frames.columns)
 
 
-def test_phantom_subjects_carry_retrospective_timing_that_the_images_do_not_depend_on():
-    from harness.data.phantom import cycle_ms, generate_subject, subject_stack
+def test_phantom_subjects_carry_retrospective_timing_that_the_images_do_not_depend_on(monkeypatch):
+    from harness.data import phantom
 
-    stack = subject_stack(0, "target", 2)
-    subject = generate_subject(0, "target", 2)
+    stack = phantom.subject_stack(0, "target", 2)
     frames = stack.labels.shape[1]
-    assert 60_000 / 90 <= stack.rr_ms <= 60_000 / 55 and stack.rr_ms == cycle_ms(0, "target", 2)
-    assert np.allclose(stack.trigger_ms, np.arange(frames) * stack.rr_ms / frames)
-    assert stack.trigger_ms.shape == stack.labels.shape[:2]
-    assert len({cycle_ms(0, "target", k) for k in range(8)}) > 4  # heart rates differ between subjects
-    assert np.array_equal(subject.images, stack.images)
+    rr = phantom.cycle_ms(0, "target", 2)
+    assert 60_000 / 90 <= rr <= 60_000 / 55 and np.all(stack.rr_ms == rr)
+    assert np.allclose(stack.trigger_ms, np.arange(frames) * rr / frames)
+    assert stack.trigger_ms.shape == stack.rr_ms.shape == stack.labels.shape[:2]
+    assert len({phantom.cycle_ms(0, "target", k) for k in range(8)}) > 4  # heart rates differ between subjects
+    monkeypatch.setattr(phantom, "cycle_ms", lambda *args: 400.0)  # another heart rate: the same images
+    other = phantom.subject_stack(0, "target", 2)
+    assert np.all(other.rr_ms == 400.0) and np.array_equal(other.images, stack.images)

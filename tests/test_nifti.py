@@ -136,7 +136,19 @@ def test_4d_cine_with_a_4d_label_map_is_the_phantom(tmp_path):
     data = load_dataset(tmp_path, size=64)
     assert locate(tmp_path).format == "nifti-4d"
     memory = phantom_dataset("target", 2, 0, 64)
-    assert data.index.equals(memory.index) and np.array_equal(data.masks, memory.masks)
+    timing = ["trigger_ms", "rr_ms"]  # the files' time axis is unset: no timing is made up
+    assert data.index[timing].isna().all().all() and memory.index[timing].notna().all().all()
+    assert data.index.drop(columns=timing).equals(memory.index.drop(columns=timing))
+    assert np.array_equal(data.masks, memory.masks)
+    for number in range(2):  # a header with the time axis in ms: the phantom's own timing comes back
+        subject = generate_subject(0, "target", number)
+        path = tmp_path / subject.name / f"{subject.name}_4d.nii.gz"
+        image = nib.load(str(path))
+        image.header.set_xyzt_units("mm", "msec")
+        image.header["pixdim"][4] = subject.rr_ms / subject.images.shape[1]
+        nib.save(nib.Nifti1Image(np.asarray(image.dataobj), image.affine, image.header), str(path))
+    timed = load_dataset(tmp_path, size=64)
+    assert np.allclose(timed.index[timing].to_numpy(float), memory.index[timing].to_numpy(float), atol=0.01)
 
 
 def test_4d_cine_with_acdc_style_frame_label_maps(tmp_path):

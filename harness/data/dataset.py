@@ -107,16 +107,21 @@ def to_training_size(images: np.ndarray, labels: np.ndarray, size: int) -> tuple
 
 def index_stack(subject: str, labels: np.ndarray, spacing_mm: float,
                 frame_numbers: tuple[int, ...] | None = None, n_frames: int | None = None,
-                trigger_ms: np.ndarray | None = None, rr_ms: float | None = None) -> pd.DataFrame:
+                trigger_ms: np.ndarray | None = None, rr_ms: np.ndarray | None = None) -> pd.DataFrame:
     """Frame index rows for one subject's (slices, frames, H, W) labels at their original size.
 
     ``frame_numbers`` are the cine frame numbers of the labelled frames (default 0..F-1, every frame
-    labelled) and ``n_frames`` the frames of the whole cine; ``trigger_ms`` (slices, frames) and ``rr_ms``
+    labelled) and ``n_frames`` the frames of the whole cine; ``trigger_ms`` and ``rr_ms`` (slices, frames)
     the timing where the data carry it (NaN in the index where they do not).
     """
     n_slices, n_labelled = labels.shape[:2]
-    if trigger_ms is None:
-        trigger_ms = np.full((n_slices, n_labelled), np.nan)
+    timing = {}
+    for name, values in (("trigger_ms", trigger_ms), ("rr_ms", rr_ms)):
+        values = np.full((n_slices, n_labelled), np.nan) if values is None else np.asarray(values, float)
+        if values.shape != (n_slices, n_labelled):
+            raise DataError(f"subject '{subject}': {name} is {values.shape}, not one value per image "
+                            f"({n_slices} slices x {n_labelled} frames)")
+        timing[name] = np.round(values.ravel(), 3)
     numbers = np.asarray(frame_numbers if frame_numbers is not None else range(n_labelled))
     n_frames = n_frames if n_frames is not None else n_labelled
     slices, frames = np.meshgrid(np.arange(n_slices), numbers, indexing="ij")
@@ -131,8 +136,7 @@ def index_stack(subject: str, labels: np.ndarray, spacing_mm: float,
         "spacing_mm": round(float(spacing_mm), 6),  # float32 headers: 1.2000000476 -> 1.2
         "n_slices": n_slices,
         "n_frames": n_frames,
-        "trigger_ms": np.round(np.asarray(trigger_ms, float).ravel(), 3),
-        "rr_ms": np.nan if rr_ms is None else round(float(rr_ms), 3),
+        **timing,
     })[list(FRAME_COLUMNS)]
 
 
@@ -211,7 +215,7 @@ class RawStack:
     slice_thickness_mm: float | None = None
     slice_spacing_mm: float | None = None  # between slice centres (thickness + gap); volumes use it
     trigger_ms: np.ndarray | None = None  # (slices, labelled frames): ms after the R wave; NaN/None where unknown
-    rr_ms: float | None = None  # the cardiac cycle (RR interval) in ms, where the data say it
+    rr_ms: np.ndarray | None = None  # same shape: the cardiac cycle (RR interval, ms) each image was acquired in
 
 
 def order_base_to_apex(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -241,7 +245,7 @@ def prepare_stack(stack: RawStack, size: int) -> PreparedStack:
             "labelled_frames": len(stack.frame_numbers), "spacing_mm": round(stack.spacing_mm, 3),
             "slice_thickness_mm": stack.slice_thickness_mm, "slice_spacing_mm": stack.slice_spacing_mm,
             "side_px": max(stack.images.shape[-2:]), "field_strength_t": stack.field_strength_t,
-            "rr_ms": stack.rr_ms}
+            "rr_ms": None if stack.rr_ms is None or np.isnan(stack.rr_ms).all() else float(np.nanmedian(stack.rr_ms))}
     hashes = tuple(image_hash(image) for image in stack.images.reshape((-1,) + stack.images.shape[-2:]))
     return PreparedStack(normalise(img).reshape(-1, size, size).astype(np.float16),
                          lab.reshape(-1, size, size).astype(np.uint8),
@@ -328,6 +332,8 @@ def load(path: Path, mmap: bool = True) -> CineDataset:
             index[column] = np.nan
     info_path = path / "subjects.csv"
     info = pd.read_csv(info_path, dtype={"subject": str}, keep_default_na=False) if info_path.exists() else None
+    if info is not None and "rr_ms" in info:  # '' where unknown: a number column, not strings
+        info["rr_ms"] = pd.to_numeric(info["rr_ms"], errors="coerce")
     hashes = np.load(path / "hashes.npy") if (path / "hashes.npy").exists() else None
     return CineDataset(meta["name"], index, images, masks, meta["fingerprint"], info,
                        tuple(meta.get("problems", ())), str(path), hashes)

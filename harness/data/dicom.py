@@ -42,14 +42,32 @@ class SeriesGrid:
     field_strength_t: float | None
     patient_values: frozenset[str]  # only to keep them out of ids; never stored
     slice_spacing_mm: float | None = None  # median distance between slice positions along the normal
-    rr_ms: float | None = None  # the cardiac cycle: NominalInterval, else the span of the trigger times
 
     def trigger_ms(self, slices: Iterable[int], frames: Iterable[int]) -> np.ndarray | None:
         """Trigger time (ms after the R wave) of the cells (slice, frame), in the order given; NaN where a file
         has none; None where no file has one."""
-        times = np.array([[np.nan if self.files[s, f].trigger_ms is None else self.files[s, f].trigger_ms
-                           for f in frames] for s in slices], dtype=float)
+        times = self._cells("trigger_ms", slices, frames)
         return None if np.isnan(times).all() else times
+
+    def rr_ms(self, slices: Iterable[int], frames: Iterable[int]) -> np.ndarray | None:
+        """The cardiac cycle (RR interval, ms) of each cell: its file's NominalInterval (RRIntervalTimeNominal
+        in enhanced files); where a slice has none, its frames' spacing times the frames of the cine (retrospective
+        gating spreads them over one cycle). Each slice is its own breath-hold, so cycles differ by slice.
+        None where no cell has either."""
+        slices, frames = list(slices), list(frames)
+        nominal = self._cells("rr_ms", slices, range(self.files.shape[1]))
+        times = self._cells("trigger_ms", slices, range(self.files.shape[1]))
+        with np.errstate(invalid="ignore"):
+            steps = np.nanmedian(np.where(np.diff(times, axis=1) > 0, np.diff(times, axis=1), np.nan), axis=1) \
+                if self.files.shape[1] > 1 and not np.isnan(times).all() else np.full(len(slices), np.nan)
+        per_slice = np.nanmedian(nominal, axis=1) if not np.isnan(nominal).all() else np.full(len(slices), np.nan)
+        per_slice = np.where(np.isnan(per_slice), steps * self.files.shape[1], per_slice)
+        return None if np.isnan(per_slice).all() else np.repeat(per_slice[:, None], len(frames), axis=1)
+
+    def _cells(self, field: str, slices: Iterable[int], frames: Iterable[int]) -> np.ndarray:
+        frames = list(frames)
+        return np.array([[np.nan if getattr(self.files[s, f], field) is None else getattr(self.files[s, f], field)
+                          for f in frames] for s in slices], dtype=float).reshape(-1, len(frames))
 
 
 def _quiet_pydicom() -> None:
@@ -83,6 +101,7 @@ class DicomImage:
     position: tuple[float, float, float]
     trigger: float  # sort key within the slice: the trigger time, else the instance / temporal position
     trigger_ms: float | None = None  # TriggerTime (NominalCardiacTriggerDelayTime) where the header has one
+    rr_ms: float | None = None  # NominalInterval (RRIntervalTimeNominal) where the header has a plausible one
 
     @property
     def stem(self) -> str:
@@ -106,20 +125,21 @@ def _images_of(path: Path, h) -> list[DicomImage]:
             return [DicomImage(path, None, tuple(map(float, h.ImageOrientationPatient)),
                                tuple(map(float, h.PixelSpacing)), tuple(map(float, h.ImagePositionPatient)),
                                trigger_ms if trigger_ms is not None else float(h.get("InstanceNumber", 0) or 0),
-                               trigger_ms)]
+                               trigger_ms, _cycle(h.get("NominalInterval")))]
         shared = h.SharedFunctionalGroupsSequence[0]
         images = []
         for index, group in enumerate(h.PerFrameFunctionalGroupsSequence):
             def item(name: str, group=group):
                 return (group.get(name) or shared.get(name))[0]
-            timing = group.get("CardiacSynchronizationSequence")
+            timing = group.get("CardiacSynchronizationSequence") or shared.get("CardiacSynchronizationSequence")
             trigger_ms = _number(timing[0].get("NominalCardiacTriggerDelayTime")) if timing else None
+            rr_ms = _cycle(timing[0].get("RRIntervalTimeNominal")) if timing else None
             trigger = trigger_ms if trigger_ms is not None else float(
                 item("FrameContentSequence").get("TemporalPositionIndex", index))
             images.append(DicomImage(path, index, tuple(map(float, item("PlaneOrientationSequence").ImageOrientationPatient)),
                                      tuple(map(float, item("PixelMeasuresSequence").PixelSpacing)),
                                      tuple(map(float, item("PlanePositionSequence").ImagePositionPatient)), trigger,
-                                     trigger_ms))
+                                     trigger_ms, rr_ms if rr_ms is not None else _cycle(h.get("NominalInterval"))))
         return images
     except (AttributeError, TypeError, IndexError, KeyError, ValueError) as exc:
         raise DataError(f"{path}: lacks the geometry of a cine image (position, orientation, pixel spacing: "
@@ -196,21 +216,13 @@ def read_series(folder: Path, problems: list[str] | None = None) -> SeriesGrid:
         for f, image in enumerate(row):
             files_grid[s, f] = image
     gap = float(np.median(np.diff(positions))) if len(positions) > 1 else None
-    return SeriesGrid(files_grid, float(spacing[0]), thickness, field, patient, gap, _cycle_ms(first, files_grid))
+    return SeriesGrid(files_grid, float(spacing[0]), thickness, field, patient, gap)
 
 
-def _cycle_ms(header, files: np.ndarray) -> float | None:
-    """The RR interval in ms: the header's NominalInterval where it is a plausible one (200-3000 ms), else the
-    span of the trigger times (last + the median step, as retrospective gating spreads the frames over the
-    cycle); None without trigger times."""
-    nominal = _number(header.get("NominalInterval"))
-    if nominal is not None and 200 <= nominal <= 3000:
-        return nominal
-    times = np.array([[np.nan if i.trigger_ms is None else i.trigger_ms for i in row] for row in files], float)
-    if files.shape[1] < 2 or np.isnan(times).any():
-        return None
-    steps = np.diff(times, axis=1)
-    return float(np.median(times[:, -1] + np.median(steps, axis=1))) if (steps > 0).all() else None
+def _cycle(value) -> float | None:
+    """An RR interval from a header: a number of 200-3000 ms (20-300 beats a minute), else None."""
+    number = _number(value)
+    return number if number is not None and 200 <= number <= 3000 else None
 
 
 def _number(value) -> float | None:
@@ -410,8 +422,9 @@ def stack_from_contours(grid: SeriesGrid, contours: dict[tuple[int, int], dict[s
 def _timing(grid: SeriesGrid, slices: Iterable[int], frames: Iterable[int],
             flipped: bool) -> tuple[np.ndarray | None, float | None]:
     """RawStack's trigger_ms and rr_ms for the cells read, in the stack's base -> apex order."""
-    times = grid.trigger_ms(slices, frames)
-    return (times[::-1] if flipped and times is not None else times), grid.rr_ms
+    slices, frames = list(slices), list(frames)
+    times, cycles = grid.trigger_ms(slices, frames), grid.rr_ms(slices, frames)
+    return tuple(None if a is None else (a[::-1] if flipped else a) for a in (times, cycles))
 
 
 def _mask(contour: np.ndarray | Path, shape: tuple[int, int], where: Path) -> np.ndarray:

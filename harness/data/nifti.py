@@ -193,6 +193,20 @@ def load_mnms_subject(folder: Path, labels: LabelMap = MNMS_LABELS, problems: li
                     slice_spacing_mm=stacks[0][3])
 
 
+def frame_interval_ms(path: Path) -> float | None:
+    """Milliseconds between the frames of a 4D cine, where its header says so (time units sec, msec or usec and
+    a plausible 5-200 ms step); None where it does not (many writers leave the time axis unset)."""
+    import nibabel as nib
+
+    header = nib.load(str(path)).header
+    unit = header.get_xyzt_units()[1]
+    zooms = header.get_zooms()
+    if unit not in ("sec", "msec", "usec") or len(zooms) < 4:
+        return None
+    step = float(zooms[3]) * {"sec": 1000.0, "msec": 1.0, "usec": 0.001}[unit]
+    return step if 5 <= step <= 200 else None
+
+
 def _read4d(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
     """A 4D NIfTI (x, y, slices, frames) as (slices, frames, rows, columns)."""
     data, zooms = read_volume(path, (4,), "4D cine (x, y, slices, frames)")
@@ -235,5 +249,10 @@ def load_4d_subject(folder: Path, labels: LabelMap, subject: str | None = None) 
         raise DataError(f"{cines[0]}: non-square pixels are not supported yet; resample first")
     n_frames = images.shape[1]
     images, masks, _ = order_base_to_apex(selected.astype(np.float32), masks)
+    step = frame_interval_ms(cines[0])
+    shape = images.shape[:2]
+    timing = ({} if step is None else  # frames evenly over the cycle from the trigger, as retrospective gating
+              {"trigger_ms": np.tile(np.asarray(frames, float) * step, (shape[0], 1)),
+               "rr_ms": np.full(shape, step * n_frames)})
     return RawStack(subject or folder.name, images, masks, zooms[0], tuple(frames), n_frames, slice_thickness_mm=zooms[2],
-                    slice_spacing_mm=zooms[2])
+                    slice_spacing_mm=zooms[2], **timing)

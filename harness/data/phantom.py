@@ -325,7 +325,7 @@ def subject_stack(seed: int, domain: str, number: int) -> RawStack:
     n_frames = subject.labels.shape[1]
     return RawStack(subject.name, subject.images, subject.labels, subject.spacing_mm, tuple(range(n_frames)),
                     n_frames, None, FIELD_STRENGTH[domain], SLICE_THICKNESS_MM, SLICE_THICKNESS_MM,
-                    subject.trigger_ms, subject.rr_ms)
+                    subject.trigger_ms, np.full(subject.labels.shape[:2], subject.rr_ms))
 
 
 def prepared_subject(seed: int, domain: str, number: int, size: int) -> PreparedStack:

@@ -1,0 +1,187 @@
+"""Group-sequential one-sided tests over rounds of training seeds (``run --until-decided``).
+
+A question (is strategy S at budget n non-inferior to the reference? does A beat B?) is looked at after each
+round of seeds. Its statistic at look k is the crossed-variance t of `inference.t_statistics`, turned into a z
+by its one-sided p-value. Adding seeds to the same test subjects gives the canonical joint distribution of
+group-sequential theory: the mean after k looks averages every seed so far, so Cov(Z_j, Z_k) = sqrt(I_j / I_k)
+with information I = 1 / Var(mean) (the subject part is shared by every look, which is why I stops growing
+when the subjects, not the runs, dominate the variance; see `projected_variance`).
+
+- Efficacy: Lan-DeMets alpha spending, O'Brien-Fleming-like ``2 - 2 Phi(z_{1-alpha/2} / sqrt(t))`` by default
+  or Pocock-like ``alpha log(1 + (e - 1) t)``, over the information fraction t = I_k / I_max, I_max the
+  information at ``--max-seeds`` projected from the variance components of the current look. Boundaries are
+  found by numerical integration of the joint density (Armitage, McPherson and Rowe's recursion), look by
+  look, so the looks need not be planned in advance.
+- Futility (non-binding: the efficacy boundaries ignore it, so alpha holds whether or not it is obeyed):
+  a question is futile when its conditional power at the maximum, under the effect estimated so far, is below
+  ``FUTILITY_POWER``.
+- Repeated confidence intervals: the lower bound estimate - c_k SE with c_k the look's boundary holds
+  simultaneously over looks at level 1 - alpha (Jennison and Turnbull 1989).
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import optimize
+from scipy import stats as sps
+
+SPENDING = ("obrien-fleming", "pocock")
+FUTILITY_POWER = 0.10  # conditional power at the maximum below which a question is futile
+_GRID = 801  # points of the numerical integration per look
+
+
+def spent(t: float | np.ndarray, alpha: float, kind: str = "obrien-fleming") -> np.ndarray:
+    """Alpha spent by information fraction t (0 at t = 0, alpha at t >= 1)."""
+    t = np.clip(np.asarray(t, float), 0.0, 1.0)
+    if kind == "obrien-fleming":
+        with np.errstate(divide="ignore"):
+            z = sps.norm.isf(alpha / 2) / np.sqrt(np.where(t > 0, t, np.nan))
+        return np.where(t > 0, 2 * sps.norm.sf(z), 0.0)
+    if kind == "pocock":
+        return alpha * np.log1p((math.e - 1) * t)
+    raise ValueError(f"spending must be one of {', '.join(SPENDING)}, got '{kind}'")
+
+
+def _first(t: float, bound: float, drift: float) -> tuple[np.ndarray, np.ndarray]:
+    """Grid z and the density of Z at the first look on (-8, bound)."""
+    z = np.linspace(-8.0, _top(bound), _GRID)
+    return z, sps.norm.pdf(z - drift * math.sqrt(t))
+
+
+def _step(z: np.ndarray, density: np.ndarray, t0: float, t1: float, drift: float,
+          upper: float) -> tuple[np.ndarray, np.ndarray]:
+    """One look further: the sub-density of Z at t1 on (-8, upper) of paths that crossed no bound, from that
+    at t0 (independent increments of the score S = Z sqrt(t): S1 - S0 ~ N(drift (t1 - t0), t1 - t0))."""
+    dt = t1 - t0
+    new = np.linspace(-8.0, _top(upper), _GRID)
+    weights = _simpson(z) * density
+    kernel = sps.norm.pdf((new[:, None] * math.sqrt(t1) - z[None] * math.sqrt(t0) - drift * dt) / math.sqrt(dt))
+    return new, kernel @ weights * math.sqrt(t1 / dt)
+
+
+def _top(bound: float) -> float:
+    """The grid's upper end: the bound, or 8.5 where the bound lies beyond any mass (an infinite bound)."""
+    return min(bound, 8.5)
+
+
+def _simpson(z: np.ndarray) -> np.ndarray:
+    """Simpson weights of an odd-length evenly spaced grid."""
+    h = z[1] - z[0]
+    w = np.ones(len(z))
+    w[1:-1:2], w[2:-1:2] = 4, 2
+    return w * h / 3
+
+
+class _Paths:
+    """The sub-density of paths that have crossed no bound so far, carried look by look."""
+
+    def __init__(self, drift: float):
+        self.drift, self.t, self.z, self.density = drift, None, None, None
+
+    def crossing(self, t1: float, bound: float) -> float:
+        """P(no crossing so far, Z >= bound at the next look, at information fraction t1)."""
+        if self.t is None:
+            return float(sps.norm.sf(bound - self.drift * math.sqrt(t1)))
+        dt = t1 - self.t
+        beyond = sps.norm.sf((bound * math.sqrt(t1) - self.z * math.sqrt(self.t) - self.drift * dt) / math.sqrt(dt))
+        return float(_simpson(self.z) @ (self.density * beyond))
+
+    def advance(self, t1: float, bound: float) -> None:
+        """Keep the paths below ``bound`` at t1."""
+        if self.t is None:
+            self.z, self.density = _first(t1, bound, self.drift)
+        else:
+            self.z, self.density = _step(self.z, self.density, self.t, t1, self.drift, bound)
+        self.t = t1
+
+
+def boundaries(fractions: list[float] | tuple[float, ...], alpha: float, kind: str = "obrien-fleming") -> list[float]:
+    """Efficacy boundaries (z) at looks with increasing information fractions (the last may be 1), each spending
+    alpha(t_k) - alpha(t_{k-1}) under the null. A look that may spend nothing gets an infinite bound."""
+    return list(_boundaries(tuple(round(float(t), 6) for t in fractions), float(alpha), kind))
+
+
+@functools.lru_cache(maxsize=4096)
+def _boundaries(fractions: tuple[float, ...], alpha: float, kind: str) -> tuple[float, ...]:
+    if any(b <= a for a, b in zip(fractions, fractions[1:])) or not 0 < fractions[0] or fractions[-1] > 1:
+        raise ValueError(f"information fractions must increase within (0, 1], got {list(fractions)}")
+    paths = _Paths(0.0)
+    bounds: list[float] = []
+    previous = 0.0
+    for t in fractions:
+        target = float(spent(t, alpha, kind)) - previous
+        previous += target
+        if target <= 1e-12:
+            bound = math.inf
+        elif paths.crossing(t, -1.0) < target:  # asks more than the paths left can give: the bound at the edge
+            bound = -1.0
+        else:
+            bound = optimize.brentq(lambda c: paths.crossing(t, c) - target, -1.0, 12.0, xtol=1e-7)
+        bounds.append(bound)
+        paths.advance(t, bound)
+    return tuple(bounds)
+
+
+def crossing_probability(fractions: list[float], bounds: list[float], drift: float) -> float:
+    """P(crossing some efficacy bound) with the effect at ``drift`` (theta sqrt(I_max)): power, or alpha at 0."""
+    paths, total = _Paths(drift), 0.0
+    for t, bound in zip(fractions, bounds):
+        total += paths.crossing(t, bound)
+        paths.advance(t, bound)
+    return total
+
+
+def conditional_power(z: float, t: float, final_bound: float, drift: float) -> float:
+    """P(Z at t = 1 >= final_bound | Z = z at t), with the effect at ``drift``."""
+    if t >= 1:
+        return float(z >= final_bound)
+    score = z * math.sqrt(t)
+    return float(sps.norm.sf((final_bound - score - drift * (1 - t)) / math.sqrt(1 - t)))
+
+
+def projected_variance(ms_subject: float, ms_residual: float, run_part: float, units: int, seeds: int,
+                       target_seeds: int) -> float:
+    """Var(mean) at ``target_seeds`` from a look's variance components (`inference.mean_and_variance`): the
+    subject part sigma_b^2 / N does not shrink with seeds, the run and residual parts do."""
+    subject = max(ms_subject - ms_residual, 0.0) / seeds / units
+    per_seed = run_part + ms_residual / units
+    return subject + per_seed / target_seeds
+
+
+@dataclass(frozen=True)
+class Look:
+    """One question at one look: its z, information fraction, the boundary, and what was decided."""
+
+    z: float
+    fraction: float
+    bound: float
+    decision: str  # "shown", "futile" or "open"
+    conditional_power: float
+    p_sequential: float  # stage-wise ordering p-value where shown at this look, else nan
+
+
+def decide(zs: list[float], fractions: list[float], alpha: float, kind: str = "obrien-fleming",
+           futility_power: float = FUTILITY_POWER) -> Look:
+    """The decision at the last of a question's looks (z and information fraction per look so far; the last
+    fraction is 1 at the maximum). Earlier looks are assumed open (a decided question is not looked at again)."""
+    if len(zs) != len(fractions):
+        raise ValueError("one z per look")
+    bounds = boundaries(fractions, alpha, kind)
+    z, t, bound = zs[-1], fractions[-1], bounds[-1]
+    if z >= bound:  # stage-wise ordering: earlier crossings count as more extreme, then a larger z at this look
+        p = crossing_probability(fractions, bounds[:-1] + [z], 0.0)
+        return Look(z, t, bound, "shown", 1.0, min(p, 1.0))
+    if t >= 1 - 1e-9:
+        return Look(z, t, bound, "futile", 0.0, math.nan)
+    final = boundaries(fractions + [1.0], alpha, kind)[-1]
+    drift = z / math.sqrt(t)  # the effect estimated so far, in units of the maximum information
+    power = conditional_power(z, t, final, drift)
+    return Look(z, t, bound, "futile" if power < futility_power else "open", power, math.nan)
+
+
+def z_of(p_one_sided: float) -> float:
+    """The z whose one-sided p-value is p (a t-test's p keeps its small-df tails this way)."""
+    return float(sps.norm.isf(np.clip(p_one_sided, 1e-300, 1.0)))
