@@ -85,3 +85,30 @@ if __name__ == "__main__":  # python -m tests.simulation: the calibration table 
     print("| scenario | two-sided t | NI at margin | TOST upper | bootstrap CI coverage | NI power vs planning |")
     print("|---|---|---|---|---|---|")
     print("\n".join(calibration_table()))
+
+
+def sequential_trials(rng: np.random.Generator, studies: int, effect: float, margin: float = 0.02,
+                      max_seeds: int = 10, per_round: int = 2, alpha: float = 0.05, spending: str = "obrien-fleming",
+                      **noise) -> dict:
+    """``studies`` simulated non-inferiority questions run in rounds of ``per_round`` seeds up to ``max_seeds``
+    (the crossed design of `difference_blocks`, true paired difference ``effect``), each decided look by look as
+    ``run --until-decided`` does. Returns per study the decision and the seeds used, and the fixed design's
+    verdict at ``max_seeds`` on the same data."""
+    from harness.stats.sequential import decide, fraction_at, look_statistics
+
+    blocks = difference_blocks(rng, studies, effect, seeds=max_seeds, **noise)
+    looks = list(range(per_round, max_seeds + 1, per_round))
+    stats = [look_statistics([b[..., :s] for b in blocks], -margin, max_seeds) for s in looks]
+    decisions, seeds = [], []
+    for i in range(studies):
+        fractions, zs = [], []
+        for k, s in enumerate(looks):
+            fractions.append(fraction_at(fractions, float(stats[k]["fraction"][i]), s == max_seeds))
+            zs.append(float(stats[k]["z"][i]))
+            look = decide(zs, fractions, alpha, spending, alternative=margin / float(stats[k]["se_max"][i]))
+            if look.decision != "open":
+                break
+        decisions.append(look.decision)
+        seeds.append(s)
+    return {"decision": np.array(decisions), "seeds": np.array(seeds),
+            "fixed": stats[-1]["p"] < alpha}

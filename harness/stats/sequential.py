@@ -5,11 +5,12 @@ round of seeds. Its statistic at look k is the crossed-variance t of `inference.
 by its one-sided p-value. Adding seeds to the same test subjects gives the canonical joint distribution of
 group-sequential theory: the mean after k looks averages every seed so far, so Cov(Z_j, Z_k) = sqrt(I_j / I_k)
 with information I = 1 / Var(mean) (the subject part is shared by every look, which is why I stops growing
-when the subjects, not the runs, dominate the variance; see `projected_variance`).
+when the subjects, not the runs, dominate the variance; see `look_statistics`).
 
 - Efficacy: Lan-DeMets alpha spending, O'Brien-Fleming-like ``2 - 2 Phi(z_{1-alpha/2} / sqrt(t))`` by default
   or Pocock-like ``alpha log(1 + (e - 1) t)``, over the information fraction t = I_k / I_max, I_max the
-  information at ``--max-seeds`` projected from the variance components of the current look. Boundaries are
+  information at ``--max-seeds`` projected from the variance components of the current look (see
+  `look_statistics`). Boundaries are
   found by numerical integration of the joint density (Armitage, McPherson and Rowe's recursion), look by
   look, so the looks need not be planned in advance.
 - Futility (non-binding: the efficacy boundaries ignore it, so alpha holds whether or not it is obeyed):
@@ -30,7 +31,7 @@ from scipy import stats as sps
 
 SPENDING = ("obrien-fleming", "pocock")
 FUTILITY_POWER = 0.10  # conditional power at the maximum below which a question is futile
-_GRID = 801  # points of the numerical integration per look
+_GRID = 201  # points of the numerical integration per look (bounds agree with 801 points to 1e-4)
 
 
 def spent(t: float | np.ndarray, alpha: float, kind: str = "obrien-fleming") -> np.ndarray:
@@ -97,6 +98,13 @@ class _Paths:
             self.z, self.density = _step(self.z, self.density, self.t, t1, self.drift, bound)
         self.t = t1
 
+    def advanced(self, t1: float, bound: float) -> _Paths:
+        """A copy advanced to t1 (this one unchanged: cached states are shared)."""
+        copy = _Paths(self.drift)
+        copy.t, copy.z, copy.density = self.t, self.z, self.density
+        copy.advance(t1, bound)
+        return copy
+
 
 def boundaries(fractions: list[float] | tuple[float, ...], alpha: float, kind: str = "obrien-fleming") -> list[float]:
     """Efficacy boundaries (z) at looks with increasing information fractions (the last may be 1), each spending
@@ -104,25 +112,29 @@ def boundaries(fractions: list[float] | tuple[float, ...], alpha: float, kind: s
     return list(_boundaries(tuple(round(float(t), 6) for t in fractions), float(alpha), kind))
 
 
-@functools.lru_cache(maxsize=4096)
 def _boundaries(fractions: tuple[float, ...], alpha: float, kind: str) -> tuple[float, ...]:
     if any(b <= a for a, b in zip(fractions, fractions[1:])) or not 0 < fractions[0] or fractions[-1] > 1:
         raise ValueError(f"information fractions must increase within (0, 1], got {list(fractions)}")
-    paths = _Paths(0.0)
-    bounds: list[float] = []
-    previous = 0.0
-    for t in fractions:
-        target = float(spent(t, alpha, kind)) - previous
-        previous += target
-        if target <= 1e-12:
-            bound = math.inf
-        elif paths.crossing(t, -1.0) < target:  # asks more than the paths left can give: the bound at the edge
-            bound = -1.0
-        else:
-            bound = optimize.brentq(lambda c: paths.crossing(t, c) - target, -1.0, 12.0, xtol=1e-7)
-        bounds.append(bound)
-        paths.advance(t, bound)
-    return tuple(bounds)
+    return _state(fractions, alpha, kind)[0]
+
+
+@functools.lru_cache(maxsize=65536)
+def _state(fractions: tuple[float, ...], alpha: float, kind: str) -> tuple[tuple[float, ...], _Paths]:
+    """Bounds of the looks so far and the paths that crossed none, built on the state one look earlier (cached:
+    simulations and studies ask for the same prefixes again and again)."""
+    if fractions:
+        bounds, before = _state(fractions[:-1], alpha, kind)
+    else:
+        return (), _Paths(0.0)
+    t = fractions[-1]
+    target = float(spent(t, alpha, kind)) - float(spent(fractions[-2], alpha, kind) if len(fractions) > 1 else 0.0)
+    if target <= 1e-12:
+        bound = math.inf
+    elif before.crossing(t, -1.0) < target:  # asks more than the paths left can give: the bound at the edge
+        bound = -1.0
+    else:
+        bound = optimize.brentq(lambda c: before.crossing(t, c) - target, -1.0, 12.0, xtol=1e-7)
+    return bounds + (bound,), before.advanced(t, bound)
 
 
 def crossing_probability(fractions: list[float], bounds: list[float], drift: float) -> float:
@@ -142,15 +154,6 @@ def conditional_power(z: float, t: float, final_bound: float, drift: float) -> f
     return float(sps.norm.sf((final_bound - score - drift * (1 - t)) / math.sqrt(1 - t)))
 
 
-def projected_variance(ms_subject: float, ms_residual: float, run_part: float, units: int, seeds: int,
-                       target_seeds: int) -> float:
-    """Var(mean) at ``target_seeds`` from a look's variance components (`inference.mean_and_variance`): the
-    subject part sigma_b^2 / N does not shrink with seeds, the run and residual parts do."""
-    subject = max(ms_subject - ms_residual, 0.0) / seeds / units
-    per_seed = run_part + ms_residual / units
-    return subject + per_seed / target_seeds
-
-
 @dataclass(frozen=True)
 class Look:
     """One question at one look: its z, information fraction, the boundary, and what was decided."""
@@ -158,15 +161,17 @@ class Look:
     z: float
     fraction: float
     bound: float
-    decision: str  # "shown", "futile" or "open"
+    decision: str  # "shown", "futile" (cannot be shown at the maximum), "not shown" (at the maximum) or "open"
     conditional_power: float
     p_sequential: float  # stage-wise ordering p-value where shown at this look, else nan
 
 
 def decide(zs: list[float], fractions: list[float], alpha: float, kind: str = "obrien-fleming",
-           futility_power: float = FUTILITY_POWER) -> Look:
+           futility_power: float = FUTILITY_POWER, alternative: float | None = None) -> Look:
     """The decision at the last of a question's looks (z and information fraction per look so far; the last
-    fraction is 1 at the maximum). Earlier looks are assumed open (a decided question is not looked at again)."""
+    fraction is 1 at the maximum). Earlier looks are assumed open (a decided question is not looked at again).
+    Conditional power is taken at ``alternative`` (the drift theta sqrt(I_max) the question hopes for; for
+    non-inferiority: no difference at all, margin / SE at the maximum), else at the effect estimated so far."""
     if len(zs) != len(fractions):
         raise ValueError("one z per look")
     bounds = boundaries(fractions, alpha, kind)
@@ -175,9 +180,9 @@ def decide(zs: list[float], fractions: list[float], alpha: float, kind: str = "o
         p = crossing_probability(fractions, bounds[:-1] + [z], 0.0)
         return Look(z, t, bound, "shown", 1.0, min(p, 1.0))
     if t >= 1 - 1e-9:
-        return Look(z, t, bound, "futile", 0.0, math.nan)
+        return Look(z, t, bound, "not shown", 0.0, math.nan)
     final = boundaries(fractions + [1.0], alpha, kind)[-1]
-    drift = z / math.sqrt(t)  # the effect estimated so far, in units of the maximum information
+    drift = alternative if alternative is not None else z / math.sqrt(t)
     power = conditional_power(z, t, final, drift)
     return Look(z, t, bound, "futile" if power < futility_power else "open", power, math.nan)
 
@@ -185,3 +190,46 @@ def decide(zs: list[float], fractions: list[float], alpha: float, kind: str = "o
 def z_of(p_one_sided: float) -> float:
     """The z whose one-sided p-value is p (a t-test's p keeps its small-df tails this way)."""
     return float(sps.norm.isf(np.clip(p_one_sided, 1e-300, 1.0)))
+
+
+def fraction_at(previous: list[float], raw: float, final: bool) -> float:
+    """The information fraction a look is analysed at: 1 at the maximum (``final``, or where the projected
+    information at the maximum is within 1% of what is there already: more seeds would add nothing, so this look
+    is the final analysis); else the estimated fraction rounded to 0.01, above the previous look's and below 1."""
+    if final or not raw < 0.99:
+        return 1.0
+    low = previous[-1] + 0.01 if previous else 0.01
+    return round(min(max(raw, low), 0.99), 2)
+
+
+def look_statistics(blocks: list[np.ndarray], null: float, max_seeds: int) -> dict:
+    """A question's look from its fold blocks (subjects x seeds so far, batched over leading axes like
+    `inference.t_statistics`): the one-sided (greater) t-test against ``null`` as z, and the estimated
+    information fraction Var(mean now) projected to ``max_seeds`` over Var(mean now). Needs 2 seeds or more
+    (with one, the run part of the variance cannot be told from the subject part)."""
+    from harness.stats.inference import _mean_squares, t_statistics
+
+    seeds = int(round(float(np.mean([b.shape[-1] for b in blocks]))))
+    if seeds < 2:
+        raise ValueError("a sequential look needs at least 2 seeds (per round)")
+    result = t_statistics(blocks, null, "greater")
+    sizes = np.array([b.shape[-2] for b in blocks], float)
+    units = sizes.sum()
+    _, ms, _ = _mean_squares(blocks)
+    weight = float(np.sum((sizes / units) ** 2)) / float(sizes.mean())
+    run_part = np.nan_to_num(np.maximum(ms[1] - ms[2], 0.0)) * weight
+    now = (ms[0] / units + run_part) / seeds
+    subject = np.maximum(ms[0] - ms[2], 0.0) / seeds / units
+    at_max = subject + (run_part + ms[2] / units) / max_seeds
+    with np.errstate(invalid="ignore", divide="ignore"):
+        raw = np.where(now > 0, at_max / now, 1.0)
+    z = sps.norm.isf(np.clip(result["p"], 1e-300, 1.0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        se_max = np.sqrt(at_max)
+    return {"z": z, "fraction": raw, "mean": result["mean"], "se": result["se"], "p": result["p"], "seeds": seeds,
+            "se_max": se_max}
+
+
+def repeated_lower(estimate: float, se: float, bound: float) -> float:
+    """The repeated confidence bound at a look: estimate - bound x SE (simultaneous over looks at 1 - alpha)."""
+    return estimate - bound * se if math.isfinite(bound) else -math.inf
