@@ -21,12 +21,13 @@ from harness.data.sources import FORMATS, load_dataset, locate
 from harness.api import uses_of
 from harness.errors import UsageError
 from harness.executors import Executor, InProcessExecutor
-from harness.grid import (StudySettings, base_fingerprint, cache_dir, check_budgets, check_tuned, data_warnings,
-                          fold_splits, load_strategies, model_aware, plan)
+from harness.grid import (BASE, StudySettings, base_fingerprint, cache_dir, check_budgets, check_tuned,
+                          data_warnings, fold_splits, load_strategies, model_aware, plan)
 from harness.inits import Init, parse_inits
 from harness.pretraining import pretrain_on, source_overlap
 from harness.progress import Reporter
-from harness.store import RunStore
+from harness.rounds import Design, Rounds, look, scores_of
+from harness.store import RunStore, method_label
 from harness.train import check_weights_reachable, resolve_precision
 from harness.worker import RunContext, checkpoint_classes, initial_model
 
@@ -229,14 +230,26 @@ class Study:
         return initial_model(spec, settings, RunContext(study=".", settings=self.settings, dataset="",
                                                           base=str(self.base_path()[0])))
 
-    def run(self, executor: Executor | None = None, retry_failed: bool = False) -> dict[str, Any]:
+    def run(self, executor: Executor | None = None, retry_failed: bool = False,
+            design: Design | None = None) -> dict[str, Any]:
         """Hand every unfinished run to ``executor`` (default: this process); returns what happened: counts of
-        done, skipped, failed and unfinished runs, with the failures' reasons."""
+        done, skipped, failed and unfinished runs, with the failures' reasons. With a sequential ``design``
+        (``--until-decided``) the grid grows in rounds of seeds until every question is decided."""
         if self.store is None:
             raise ValueError("Study.run needs a RunStore")
         executor = executor or InProcessExecutor()
-        s = self.settings
         started = time.perf_counter()
+        prepared = self._prepare()
+        if design is None:
+            summary = self._run_specs(prepared, plan(self.settings, self.strategies, *prepared["plan"]), executor,
+                                      retry_failed)
+            return {**summary, "seconds": round(time.perf_counter() - started, 1)}
+        return {**self._run_rounds(prepared, executor, retry_failed, design),
+                "seconds": round(time.perf_counter() - started, 1)}
+
+    def _prepare(self) -> dict[str, Any]:
+        """Everything the grid needs before any run: data, folds, initial models and their checks, views."""
+        s = self.settings
         target = self.load_target()
         splits = fold_splits(target.subjects, s)
         for split in splits:
@@ -252,20 +265,24 @@ class Study:
             models = self.selection_models(inits)
             selections = {name: key for name, (key, _) in models.items()}
             views = self.make_views(target, splits, models)
-        specs = plan(s, self.strategies, target, splits, inits, selections)
-        self.store.write_study({**s.to_dict(), "split": splits[0], "splits": splits,
-                                "init_names": list(inits),
-                                "init_models": {name: {"kind": init.kind, "text": init.text, "fingerprint": key,
-                                                       "card": self.checkpoints[name].card
-                                                       if name in self.checkpoints else None}
-                                                for name, (init, key) in inits.items()},
-                                "dataset": target.fingerprint, "dataset_name": target.name,
-                                "source_overlap": overlap,
-                                "selection_models": selections, "pool_views": views,
-                                "strategy_uses": {name: sorted(uses_of(st)) for name, st in self.strategies.items()},
-                                "data_warnings": data_warnings(target),
-                                "subjects_total": len(target.subjects),
-                                "runs": [sp.folder_name for sp in specs]})
+        study = {**s.to_dict(), "split": splits[0], "splits": splits,
+                 "init_names": list(inits),
+                 "init_models": {name: {"kind": init.kind, "text": init.text, "fingerprint": key,
+                                        "card": self.checkpoints[name].card if name in self.checkpoints else None}
+                                 for name, (init, key) in inits.items()},
+                 "dataset": target.fingerprint, "dataset_name": target.name,
+                 "source_overlap": overlap,
+                 "selection_models": selections, "pool_views": views,
+                 "strategy_uses": {name: sorted(uses_of(st)) for name, st in self.strategies.items()},
+                 "data_warnings": data_warnings(target),
+                 "subjects_total": len(target.subjects)}
+        return {"target": target, "study": study, "inits": list(inits),
+                "plan": (target, splits, inits, selections)}
+
+    def _run_specs(self, prepared: dict[str, Any], specs: list, executor: Executor, retry_failed: bool,
+                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Record the grid ``specs`` in study.json and run those not finished."""
+        self.store.write_study({**prepared["study"], **(extra or {}), "runs": [sp.folder_name for sp in specs]})
         self.store.sweep()
         states = {sp.folder_name: self.store.state(sp) for sp in specs}
         for name, state in states.items():
@@ -279,16 +296,60 @@ class Study:
             self.reporter.say(f"{len(todo)} of {len(specs)} runs to do ({before} already finished"
                               + (f", {failed_before} failed before: --retry-failed runs them again" if failed_before
                                  else "") + f"); executor: {executor.describe()}")
-            self._execute(executor, self.context(target), todo, retry_failed)
+            self._execute(executor, self.context(prepared["target"]), todo, retry_failed)
         after = {sp.folder_name: self.store.state(sp, verify=False) for sp in todo}
         failed = [f"{name}: {st.reason.strip().splitlines()[-1] if st.reason.strip() else 'unknown'}"
                   for name, st in after.items() if st.state == "failed"]
-        summary = {"planned": len(specs), "skipped": len(specs) - len(todo),
-                   "done": sum(st.state == "done" for st in after.values()), "failed": failed,
-                   "failed_before": failed_before,
-                   "unfinished": [name for name, st in after.items() if st.state not in ("done", "failed")],
-                   "seconds": round(time.perf_counter() - started, 1), "specs": specs}
-        return summary
+        return {"planned": len(specs), "skipped": len(specs) - len(todo),
+                "done": sum(st.state == "done" for st in after.values()), "failed": failed,
+                "failed_before": failed_before,
+                "unfinished": [name for name, st in after.items() if st.state not in ("done", "failed")],
+                "specs": specs}
+
+    def _run_rounds(self, prepared: dict[str, Any], executor: Executor, retry_failed: bool,
+                    design: Design) -> dict[str, Any]:
+        """Rounds of seeds until every question is decided or --max-seeds is reached (harness.rounds). A round's
+        decisions are taken once its runs are all finished and recorded in rounds.json; a command that finds
+        them recorded (resumed, or a second command on the study) continues from them."""
+        design.check()
+        s = self.settings
+        inits = prepared["inits"]
+        rounds = Rounds.read(self.store.root, design)
+        total = {"done": 0, "skipped": 0, "failed": [], "failed_before": 0, "unfinished": []}
+        while True:
+            number = len(rounds.rounds) + 1
+            seeds = design.seeds_at(number)
+            full = plan(dataclasses.replace(s, seeds=seeds), self.strategies, *prepared["plan"])
+            specs = [sp for sp in full if sp.strategy == BASE
+                     or sp.seed - s.first_seed < rounds.seeds_of(method_label(sp.strategy, sp.init, inits), sp.n,
+                                                                 number)]
+            self.reporter.say(f"round {number} of at most {design.rounds}: {seeds} seeds for "
+                              + (f"{len(rounds.open_configurations())} open configurations" if rounds.rounds
+                                 else "every configuration"))
+            summary = self._run_specs(prepared, specs, executor, retry_failed and number == 1,
+                                      {"until_decided": design.to_dict()})
+            for key in ("done", "skipped", "failed_before"):
+                total[key] += summary[key]
+            total["failed"] += summary["failed"]
+            total["unfinished"] = summary["unfinished"]
+            total.update(planned=summary["planned"], specs=specs)
+            if summary["failed"] or summary["unfinished"] or summary["failed_before"] or executor.detaches:
+                return {**total, "rounds": rounds.rounds}  # a round decides only on all its runs
+            current = Rounds.read(self.store.root, design)
+            if len(current.rounds) >= number:  # another command decided this round first: its record stands
+                rounds = current
+            else:
+                done = [sp for sp in specs if self.store.state(sp, verify=False).state == "done"]
+                record = look(scores_of(self.store, done, inits, s.empty), rounds, seeds,
+                              final=seeds >= design.max_seeds)
+                rounds.rounds.append({"round": number, **record})
+                rounds.write(self.store.root)
+                shown = sum(q["decision"] == "shown" for q in record["questions"].values())
+                open_ = sum(q["decision"] == "open" for q in record["questions"].values())
+                self.reporter.say(f"round {number} decided: {shown} shown, {open_} open of "
+                                  f"{len(record['questions'])} questions looked at")
+            if rounds.finished():
+                return {**total, "rounds": rounds.rounds}
 
     def _execute(self, executor: Executor, context: RunContext, todo: list, retry_failed: bool) -> None:
         """Run ``todo``; runs that another command holds are waited for (and taken over if it dies), so a

@@ -89,7 +89,7 @@ if __name__ == "__main__":  # python -m tests.simulation: the calibration table 
 
 def sequential_trials(rng: np.random.Generator, studies: int, effect: float, margin: float = 0.02,
                       max_seeds: int = 10, per_round: int = 2, alpha: float = 0.05, spending: str = "obrien-fleming",
-                      **noise) -> dict:
+                      information: str = "seeds", **noise) -> dict:
     """``studies`` simulated non-inferiority questions run in rounds of ``per_round`` seeds up to ``max_seeds``
     (the crossed design of `difference_blocks`, true paired difference ``effect``), each decided look by look as
     ``run --until-decided`` does. Returns per study the decision and the seeds used, and the fixed design's
@@ -103,9 +103,11 @@ def sequential_trials(rng: np.random.Generator, studies: int, effect: float, mar
     for i in range(studies):
         fractions, zs = [], []
         for k, s in enumerate(looks):
-            fractions.append(fraction_at(fractions, float(stats[k]["fraction"][i]), s == max_seeds))
+            raw = s / max_seeds if information == "seeds" else float(stats[k]["fraction"][i])
+            fractions.append(fraction_at(fractions, raw, s == max_seeds))
             zs.append(float(stats[k]["z"][i]))
-            look = decide(zs, fractions, alpha, spending, alternative=margin / float(stats[k]["se_max"][i]))
+            look = decide(zs, fractions, alpha, spending, alternative=margin / float(stats[k]["se_max"][i]),
+                          realised=min(float(stats[k]["fraction"][i]), 1.0))
             if look.decision != "open":
                 break
         decisions.append(look.decision)

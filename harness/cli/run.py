@@ -44,6 +44,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the model whose predictions model-aware strategies (ed_es_predicted, foreground_random, "
                         "uncertain, typical) read (default: the run's --init model, where it has one)")
     p.add_argument("--seeds", type=int, default=2, help="repeats per configuration and fold (default 2)")
+    p.add_argument("--until-decided", action="store_true",
+                   help="run in rounds of --seeds seeds, adding seeds only where a non-inferiority question is "
+                        "still open, with group-sequential error control (rounds.json records each round)")
+    p.add_argument("--max-seeds", type=int, default=None, metavar="S",
+                   help="with --until-decided: the most seeds any configuration gets (default 10)")
+    p.add_argument("--spending", choices=["obrien-fleming", "pocock"], default="obrien-fleming",
+                   help="with --until-decided: the alpha-spending function (Lan-DeMets; default obrien-fleming)")
     p.add_argument("--folds", type=int, default=3,
                    help="cross-validation over subjects: every subject is a test subject once (default 3; "
                         "1 = one split with --test-subjects)")
@@ -252,8 +259,9 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     store = RunStore(Path(args.out), args.stale_after)
     store.prepare()
     reporter = LogReporter(console) if args.quiet else RichReporter(console)
+    design = sequential_design(args)
     study = Study(settings, store, reporter, Path(args.cache_dir) if args.cache_dir else None)
-    summary = study.run(executor, retry_failed=args.retry_failed)
+    summary = study.run(executor, retry_failed=args.retry_failed, design=design)
     unfinished = summary["unfinished"]
     if args.detach and unfinished:
         console.print(f"{len(unfinished)} runs queued on SLURM. Follow them: python -m harness status {store.root}\n"
@@ -280,6 +288,20 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print(json.dumps(json_summary(store.root, summary, md, html)))
     return 1 if summary["failed"] or summary["failed_before"] or unfinished else 0
+
+
+def sequential_design(args: argparse.Namespace):
+    """--until-decided, --max-seeds and --spending as a sequential design (None without --until-decided)."""
+    from harness.rounds import Design
+
+    if not args.until_decided:
+        if args.max_seeds is not None or args.spending != "obrien-fleming":
+            raise UsageError("--max-seeds and --spending belong to --until-decided; add it, or leave them out")
+        return None
+    design = Design(reference=args.reference, margin=args.margin, alpha=0.05, per_round=args.seeds,
+                    max_seeds=10 if args.max_seeds is None else args.max_seeds, spending=args.spending)
+    design.check()
+    return design
 
 
 def json_summary(root: Path, summary: dict, md: Path | None, html: Path | None) -> dict[str, Any]:

@@ -8,11 +8,16 @@ with information I = 1 / Var(mean) (the subject part is shared by every look, wh
 when the subjects, not the runs, dominate the variance; see `look_statistics`).
 
 - Efficacy: Lan-DeMets alpha spending, O'Brien-Fleming-like ``2 - 2 Phi(z_{1-alpha/2} / sqrt(t))`` by default
-  or Pocock-like ``alpha log(1 + (e - 1) t)``, over the information fraction t = I_k / I_max, I_max the
-  information at ``--max-seeds`` projected from the variance components of the current look (see
-  `look_statistics`). Boundaries are
-  found by numerical integration of the joint density (Armitage, McPherson and Rowe's recursion), look by
-  look, so the looks need not be planned in advance.
+  or Pocock-like ``alpha log(1 + (e - 1) t)``, over the information fraction t. Boundaries are found by
+  numerical integration of the joint density (Armitage, McPherson and Rowe's recursion), look by look, so
+  the looks need not be planned in advance.
+- The information fraction is seeds so far / the maximum: the share of the run part of the variance. The
+  subject part does not shrink with seeds, so the true fraction is larger; taking it from the variance model
+  (`look_statistics`' ``fraction``: Var at the maximum projected from this look's components over Var now)
+  raised the false-positive rate to 0.056-0.066 under heavy run noise in simulation, with the true components
+  too: with 3 folds x 2 seeds the run variance has about 3 df and the t-to-z conversion does not carry the
+  correlation between looks. The smaller, data-independent fraction assumes less correlation between looks
+  than there is, which is conservative (0.042-0.049 in the same simulations; tests/test_sequential.py).
 - Futility (non-binding: the efficacy boundaries ignore it, so alpha holds whether or not it is obeyed):
   a question is futile when its conditional power at the maximum, under the effect estimated so far, is below
   ``FUTILITY_POWER``.
@@ -30,7 +35,7 @@ from scipy import optimize
 from scipy import stats as sps
 
 SPENDING = ("obrien-fleming", "pocock")
-FUTILITY_POWER = 0.10  # conditional power at the maximum below which a question is futile
+FUTILITY_POWER = 0.05  # conditional power at the maximum (were the strategies equal) below which a question is futile
 _GRID = 201  # points of the numerical integration per look (bounds agree with 801 points to 1e-4)
 
 
@@ -167,11 +172,14 @@ class Look:
 
 
 def decide(zs: list[float], fractions: list[float], alpha: float, kind: str = "obrien-fleming",
-           futility_power: float = FUTILITY_POWER, alternative: float | None = None) -> Look:
+           futility_power: float = FUTILITY_POWER, alternative: float | None = None,
+           realised: float | None = None) -> Look:
     """The decision at the last of a question's looks (z and information fraction per look so far; the last
     fraction is 1 at the maximum). Earlier looks are assumed open (a decided question is not looked at again).
     Conditional power is taken at ``alternative`` (the drift theta sqrt(I_max) the question hopes for; for
-    non-inferiority: no difference at all, margin / SE at the maximum), else at the effect estimated so far."""
+    non-inferiority: no difference at all, margin / SE at the maximum), else at the effect estimated so far,
+    and over the information still to come as ``realised`` (the variance model's fraction I_now / I_max; default
+    the look's fraction) says: the boundaries may assume less correlation than there is, futility may not."""
     if len(zs) != len(fractions):
         raise ValueError("one z per look")
     bounds = boundaries(fractions, alpha, kind)
@@ -182,8 +190,9 @@ def decide(zs: list[float], fractions: list[float], alpha: float, kind: str = "o
     if t >= 1 - 1e-9:
         return Look(z, t, bound, "not shown", 0.0, math.nan)
     final = boundaries(fractions + [1.0], alpha, kind)[-1]
-    drift = alternative if alternative is not None else z / math.sqrt(t)
-    power = conditional_power(z, t, final, drift)
+    now = min(max(realised if realised is not None else t, 1e-6), 1.0)
+    drift = alternative if alternative is not None else z / math.sqrt(now)
+    power = conditional_power(z, now, final, drift)
     return Look(z, t, bound, "futile" if power < futility_power else "open", power, math.nan)
 
 

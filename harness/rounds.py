@@ -1,0 +1,257 @@
+"""Studies run until their answer is decided (``run --until-decided``): seeds added in rounds where questions
+are still open, with group-sequential error control (``harness.stats.sequential``).
+
+A question is one non-inferiority step of the guideline: strategy S at budget n against the reference, on one
+metric. Within a strategy and metric the steps form the fixed sequence of the fixed design (largest n first):
+a step is tested only from the look at which the step above it was shown, with its own boundaries over every
+look (closed testing of group-sequential tests: Tamhane, Mehta and Liu 2010), so each strategy's claim keeps
+its family-wise level. After each round every open question is decided:
+
+- **shown**: its z crossed the efficacy boundary of this look;
+- **futile**: its conditional power at the maximum, were the strategies truly equal, is below
+  ``sequential.FUTILITY_POWER`` (non-binding: the boundaries ignore it);
+- **not shown**: the maximum (``--max-seeds``) was reached without crossing;
+- **not tested**: the step above it was not shown (the fixed sequence stopped);
+- otherwise **open**: the next round adds seeds to its configuration (and to the reference's).
+
+Rounds and decisions are recorded in ``rounds.json`` as soon as a round's runs are finished; a decision once
+recorded is never taken again, so a resumed or second command continues from the same rounds.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness import stats
+from harness.errors import UsageError
+from harness.stats import sequential as gs
+from harness.stats.inference import _blocks
+
+ROUNDS_FILE = "rounds.json"
+DECIDED = ("shown", "futile", "not shown", "not tested")
+
+
+@dataclass(frozen=True)
+class Design:
+    """What the decisions depend on: fixed for a study's life (recorded in rounds.json)."""
+
+    reference: str | None  # STRATEGY@N (None: each strategy's own largest budget)
+    margin: float
+    alpha: float
+    per_round: int
+    max_seeds: int
+    spending: str = "obrien-fleming"
+    futility_power: float = gs.FUTILITY_POWER
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reference": self.reference, "margin": self.margin, "alpha": self.alpha,
+                "per_round": self.per_round, "max_seeds": self.max_seeds, "spending": self.spending,
+                "futility_power": self.futility_power}
+
+    def check(self) -> None:
+        if self.per_round < 2:
+            raise UsageError(f"--until-decided adds --seeds {self.per_round} per round; it needs at least 2 (with "
+                             "one seed a round, run noise cannot be told from subject noise)")
+        if self.max_seeds < self.per_round:
+            raise UsageError(f"--max-seeds {self.max_seeds} is below the --seeds {self.per_round} of one round")
+        if self.spending not in gs.SPENDING:
+            raise UsageError(f"--spending '{self.spending}': choose {' or '.join(gs.SPENDING)}")
+
+    def seeds_at(self, round_number: int) -> int:
+        """Seeds every open configuration has after ``round_number`` rounds."""
+        return min(round_number * self.per_round, self.max_seeds)
+
+    @property
+    def rounds(self) -> int:
+        return math.ceil(self.max_seeds / self.per_round)
+
+
+def question_key(strategy: str, n: int, metric: str) -> str:
+    return f"{strategy}@{n}:{metric}"
+
+
+@dataclass
+class Rounds:
+    """rounds.json: the design and, per finished round, its seeds and every question's look and decision."""
+
+    design: Design
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, folder: Path, design: Design) -> Rounds:
+        path = Path(folder) / ROUNDS_FILE
+        if not path.exists():
+            return cls(design)
+        recorded = json.loads(path.read_text())
+        if recorded["design"] != design.to_dict():
+            diff = {k: (v, design.to_dict()[k]) for k, v in recorded["design"].items() if design.to_dict().get(k) != v}
+            said = ", ".join(f"{k} {a!r} (now {b!r})" for k, (a, b) in diff.items())
+            raise UsageError(f"{path}: this study's rounds were decided with {said}; a sequential design cannot change "
+                             "half-way: run it as it was, or start a new --out")
+        return cls(design, recorded["rounds"])
+
+    def write(self, folder: Path) -> None:
+        path = Path(folder) / ROUNDS_FILE
+        tmp = path.with_name(f".{ROUNDS_FILE}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"design": self.design.to_dict(), "rounds": self.rounds}, indent=2))
+        os.replace(tmp, path)
+
+    def state(self, key: str) -> dict[str, Any] | None:
+        """A question's last recorded look (None: never looked at)."""
+        for record in reversed(self.rounds):
+            if key in record["questions"]:
+                return record["questions"][key]
+        return None
+
+    def seeds_of(self, method: str, n: int, round_number: int) -> int:
+        """Seeds configuration (method, n) has in round ``round_number``: one round's worth for every round it
+        took part in (all of the first; a later one where the round before left one of its questions open)."""
+        rounds = 1 + sum(1 for record in self.rounds[:round_number - 1] if [method, n] in record["needs"])
+        return self.design.seeds_at(rounds)
+
+    def open_configurations(self) -> set[tuple[str, int]] | None:
+        """(strategy, budget) whose questions are still open after the last round; None before any round
+        (every configuration runs in the first)."""
+        if not self.rounds:
+            return None
+        return {tuple(c) for c in self.rounds[-1]["needs"]}
+
+    def finished(self) -> bool:
+        return bool(self.rounds) and (not self.rounds[-1]["needs"]
+                                      or self.rounds[-1]["seeds"] >= self.design.max_seeds)
+
+
+def look(scores: pd.DataFrame, rounds: Rounds, seeds: int, final: bool) -> dict[str, Any]:
+    """Decide every question not yet decided at this look (``scores``: subject scores of the finished runs, every
+    configuration with the seeds it has). Returns the round's record: each question's look and decision, and
+    the configurations the next round must add seeds to."""
+    design = rounds.design
+    reference = stats.parse_reference(design.reference, scores)
+    tuned = stats.fine_tuned(scores)
+    questions: dict[str, dict[str, Any]] = {}
+    needs: set[tuple[str, int]] = set()
+    for metric in stats.METRICS:
+        if metric not in scores or scores[metric].isna().all():
+            continue
+        for strategy, group in tuned.groupby("strategy", sort=True):
+            budgets = sorted((int(n) for n in group["n"].unique()), reverse=True)
+            ref = reference or (strategy, budgets[0])
+            above = None  # the step before this one in the fixed sequence
+            for n in budgets:
+                if (strategy, n) == ref:
+                    continue
+                key = question_key(strategy, n, metric)
+                before = rounds.state(key)
+                if before is not None and before["decision"] in DECIDED:
+                    above = before
+                    continue
+                record = _look_at(scores, (strategy, n), ref, metric, rounds, key, seeds, final, above)
+                questions[key] = record
+                above = record
+                if record["decision"] == "open":
+                    needs.update({(strategy, n), ref})
+    return {"seeds": seeds, "questions": questions, "needs": sorted([list(c) for c in needs])}
+
+
+def _look_at(scores: pd.DataFrame, config: tuple[str, int], ref: tuple[str, int], metric: str, rounds: Rounds,
+             key: str, seeds: int, final: bool, above: dict[str, Any] | None) -> dict[str, Any]:
+    """One question at this look: its statistic and fraction (recorded whether or not it may be tested yet)
+    and its decision."""
+    design = rounds.design
+    history = [r["questions"][key] for r in rounds.rounds if key in r["questions"]]
+    fractions = [h["fraction"] for h in history]
+    zs = [h["z"] for h in history]
+    blocks = _blocks(stats.paired_by_seed(scores, config, ref, metric))
+    base = {"strategy": config[0], "n": config[1], "metric": metric, "reference": f"{ref[0]}@{ref[1]}",
+            "seeds": seeds, "looks": len(history) + 1}
+    if not blocks or sum(b.shape[0] for b in blocks) < 2 or min(b.shape[1] for b in blocks) < 2:
+        why = "fewer than 2 test subjects or seeds with a score on both sides"
+        return {**base, "z": None, "fraction": None, "decision": "not shown" if final else "open", "why": why}
+    result = gs.look_statistics(blocks, -design.margin, design.max_seeds)
+    z, raw = float(result["z"]), float(result["fraction"])
+    usable = [t for t in fractions if t is not None]
+    fraction = gs.fraction_at(usable, seeds / design.max_seeds, final)  # see sequential: seeds, not the estimate
+    record = {**base, "difference": float(result["mean"]), "se": float(result["se"]), "p_fixed": float(result["p"]),
+              "z": z if math.isfinite(z) else None, "fraction": fraction, "fraction_estimated": min(raw, 1.0)}
+    if not math.isfinite(z):
+        return {**record, "decision": "not shown" if final else "open",
+                "why": "the t-test is undefined here (no variance)"}
+    if above is not None and above["decision"] != "shown":
+        if above["decision"] in DECIDED:
+            return {**record, "decision": "not tested",
+                    "why": f"the step above ({above['strategy']}@{above['n']}) was {above['decision']}"}
+        return {**record, "decision": "open", "why": f"waits for {above['strategy']}@{above['n']}"}
+    # every earlier look counts in the boundaries (as a look that did not cross: conservative where it was
+    # not tested yet)
+    fractions_all = [t for t in fractions if t is not None] + [fraction]
+    zs_all = [z_ if z_ is not None else -math.inf for z_, t in zip(zs, fractions) if t is not None] + [z]
+    fractions_all, zs_all = _increasing(fractions_all, zs_all)
+    se_max = float(result["se_max"])
+    alternative = design.margin / se_max if se_max > 0 else None
+    decided = gs.decide(zs_all, fractions_all, design.alpha, design.spending, design.futility_power, alternative,
+                        realised=min(raw, 1.0))
+    lower = gs.repeated_lower(record["difference"], record["se"], decided.bound)
+    return {**record, "decision": decided.decision, "bound": decided.bound if math.isfinite(decided.bound) else None,
+            "conditional_power": decided.conditional_power,
+            "p_sequential": decided.p_sequential if math.isfinite(decided.p_sequential) else None,
+            "repeated_lower": lower if math.isfinite(lower) else None}
+
+
+def _increasing(fractions: list[float], zs: list[float]) -> tuple[list[float], list[float]]:
+    """Looks whose fraction did not grow (a final look at 1 after one already at 1) are merged into the last."""
+    out_t, out_z = [], []
+    for t, z in zip(fractions, zs):
+        if out_t and t <= out_t[-1]:
+            out_z[-1] = z
+            continue
+        out_t.append(t)
+        out_z.append(z)
+    return out_t, out_z
+
+
+def scores_of(store, specs: list, inits: list[str], empty: str) -> pd.DataFrame:
+    """Subject scores of finished runs, methods named as the statistics name them (store.method_label)."""
+    from harness.store import method_label
+
+    images = pd.concat([store.images(spec, method_label(spec.strategy, spec.init, inits)) for spec in specs],
+                       ignore_index=True)
+    return stats.subject_scores(images, empty)
+
+
+def runs_saved(record: dict[str, Any], design: Design) -> dict[str, Any]:
+    """For a decided question: its seeds against the fixed design at --max-seeds, and the fewest seeds a fixed
+    design needs for the power this sequential design has (both were the strategies truly equal), from the
+    variance model of its last look."""
+    out: dict[str, Any] = {"seeds_used": record["seeds"], "seeds_fixed": design.max_seeds,
+                           "seeds_same_power": None, "power": None}
+    if not record.get("se") or not record.get("fraction_estimated"):
+        return out
+    se = {s: _se_at(record, s, design) for s in range(1, design.max_seeds + 1)}
+    looks = sorted({design.seeds_at(k) for k in range(1, design.rounds + 1)})
+    fractions, _ = _increasing([min(round(se[design.max_seeds] ** 2 / se[s] ** 2, 6), 1.0) for s in looks],
+                               [0.0] * len(looks))
+    drift = design.margin / se[design.max_seeds]
+    power = gs.crossing_probability(fractions, gs.boundaries(fractions, design.alpha, design.spending), drift)
+    z_alpha = float(gs.sps.norm.isf(design.alpha))
+    same = next((s for s in range(1, design.max_seeds + 1)
+                 if float(gs.sps.norm.sf(z_alpha - design.margin / se[s])) >= power), None)
+    return {**out, "seeds_same_power": same, "power": power}
+
+
+def _se_at(record: dict[str, Any], seeds: int, design: Design) -> float:
+    """SE of the difference at ``seeds`` under a look's variance model Var(s) = a + b / s (the subject part a
+    stays, the rest shrinks with seeds), through Var at the look and Var at the maximum (fraction x ...)."""
+    now = record["se"] ** 2
+    at_max = now * record["fraction_estimated"]
+    s0, s1 = record["seeds"], design.max_seeds
+    if s1 <= s0:
+        return math.sqrt(now)
+    b = max((now - at_max) / (1 / s0 - 1 / s1), 0.0)
+    a = now - b / s0
+    return math.sqrt(max(a + b / seeds, 1e-12))
