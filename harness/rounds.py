@@ -33,7 +33,8 @@ from harness.errors import UsageError
 from harness.stats import sequential as gs
 from harness.stats.inference import _blocks
 
-ROUNDS_FILE = "rounds.json"
+ROUNDS_FILE = "rounds.json"  # every round so far, for readers; the record is rounds/ (one file per round)
+ROUNDS_DIR = "rounds"
 DECIDED = ("shown", "futile", "not shown", "not tested")
 
 
@@ -72,6 +73,20 @@ class Design:
         return math.ceil(self.max_seeds / self.per_round)
 
 
+def _create_once(path: Path, content: dict[str, Any]) -> bool:
+    """Write ``path`` only if it does not exist (atomic: a hard link of a finished temporary file); False where
+    another process created it first."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(content, indent=2))
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+
+
 def question_key(strategy: str, n: int, metric: str) -> str:
     return f"{strategy}@{n}:{metric}"
 
@@ -85,22 +100,34 @@ class Rounds:
 
     @classmethod
     def read(cls, folder: Path, design: Design) -> Rounds:
-        path = Path(folder) / ROUNDS_FILE
+        """The rounds recorded in ``folder`` (rounds/round-NNN.json, one file per round, each created once) under
+        ``design``; UsageError where they were decided under another design."""
+        folder = Path(folder) / ROUNDS_DIR
+        path = folder / "design.json"
         if not path.exists():
             return cls(design)
         recorded = json.loads(path.read_text())
-        if recorded["design"] != design.to_dict():
-            diff = {k: (v, design.to_dict()[k]) for k, v in recorded["design"].items() if design.to_dict().get(k) != v}
+        if recorded != design.to_dict():
+            diff = {k: (v, design.to_dict()[k]) for k, v in recorded.items() if design.to_dict().get(k) != v}
             said = ", ".join(f"{k} {a!r} (now {b!r})" for k, (a, b) in diff.items())
-            raise UsageError(f"{path}: this study's rounds were decided with {said}; a sequential design cannot change "
-                             "half-way: run it as it was, or start a new --out")
-        return cls(design, recorded["rounds"])
+            raise UsageError(f"{path.parent.parent / ROUNDS_FILE}: this study's rounds were decided with {said}; a "
+                             "sequential design cannot change half-way: run it as it was, or start a new --out")
+        rounds = [json.loads(p.read_text()) for p in sorted(folder.glob("round-*.json"))]
+        return cls(design, rounds)
 
-    def write(self, folder: Path) -> None:
-        path = Path(folder) / ROUNDS_FILE
-        tmp = path.with_name(f".{ROUNDS_FILE}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"design": self.design.to_dict(), "rounds": self.rounds}, indent=2))
-        os.replace(tmp, path)
+    def record(self, folder: Path, record: dict[str, Any]) -> Rounds:
+        """Record the next round, unless another command recorded it first (then theirs stands: it decided on
+        the same finished runs). Returns the rounds as recorded; rounds.json is rewritten from them."""
+        folder = Path(folder)
+        where = folder / ROUNDS_DIR
+        where.mkdir(exist_ok=True)
+        _create_once(where / "design.json", self.design.to_dict())
+        _create_once(where / f"round-{record['round']:03d}.json", record)
+        recorded = Rounds.read(folder, self.design)
+        tmp = folder / f".{ROUNDS_FILE}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps({"design": self.design.to_dict(), "rounds": recorded.rounds}, indent=2))
+        os.replace(tmp, folder / ROUNDS_FILE)
+        return recorded
 
     def state(self, key: str) -> dict[str, Any] | None:
         """A question's last recorded look (None: never looked at)."""
@@ -240,7 +267,7 @@ def runs_saved(record: dict[str, Any], design: Design) -> dict[str, Any]:
     power = gs.crossing_probability(fractions, gs.boundaries(fractions, design.alpha, design.spending), drift)
     z_alpha = float(gs.sps.norm.isf(design.alpha))
     same = next((s for s in range(1, design.max_seeds + 1)
-                 if float(gs.sps.norm.sf(z_alpha - design.margin / se[s])) >= power), None)
+                 if float(gs.sps.norm.sf(z_alpha - design.margin / se[s])) >= power - 1e-9), design.max_seeds)
     return {**out, "seeds_same_power": same, "power": power}
 
 
@@ -255,3 +282,57 @@ def _se_at(record: dict[str, Any], seeds: int, design: Design) -> float:
     b = max((now - at_max) / (1 / s0 - 1 / s1), 0.0)
     a = now - b / s0
     return math.sqrt(max(a + b / seeds, 1e-12))
+
+
+def load(folder: Path) -> Rounds | None:
+    """A study's recorded rounds under the design they were decided with (None: not run --until-decided)."""
+    path = Path(folder) / ROUNDS_DIR / "design.json"
+    if not path.exists():
+        return None
+    design = Design(**json.loads(path.read_text()))
+    return Rounds.read(folder, design)
+
+
+def final_table(rounds: Rounds) -> pd.DataFrame:
+    """Per question its last look: the decision, the round and seeds it was taken at, the statistic against the
+    boundary, the stage-wise p and the repeated confidence interval where shown or tested, and the seeds a fixed
+    design would have needed for the same power."""
+    last: dict[str, dict[str, Any]] = {}
+    for record in rounds.rounds:
+        for key, question in record["questions"].items():
+            last[key] = {**question, "round": record["round"]}
+    rows = []
+    for key, q in last.items():
+        bound, se = q.get("bound"), q.get("se")
+        upper = q["difference"] + bound * se if bound is not None and se is not None and "difference" in q else None
+        saved = runs_saved(q, rounds.design) if q["decision"] in DECIDED else {}
+        rows.append({"strategy": q["strategy"], "n": q["n"], "metric": q["metric"], "reference": q["reference"],
+                     "decision": q["decision"], "round": q["round"], "seeds": q["seeds"], "looks": q.get("looks"),
+                     "difference": q.get("difference"), "se": se, "z": q.get("z"), "bound": bound,
+                     "fraction": q.get("fraction"), "p_sequential": q.get("p_sequential"),
+                     "repeated_lower": q.get("repeated_lower"), "repeated_upper": upper,
+                     "conditional_power": q.get("conditional_power"), "why": q.get("why") or "",
+                     "seeds_same_power": saved.get("seeds_same_power"), "power": saved.get("power")})
+    columns = ["strategy", "n", "metric", "reference", "decision", "round", "seeds", "looks", "difference", "se", "z",
+               "bound", "fraction", "p_sequential", "repeated_lower", "repeated_upper", "conditional_power", "why",
+               "seeds_same_power", "power"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def design_text(design: Design) -> str:
+    """The sequential design as a methods section must state it to be reproduced."""
+    kind = {"obrien-fleming": "O'Brien-Fleming-like", "pocock": "Pocock-like"}[design.spending]
+    return (f"Group-sequential design (run --until-decided): seeds were added in rounds of {design.per_round} per "
+            f"configuration, to at most {design.max_seeds}, and after each round every open non-inferiority question "
+            f"(one strategy at one budget on one metric, margin {design.margin:g}) was tested with the crossed-variance "
+            f"one-sided t-test, its p-value taken as a z. Efficacy: Lan-DeMets {kind} alpha spending of one-sided "
+            f"α = {design.alpha:g} over the information fraction seeds / {design.max_seeds} (boundaries by numerical "
+            "integration; the subject part of the variance does not shrink with seeds, so this fraction understates "
+            "the information, which is conservative). Within a strategy and metric the budgets form the fixed "
+            "sequence of the fixed design, largest first: a budget is tested from the round at which the one above it "
+            "was shown, with its own boundaries over every round (closed testing). Futility (non-binding): a question "
+            f"stops when its conditional power at {design.max_seeds} seeds, were the strategies equal, is below "
+            f"{design.futility_power:g}. Only configurations with an open question (and the reference) received more "
+            "seeds. p-values are stage-wise ordering p-values and intervals repeated confidence intervals (estimate "
+            "± the round's boundary × SE), both valid over the rounds; decisions were recorded after each round "
+            "(rounds.json) and never revised.")

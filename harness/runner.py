@@ -317,15 +317,19 @@ class Study:
         rounds = Rounds.read(self.store.root, design)
         total = {"done": 0, "skipped": 0, "failed": [], "failed_before": 0, "unfinished": []}
         while True:
-            number = len(rounds.rounds) + 1
+            settled = rounds.finished()  # every question decided: the last round's grid again, nothing decided
+            number = len(rounds.rounds) + (0 if settled else 1)
             seeds = design.seeds_at(number)
             full = plan(dataclasses.replace(s, seeds=seeds), self.strategies, *prepared["plan"])
             specs = [sp for sp in full if sp.strategy == BASE
                      or sp.seed - s.first_seed < rounds.seeds_of(method_label(sp.strategy, sp.init, inits), sp.n,
                                                                  number)]
-            self.reporter.say(f"round {number} of at most {design.rounds}: {seeds} seeds for "
-                              + (f"{len(rounds.open_configurations())} open configurations" if rounds.rounds
-                                 else "every configuration"))
+            if settled:
+                self.reporter.say(f"every question was decided in round {number} (rounds.json); nothing to add")
+            else:
+                self.reporter.say(f"round {number} of at most {design.rounds}: {seeds} seeds for "
+                                  + (f"{len(rounds.open_configurations())} open configurations" if rounds.rounds
+                                     else "every configuration"))
             summary = self._run_specs(prepared, specs, executor, retry_failed and number == 1,
                                       {"until_decided": design.to_dict()})
             for key in ("done", "skipped", "failed_before"):
@@ -333,21 +337,19 @@ class Study:
             total["failed"] += summary["failed"]
             total["unfinished"] = summary["unfinished"]
             total.update(planned=summary["planned"], specs=specs)
-            if summary["failed"] or summary["unfinished"] or summary["failed_before"] or executor.detaches:
+            if settled or summary["failed"] or summary["unfinished"] or summary["failed_before"] or executor.detaches:
                 return {**total, "rounds": rounds.rounds}  # a round decides only on all its runs
-            current = Rounds.read(self.store.root, design)
-            if len(current.rounds) >= number:  # another command decided this round first: its record stands
-                rounds = current
-            else:
+            rounds = Rounds.read(self.store.root, design)
+            if len(rounds.rounds) < number:  # else another command decided this round first: its record stands
                 done = [sp for sp in specs if self.store.state(sp, verify=False).state == "done"]
                 record = look(scores_of(self.store, done, inits, s.empty), rounds, seeds,
                               final=seeds >= design.max_seeds)
-                rounds.rounds.append({"round": number, **record})
-                rounds.write(self.store.root)
-                shown = sum(q["decision"] == "shown" for q in record["questions"].values())
-                open_ = sum(q["decision"] == "open" for q in record["questions"].values())
-                self.reporter.say(f"round {number} decided: {shown} shown, {open_} open of "
-                                  f"{len(record['questions'])} questions looked at")
+                rounds = rounds.record(self.store.root, {"round": number, **record})
+                record = rounds.rounds[number - 1]
+                counts = {d: sum(q["decision"] == d for q in record["questions"].values())
+                          for d in ("shown", "futile", "not shown", "not tested", "open")}
+                self.reporter.say(f"round {number} ({seeds} seeds): " + ", ".join(f"{v} {k}" for k, v in counts.items()
+                                                                              if v) + " of the questions looked at")
             if rounds.finished():
                 return {**total, "rounds": rounds.rounds}
 

@@ -76,6 +76,10 @@ def ni_clause(row, named: bool = False) -> str:
     name = f"{METRIC_NAMES[row.metric]} " if named else ""
     if not row.tested:
         return f"{name}{row.reason}"
+    if getattr(row, "sequential", False) is True:  # run --until-decided: repeated CI and stage-wise p
+        p = f"sequential {p_text(row.p)}" if row.p == row.p else "no sequential p (not shown)"
+        return (f"{name}difference {signed(row.difference)}, repeated {level_text(row.ci_level)} "
+                f"{ci_text(row.ci_low, row.ci_high)}, {p}")
     return (f"{name}difference {signed(row.difference)}, {level_text(row.ci_level)} "
             f"{ci_text(row.ci_low, row.ci_high)}, {p_text(row.p)}")
 
@@ -118,6 +122,10 @@ def _below(part: pd.DataFrame, metric: str, n: int) -> str:
 
 
 def _design(chosen: pd.DataFrame, seeds: int) -> str:
+    if "sequential" in chosen and chosen["sequential"].fillna(False).astype(bool).any():
+        return (f"group-sequential one-sided t-tests at α = {chosen['alpha'].iloc[0]:g} on "
+                f"{int(chosen['subjects'].min())} test subjects, seeds added in rounds until decided (see the "
+                "sequential decisions), fixed sequence from the largest n")
     return (f"one-sided t-test at α = {chosen['alpha'].iloc[0]:g} on {int(chosen['subjects'].min())} test subjects "
             f"and {seeds} seed(s), fixed sequence from the largest n")
 

@@ -16,7 +16,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from harness import stats
+from harness import rounds, stats
 from harness.errors import StoreError
 from harness.store import RunStore, finished_runs, method_label
 from reports.figures import cost_curves, learning_curves, overlays, subject_lines
@@ -102,6 +102,9 @@ class Analysis:
     # per strategy x n x metric: expert minutes, Dice, gain over base per expert hour (stats.cost_table)
     costs: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     cheapest: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # non-inferior configs by cost
+    # run --until-decided: per question its last look (harness.rounds.final_table) and the design's text
+    sequential: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    design_text: str = ""
 
 
 def analyse(study_dir: Path, options: Options | None = None) -> Analysis:
@@ -122,6 +125,9 @@ def analyse(study_dir: Path, options: Options | None = None) -> Analysis:
             options = dataclasses.replace(options, reference=f"{strategy}{ORACLE}{plus}{init}{at}{n}")
     cautions = source_cautions(settings) + identical_selections(store, specs, inits, label)
     analysis = analyse_images(images, settings, options, failed, cautions)
+    recorded = rounds.load(study_dir)
+    if recorded is not None and recorded.rounds:
+        analysis = with_rounds(analysis, recorded, oracles(settings))
     runs = run_table(store, specs, inits, analysis.subjects, label)
     oracle = runs["strategy"].isin(oracles(settings))
     runs.loc[oracle, "strategy"] = runs.loc[oracle, "strategy"] + ORACLE
@@ -130,6 +136,38 @@ def analyse(study_dir: Path, options: Options | None = None) -> Analysis:
 
 
 ORACLE = " (oracle)"  # how every table, figure and sentence names a strategy that read labels
+
+
+def with_rounds(a: Analysis, recorded: rounds.Rounds, oracle: set[str]) -> Analysis:
+    """A study run --until-decided: its non-inferiority verdicts are the recorded sequential decisions (stage-wise
+    p, repeated CI at the round each was taken), never the fixed-design tests on the data at the end."""
+    def named(method: str) -> str:
+        strategy, plus, init = method.partition("+")
+        return f"{strategy}{ORACLE if strategy in oracle else ''}{plus}{init}"
+
+    table = rounds.final_table(recorded)
+    table["strategy"] = table["strategy"].map(named)
+    table["reference"] = [f"{named(r.partition('@')[0])}@{r.partition('@')[2]}" for r in table["reference"]]
+    ni = a.noninferiority.copy()
+    if len(ni):
+        ni["sequential"] = False
+        for i, row in ni.iterrows():
+            match = table[(table["strategy"] == row["strategy"]) & (table["n"] == row["n"])
+                          & (table["metric"] == row["metric"])]
+            if not len(match):
+                continue
+            q = match.iloc[0]
+            tested = q["decision"] in ("shown", "not shown", "futile")
+            reason = {"not tested": f"not tested: {q['why']}", "open": f"still open after round {q['round']}",
+                      "futile": f"futile at round {q['round']}", "not shown": ""}.get(q["decision"], "")
+            ni.loc[i, ["difference", "ci_low", "ci_high", "p", "p_tost", "subjects"]] = [
+                q["difference"], q["repeated_lower"], q["repeated_upper"], q["p_sequential"], np.nan, row["subjects"]]
+            ni.loc[i, ["tested", "non_inferior", "reason", "sequential"]] = [
+                tested, q["decision"] == "shown", reason, True]
+        ni = ni.astype({"tested": bool, "non_inferior": bool})
+    return dataclasses.replace(a, noninferiority=ni, enough=stats.enough(ni) if len(ni) else a.enough,
+                               sequential=table, design_text=rounds.design_text(recorded.design),
+                               cheapest=_cheapest(ni, a.costs, a.reference))
 
 
 def oracles(settings: dict) -> set[str]:
@@ -438,6 +476,30 @@ def _ni_table(a: Analysis) -> Table:
                  f"verdicts. Margin: {margin_reason(a.options.margin)}.")
 
 
+def _sequential_table(a: Analysis) -> Table:
+    """Per question of a study run --until-decided: what was decided, when, on how many seeds, and the
+    seeds a fixed design would have needed for the same power."""
+    rows = []
+    for r in a.sequential.sort_values(["metric", "strategy", "n"], ascending=[True, True, False]).itertuples():
+        number = lambda v, spec: "–" if v is None or v != v else format(v, spec)  # noqa: E731
+        rows.append([r.strategy, str(r.n), METRIC_NAMES[r.metric], r.decision + (f" ({r.why})" if r.why else ""),
+                     str(r.round), str(r.seeds), number(r.difference, "+.3f"), number(r.z, ".2f"),
+                     number(r.bound, ".2f"), p_cell(r.p_sequential) if r.p_sequential == r.p_sequential
+                     and r.p_sequential is not None else "–",
+                     ci_text(r.repeated_lower, r.repeated_upper) if r.repeated_lower == r.repeated_lower
+                     and r.repeated_lower is not None else "–",
+                     "–" if r.seeds_same_power is None or r.seeds_same_power != r.seeds_same_power
+                     else str(int(r.seeds_same_power))])
+    design = a.settings.get("until_decided") or {}
+    return Table("Sequential decisions (run --until-decided)",
+                 ["strategy", "n", "metric", "decision", "round", "seeds", "difference", "z", "boundary",
+                  "p (sequential)", f"repeated {level_text(1 - 2 * a.options.alpha)}", "fixed design, same power (seeds)"],
+                 rows, f"{a.design_text} Seeds: those of the configuration when the decision was taken (a fixed "
+                       f"design runs {design.get('max_seeds', '?')}); fixed design, same power: the fewest seeds a "
+                       "fixed design needs for the power this sequential design had (were the strategies equal), "
+                       "under the variance model of the question's last round.")
+
+
 def _aic_text(r) -> str:
     """Which curve AIC prefers and by how much (absolute AIC values mean nothing, and an exact fit's run to
     -1e4)."""
@@ -619,6 +681,8 @@ def _tables(a: Analysis) -> list[Table]:
     out = [_summary_table(a)]
     if len(a.noninferiority):
         out.append(_ni_table(a))
+    if len(a.sequential):
+        out.append(_sequential_table(a))
     if len(a.costs):
         out.append(_cost_table(a))
     if len(a.versus_base):
@@ -812,6 +876,10 @@ def methods_paragraph(a: Analysis) -> str:
         f"differences from the base model, between budgets and between strategies used the {TEST_TEXT[o.test]}, "
         "with Holm's correction within each family; confidence intervals of mean Dice came from a hierarchical "
         "bootstrap-t over folds, test subjects and seeds (2000 resamples).")
+    if a.design_text:
+        statistics = statistics.replace(
+            "was tested one-sided at ", "was tested group-sequentially (below), one-sided at ").replace(
+            "with 90% confidence intervals;", "with repeated 90% confidence intervals;") + " " + a.design_text
     if s.get("kind") == "table":
         return (f"Per-image segmentation results ({', '.join(s['files'])}; {s['rows']} images of "
                 f"{a.test_subjects} test subjects) were analysed with cine-harness {_installed('cine-harness')}. "
@@ -865,7 +933,10 @@ def methods_paragraph(a: Analysis) -> str:
     return (
         f"We studied how {'much expert labelling time' if s.get('budget_minutes') else 'many labelled subjects'} "
         f"fine-tuning needs on {data}, dataset fingerprint "
-        f"`{s['dataset']}`, with {split}. For each fold and each of {s['seeds']} seeds, "
+        f"`{s['dataset']}`, with {split}. For each fold and each of "
+        + (f"{s['seeds']} seeds, " if not s.get("until_decided") else
+           f"{s['seeds']} to {s['until_decided']['max_seeds']} seeds (added in rounds, below), ")
+        + 
         + (f"training subsets of n = {', '.join(map(str, s['ns']))} subjects were drawn from the fold's training pool (the same subjects "
            f"for every strategy and initialisation, nested across n), and their images selected by the sampling "
            if not s.get("budget_minutes") else

@@ -119,10 +119,12 @@ def test_a_decided_question_is_not_looked_at_again_and_only_open_ones_get_seeds(
     assert third["questions"]["a@2:dice_lv"]["decision"] in ("shown", "not shown") and third["needs"] == []
 
 
-def test_a_design_cannot_change_half_way(tmp_path):
+def test_a_design_cannot_change_half_way_and_a_round_is_recorded_once(tmp_path):
     design = Design(reference="a@10", margin=0.02, alpha=0.05, per_round=2, max_seeds=10)
-    Rounds(design, [{"round": 1, "seeds": 2, "questions": {}, "needs": []}]).write(tmp_path)
-    assert Rounds.read(tmp_path, design).rounds[0]["seeds"] == 2
+    Rounds(design).record(tmp_path, {"round": 1, "seeds": 2, "questions": {}, "needs": [["a", 2]]})
+    again = Rounds(design).record(tmp_path, {"round": 1, "seeds": 2, "questions": {}, "needs": []})
+    assert again.rounds[0]["needs"] == [["a", 2]]  # the first record of a round stands
+    assert Rounds.read(tmp_path, design).rounds == json.loads((tmp_path / "rounds.json").read_text())["rounds"]
     with pytest.raises(UsageError, match="decided with margin 0.02 \\(now 0.03\\)"):
         Rounds.read(tmp_path, Design(reference="a@10", margin=0.03, alpha=0.05, per_round=2, max_seeds=10))
     for bad, message in ((dict(per_round=1), "at least 2"), (dict(max_seeds=1), "below the --seeds"),
@@ -139,3 +141,114 @@ def test_runs_saved_against_the_fixed_design_with_the_same_power():
     assert 0.8 < saved["power"] < 1 and 1 <= saved["seeds_same_power"] <= 10
     run_dominated = runs_saved({"seeds": 2, "se": 0.012, "fraction_estimated": 0.25}, design)
     assert run_dominated["seeds_same_power"] > saved["seeds_same_power"]
+
+
+# -- a study in rounds ----------------------------------------------------------------------------------------------
+
+def _study_args(out, cache):
+    from tests.conftest import TINY_RUN
+
+    args = [a for a in TINY_RUN if a not in ("--folds", "1")] + ["--folds", "3"]
+    args[args.index("--target-subjects") + 1] = "9"
+    return ["run", "--strategy", "ed_es,subject_random", "--n", "1,3", "--out", str(out), "--cache-dir", str(cache),
+            "--until-decided", "--max-seeds", "4", "--reference", "ed_es@3", "--quiet", *args]
+
+
+def _open_first_round(monkeypatch):
+    """Every question stays open at the first look (tiny models decide nothing worth testing); real decisions
+    after. Returns the list of looks taken (round, number of questions)."""
+    from harness import rounds as rounds_module
+
+    taken = []
+    real = rounds_module.look
+
+    def forced(scores, rounds, seeds, final):
+        record = real(scores, rounds, seeds, final)
+        taken.append((len(rounds.rounds) + 1, len(record["questions"])))
+        if not rounds.rounds:
+            for q in record["questions"].values():
+                q["decision"] = "open"
+            record["needs"] = sorted([[q["strategy"], q["n"]] for q in record["questions"].values()]
+                                     + [["ed_es", 3]])
+            record["needs"] = [list(c) for c in dict.fromkeys(tuple(c) for c in record["needs"])]
+        return record
+
+    monkeypatch.setattr("harness.runner.look", forced)
+    return taken
+
+
+@pytest.mark.slow
+def test_rounds_add_seeds_only_where_open_and_a_killed_study_resumes_without_deciding_again(
+        monkeypatch, tmp_path, cache, capsys):
+    from harness.cli import main
+    from harness.executors.inprocess import InProcessExecutor
+
+    out = tmp_path / "s"
+    taken = _open_first_round(monkeypatch)
+    real_run = InProcessExecutor.run
+    calls = []
+
+    def killed_in_round_two(self, context, specs, reporter, retry_failed=False):
+        calls.append(len(specs))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the command dies between rounds, round 2's runs not started
+        return real_run(self, context, specs, reporter, retry_failed)
+
+    monkeypatch.setattr(InProcessExecutor, "run", killed_in_round_two)
+    assert main(_study_args(out, cache)) == 130  # interrupted
+    recorded = json.loads((out / "rounds.json").read_text())
+    assert [r["round"] for r in recorded["rounds"]] == [1] and taken == [(1, 6)]
+    assert recorded["design"]["max_seeds"] == 4 and recorded["design"]["reference"] == "ed_es@3"
+    first = recorded["rounds"][0]
+    monkeypatch.setattr(InProcessExecutor, "run", real_run)
+    assert main(_study_args(out, cache)) == 0
+    after = json.loads((out / "rounds.json").read_text())
+    assert after["rounds"][0] == first  # round 1 was not decided again
+    assert taken == [(1, 6), (2, 6)] and after["rounds"][1]["seeds"] == 4
+    assert all(q["decision"] in ("shown", "not shown", "not tested") for q in after["rounds"][1]["questions"].values())
+    names = [p.name for p in (out / "runs").iterdir() if not p.name.startswith("base")]
+    # every configuration was open after round 1: seeds 0-3 for all 4 configurations x 3 folds
+    assert len(names) == 4 * 4 * 3 and {n.split("__")[3] for n in names} == {"s0", "s1", "s2", "s3"}
+    study = json.loads((out / "study.json").read_text())
+    assert study["until_decided"]["max_seeds"] == 4 and len(study["runs"]) == len(names) + 3
+    capsys.readouterr()
+    assert main(_study_args(out, cache)) == 0  # a third command: nothing to run, nothing decided again
+    assert taken == [(1, 6), (2, 6)] and json.loads((out / "rounds.json").read_text()) == after
+    assert "0 runs done" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_round_another_command_decided_first_stands_and_a_changed_design_is_refused(
+        monkeypatch, tmp_path, cache, capsys):
+    from harness import rounds as rounds_module
+    from harness.cli import main
+
+    out = tmp_path / "s"
+    real = rounds_module.look
+
+    def raced(scores, rounds, seeds, final):
+        record = real(scores, rounds, seeds, final)
+        # another command finished the same round a moment earlier and recorded it: its record must stand
+        theirs = {"round": 1, **record, "questions": {k: {**q, "decision": "not shown", "why": "theirs"}
+                                                      for k, q in record["questions"].items()}, "needs": []}
+        rounds_module.Rounds(rounds.design).record(out, theirs)
+        return record
+
+    monkeypatch.setattr("harness.runner.look", raced)
+    assert main(_study_args(out, cache)) == 0
+    recorded = json.loads((out / "rounds.json").read_text())
+    assert len(recorded["rounds"]) == 1
+    assert {q["why"] for q in recorded["rounds"][0]["questions"].values()} == {"theirs"}
+    capsys.readouterr()
+    changed = _study_args(out, cache) + ["--margin", "0.05"]
+    assert main(changed) == 2
+    assert "decided with margin 0.02 (now 0.05)" in capsys.readouterr().err
+
+
+def test_sequential_flags_need_until_decided(capsys):
+    from harness.cli import main
+
+    assert main(["run", "--max-seeds", "6"]) == 2
+    assert "--max-seeds and --spending belong to --until-decided" in capsys.readouterr().err
+    assert main(["run", "--until-decided", "--seeds", "1"]) == 2
+    assert "at least 2" in capsys.readouterr().err
