@@ -936,7 +936,6 @@ def methods_paragraph(a: Analysis) -> str:
         f"`{s['dataset']}`, with {split}. For each fold and each of "
         + (f"{s['seeds']} seeds, " if not s.get("until_decided") else
            f"{s['seeds']} to {s['until_decided']['max_seeds']} seeds (added in rounds, below), ")
-        + 
         + (f"training subsets of n = {', '.join(map(str, s['ns']))} subjects were drawn from the fold's training pool (the same subjects "
            f"for every strategy and initialisation, nested across n), and their images selected by the sampling "
            if not s.get("budget_minutes") else

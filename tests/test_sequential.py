@@ -211,6 +211,15 @@ def test_rounds_add_seeds_only_where_open_and_a_killed_study_resumes_without_dec
     assert len(names) == 4 * 4 * 3 and {n.split("__")[3] for n in names} == {"s0", "s1", "s2", "s3"}
     study = json.loads((out / "study.json").read_text())
     assert study["until_decided"]["max_seeds"] == 4 and len(study["runs"]) == len(names) + 3
+    report = (out / "report.md").read_text()  # verdicts are the recorded decisions, worded as sequential ones
+    assert "## Sequential decisions (run --until-decided)" in report and "seeds were added in rounds of 2" in report
+    assert "each of 2 to 4 seeds (added in rounds" in report
+    decided = {(q["strategy"], q["n"], q["metric"]): q["decision"] for q in after["rounds"][1]["questions"].values()}
+    for (strategy, n, metric), decision in decided.items():
+        name = "ed_es (oracle)" if strategy == "ed_es" else strategy
+        row = next(line for line in report.splitlines() if line.startswith(f"| {name} | {n} | ed_es (oracle)@3 | "
+                                                                          f"{'LV' if metric == 'dice_lv' else 'MY'} |"))
+        assert ("| non-inferior |" in row) == (decision == "shown"), row
     capsys.readouterr()
     assert main(_study_args(out, cache)) == 0  # a third command: nothing to run, nothing decided again
     assert taken == [(1, 6), (2, 6)] and json.loads((out / "rounds.json").read_text()) == after
