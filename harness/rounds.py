@@ -49,11 +49,12 @@ class Design:
     max_seeds: int
     spending: str = "obrien-fleming"
     futility_power: float = gs.FUTILITY_POWER
+    grid: dict[str, Any] | None = None  # the questions' grid: strategies (with parameters), budgets, inits, folds
 
     def to_dict(self) -> dict[str, Any]:
         return {"reference": self.reference, "margin": self.margin, "alpha": self.alpha,
                 "per_round": self.per_round, "max_seeds": self.max_seeds, "spending": self.spending,
-                "futility_power": self.futility_power}
+                "futility_power": self.futility_power, "grid": self.grid}
 
     def check(self) -> None:
         if self.per_round < 2:
@@ -71,6 +72,22 @@ class Design:
     @property
     def rounds(self) -> int:
         return math.ceil(self.max_seeds / self.per_round)
+
+
+def check_reference(reference: str | None, settings) -> None:
+    """--reference of a sequential study names a configuration of its grid (checked before any run: the first
+    round's decisions need it)."""
+    if reference is None:
+        return
+    method, _, n_text = reference.partition("@")
+    strategy = method.partition("+")[0]
+    grid = settings.budget_minutes or settings.ns
+    if strategy not in settings.strategies:
+        raise UsageError(f"--reference '{reference}': strategy '{strategy}' is not in --strategy "
+                         f"({', '.join(settings.strategies)})")
+    if n_text and (not n_text.isdigit() or int(n_text) not in grid):
+        raise UsageError(f"--reference '{reference}': {n_text} is not one of the study's budgets "
+                         f"({', '.join(map(str, grid))})")
 
 
 def _create_once(path: Path, content: dict[str, Any]) -> bool:
@@ -108,8 +125,9 @@ class Rounds:
             return cls(design)
         recorded = json.loads(path.read_text())
         if recorded != design.to_dict():
-            diff = {k: (v, design.to_dict()[k]) for k, v in recorded.items() if design.to_dict().get(k) != v}
-            said = ", ".join(f"{k} {a!r} (now {b!r})" for k, (a, b) in diff.items())
+            diff = {k: (v, design.to_dict().get(k)) for k, v in recorded.items() if design.to_dict().get(k) != v}
+            said = ", ".join(f"{k} {a!r} (now {b!r})" if k != "grid" else "another grid (strategies, parameters, "
+                             "budgets, inits or folds)" for k, (a, b) in diff.items())
             raise UsageError(f"{path.parent.parent / ROUNDS_FILE}: this study's rounds were decided with {said}; a "
                              "sequential design cannot change half-way: run it as it was, or start a new --out")
         rounds = [json.loads(p.read_text()) for p in sorted(folder.glob("round-*.json"))]
@@ -200,12 +218,15 @@ def _look_at(scores: pd.DataFrame, config: tuple[str, int], ref: tuple[str, int]
     if not blocks or sum(b.shape[0] for b in blocks) < 2 or min(b.shape[1] for b in blocks) < 2:
         why = "fewer than 2 test subjects or seeds with a score on both sides"
         return {**base, "z": None, "fraction": None, "decision": "not shown" if final else "open", "why": why}
+    paired = min(b.shape[1] for b in blocks)  # the seeds both sides have (the fraction counts those)
     result = gs.look_statistics(blocks, -design.margin, design.max_seeds)
     z, raw = float(result["z"]), float(result["fraction"])
     usable = [t for t in fractions if t is not None]
-    fraction = gs.fraction_at(usable, seeds / design.max_seeds, final)  # see sequential: seeds, not the estimate
-    record = {**base, "difference": float(result["mean"]), "se": float(result["se"]), "p_fixed": float(result["p"]),
-              "z": z if math.isfinite(z) else None, "fraction": fraction, "fraction_estimated": min(raw, 1.0)}
+    fraction = gs.fraction_at(usable, paired / design.max_seeds, final and paired >= design.max_seeds)
+    base["seeds"] = paired
+    record = {**base, "difference": float(result["mean"]), "se": float(result["se"]), "df": float(result["df"]),
+              "p_fixed": float(result["p"]), "z": z if math.isfinite(z) else None, "fraction": fraction,
+              "fraction_estimated": min(raw, 1.0)}
     if not math.isfinite(z):
         return {**record, "decision": "not shown" if final else "open",
                 "why": "the t-test is undefined here (no variance)"}
@@ -223,11 +244,12 @@ def _look_at(scores: pd.DataFrame, config: tuple[str, int], ref: tuple[str, int]
     alternative = design.margin / se_max if se_max > 0 else None
     decided = gs.decide(zs_all, fractions_all, design.alpha, design.spending, design.futility_power, alternative,
                         realised=min(raw, 1.0))
-    lower = gs.repeated_lower(record["difference"], record["se"], decided.bound)
+    half = gs.repeated_half_width(record["se"], decided.bound, record["df"])
     return {**record, "decision": decided.decision, "bound": decided.bound if math.isfinite(decided.bound) else None,
             "conditional_power": decided.conditional_power,
             "p_sequential": decided.p_sequential if math.isfinite(decided.p_sequential) else None,
-            "repeated_lower": lower if math.isfinite(lower) else None}
+            "repeated_lower": record["difference"] - half if math.isfinite(half) else None,
+            "repeated_upper": record["difference"] + half if math.isfinite(half) else None}
 
 
 def _increasing(fractions: list[float], zs: list[float]) -> tuple[list[float], list[float]]:
@@ -303,8 +325,7 @@ def final_table(rounds: Rounds) -> pd.DataFrame:
             last[key] = {**question, "round": record["round"]}
     rows = []
     for key, q in last.items():
-        bound, se = q.get("bound"), q.get("se")
-        upper = q["difference"] + bound * se if bound is not None and se is not None and "difference" in q else None
+        bound, se, upper = q.get("bound"), q.get("se"), q.get("repeated_upper")
         saved = runs_saved(q, rounds.design) if q["decision"] in DECIDED else {}
         rows.append({"strategy": q["strategy"], "n": q["n"], "metric": q["metric"], "reference": q["reference"],
                      "decision": q["decision"], "round": q["round"], "seeds": q["seeds"], "looks": q.get("looks"),

@@ -21,12 +21,12 @@ from harness.data.sources import FORMATS, load_dataset, locate
 from harness.api import uses_of
 from harness.errors import UsageError
 from harness.executors import Executor, InProcessExecutor
-from harness.grid import (BASE, StudySettings, base_fingerprint, cache_dir, check_budgets, check_tuned,
+from harness.grid import (BASE, StudySettings, base_fingerprint, budgets, cache_dir, check_budgets, check_tuned,
                           data_warnings, fold_splits, load_strategies, model_aware, plan)
 from harness.inits import Init, parse_inits
 from harness.pretraining import pretrain_on, source_overlap
 from harness.progress import Reporter
-from harness.rounds import Design, Rounds, look, scores_of
+from harness.rounds import Design, Rounds, check_reference, look, scores_of
 from harness.store import RunStore, method_label
 from harness.train import check_weights_reachable, resolve_precision
 from harness.worker import RunContext, checkpoint_classes, initial_model
@@ -311,10 +311,16 @@ class Study:
         """Rounds of seeds until every question is decided or --max-seeds is reached (harness.rounds). A round's
         decisions are taken once its runs are all finished and recorded in rounds.json; a command that finds
         them recorded (resumed, or a second command on the study) continues from them."""
-        design.check()
         s = self.settings
+        design = dataclasses.replace(design, grid={
+            "strategies": list(s.strategies), "params": s.params, "budgets": list(budgets(s)),
+            "unit": "minutes" if s.budget_minutes else "subjects", "inits": list(s.inits), "folds": s.folds,
+            "first_seed": s.first_seed})
+        design.check()
+        check_reference(design.reference, s)
         inits = prepared["inits"]
         rounds = Rounds.read(self.store.root, design)
+        first_pass = True
         total = {"done": 0, "skipped": 0, "failed": [], "failed_before": 0, "unfinished": []}
         while True:
             settled = rounds.finished()  # every question decided: the last round's grid again, nothing decided
@@ -330,14 +336,16 @@ class Study:
                 self.reporter.say(f"round {number} of at most {design.rounds}: {seeds} seeds for "
                                   + (f"{len(rounds.open_configurations())} open configurations" if rounds.rounds
                                      else "every configuration"))
-            summary = self._run_specs(prepared, specs, executor, retry_failed and number == 1,
+            summary = self._run_specs(prepared, specs, executor, retry_failed and first_pass,
                                       {"until_decided": design.to_dict()})
+            first_pass = False
             for key in ("done", "skipped", "failed_before"):
                 total[key] += summary[key]
             total["failed"] += summary["failed"]
             total["unfinished"] = summary["unfinished"]
             total.update(planned=summary["planned"], specs=specs)
-            if settled or summary["failed"] or summary["unfinished"] or summary["failed_before"] or executor.detaches:
+            # a detached executor (SLURM --detach) returns with the round's runs queued: they are unfinished
+            if settled or summary["failed"] or summary["unfinished"] or summary["failed_before"]:
                 return {**total, "rounds": rounds.rounds}  # a round decides only on all its runs
             rounds = Rounds.read(self.store.root, design)
             if len(rounds.rounds) < number:  # else another command decided this round first: its record stands

@@ -118,6 +118,7 @@ def analyse(study_dir: Path, options: Options | None = None) -> Analysis:
     label = labeller(settings, inits)
     images = pd.concat([store.images(spec, label(spec)) for spec in specs], ignore_index=True)
     options = dataclasses.replace(options or Options(), empty=settings["empty"])
+    asked_reference = options.reference
     if options.reference:  # --reference ed_es[+init] names the oracle the tables call "ed_es (oracle)[+init]"
         method, at, n = options.reference.partition("@")
         strategy, plus, init = method.partition("+")
@@ -125,9 +126,19 @@ def analyse(study_dir: Path, options: Options | None = None) -> Analysis:
             options = dataclasses.replace(options, reference=f"{strategy}{ORACLE}{plus}{init}{at}{n}")
     cautions = source_cautions(settings) + identical_selections(store, specs, inits, label)
     analysis = analyse_images(images, settings, options, failed, cautions)
-    recorded = rounds.load(study_dir)
+    recorded = rounds.load(study_dir) if settings.get("until_decided") else None
     if recorded is not None and recorded.rounds:
-        analysis = with_rounds(analysis, recorded, oracles(settings))
+        design = recorded.design
+        if (design.margin, design.reference) == (options.margin, asked_reference):
+            analysis = with_rounds(analysis, recorded, oracles(settings))
+        else:
+            analysis = dataclasses.replace(analysis, cautions=analysis.cautions + [
+                f"This study was run until decided under margin {design.margin:g} and reference "
+                f"{design.reference or 'each strategy at its largest budget'}; this report asks margin "
+                f"{options.margin:g} and reference {asked_reference or 'each strategy at its largest budget'}, so its "
+                "non-inferiority verdicts are fixed-design tests on seed counts the sequential decisions chose: "
+                "not error-controlled. The study's own verdicts: `harness report` with the design's margin and "
+                "reference."])
     runs = run_table(store, specs, inits, analysis.subjects, label)
     oracle = runs["strategy"].isin(oracles(settings))
     runs.loc[oracle, "strategy"] = runs.loc[oracle, "strategy"] + ORACLE
@@ -165,9 +176,12 @@ def with_rounds(a: Analysis, recorded: rounds.Rounds, oracle: set[str]) -> Analy
             ni.loc[i, ["tested", "non_inferior", "reason", "sequential"]] = [
                 tested, q["decision"] == "shown", reason, True]
         ni = ni.astype({"tested": bool, "non_inferior": bool})
+    caution = ("Comparisons other than the non-inferiority verdicts (with the base model, between budgets and "
+               "strategies, power, learning curves) are fixed-design statistics on the seeds each configuration "
+               "received, and the sequential decisions chose those: read them as descriptive.")
     return dataclasses.replace(a, noninferiority=ni, enough=stats.enough(ni) if len(ni) else a.enough,
                                sequential=table, design_text=rounds.design_text(recorded.design),
-                               cheapest=_cheapest(ni, a.costs, a.reference))
+                               cheapest=_cheapest(ni, a.costs, a.reference), cautions=a.cautions + [caution])
 
 
 def oracles(settings: dict) -> set[str]:
@@ -460,6 +474,17 @@ def _ni_table(a: Analysis) -> Table:
         verdict = "non-inferior" if r.non_inferior else ("not shown" if r.tested else r.reason)
         rows.append([r.strategy, str(r.n), r.reference, METRIC_NAMES[r.metric], signed(r.difference),
                      ci_text(r.ci_low, r.ci_high), str(r.subjects), p_cell(r.p), p_cell(r.p_tost), verdict])
+    if a.design_text:  # run --until-decided: the recorded decisions
+        return Table(f"Non-inferiority to the reference (margin {a.options.margin:g}, group-sequential)",
+                     ["strategy", "n", "reference", "metric", "difference", f"repeated {level}", "subjects",
+                      "p (sequential)", "p (TOST)", "verdict"], rows,
+                     "Difference = strategy − reference at the round each question was decided (or last looked at), "
+                     "paired by test subject and seed. p (sequential): the stage-wise ordering p-value of the "
+                     "group-sequential test (only where shown); repeated CI: the interval valid over all rounds "
+                     f"(its lower end is above −{a.options.margin:g} exactly when the question was shown). Verdicts "
+                     "are the decisions recorded after each round (table 'Sequential decisions'), never a fixed-design "
+                     "test of the final data. Fixed sequence from the largest n per strategy and metric; a claim on "
+                     f"both metrics needs both. Margin: {margin_reason(a.options.margin)}.")
     return Table(f"Non-inferiority to the reference (margin {a.options.margin:g})",
                  ["strategy", "n", "reference", "metric", "difference", level, "subjects", "p (NI)", "p (TOST)",
                   "verdict"], rows,

@@ -313,7 +313,7 @@ def json_summary(root: Path, summary: dict, md: Path | None, html: Path | None) 
     if md is not None and table.exists() and table.stat().st_size > 1:
         ni = pd.read_csv(table)
         keep = ["strategy", "n", "reference", "metric", "margin", "difference", "ci_level", "ci_low", "ci_high",
-                "p", "subjects", "non_inferior", "reason"]
+                "p", "subjects", "non_inferior", "reason", "sequential"]
         ni = ni[[c for c in keep if c in ni]].astype(object).where(ni.notna(), None)
         verdicts = ni.to_dict("records")
     return {"study": str(root), "done": summary["done"], "already_finished": summary["skipped"],

@@ -21,8 +21,9 @@ when the subjects, not the runs, dominate the variance; see `look_statistics`).
 - Futility (non-binding: the efficacy boundaries ignore it, so alpha holds whether or not it is obeyed):
   a question is futile when its conditional power at the maximum, under the effect estimated so far, is below
   ``FUTILITY_POWER``.
-- Repeated confidence intervals: the lower bound estimate - c_k SE with c_k the look's boundary holds
-  simultaneously over looks at level 1 - alpha (Jennison and Turnbull 1989).
+- Repeated confidence intervals: estimate -+ q_k SE, q_k the t quantile (the look's df) at the boundary's nominal
+  level Phi(-c_k), hold simultaneously over looks (Jennison and Turnbull 1989); the lower end is above -margin
+  exactly when the look crossed.
 """
 from __future__ import annotations
 
@@ -236,9 +237,14 @@ def look_statistics(blocks: list[np.ndarray], null: float, max_seeds: int) -> di
     with np.errstate(invalid="ignore", divide="ignore"):
         se_max = np.sqrt(at_max)
     return {"z": z, "fraction": raw, "mean": result["mean"], "se": result["se"], "p": result["p"], "seeds": seeds,
-            "se_max": se_max}
+            "se_max": se_max, "df": result["df"]}
 
 
-def repeated_lower(estimate: float, se: float, bound: float) -> float:
-    """The repeated confidence bound at a look: estimate - bound x SE (simultaneous over looks at 1 - alpha)."""
-    return estimate - bound * se if math.isfinite(bound) else -math.inf
+def repeated_half_width(se: float, bound: float, df: float) -> float:
+    """Half-width of the repeated confidence interval at a look: the look's t quantile at the boundary's nominal
+    level (the test compares the t statistic's p with Phi(-bound), so the interval must too) x SE. Its lower end
+    is above -margin exactly when the look crossed. Infinite where the look could not reject."""
+    if not math.isfinite(bound) or not se == se:
+        return math.inf
+    quantile = float(sps.t.isf(sps.norm.sf(bound), df)) if df == df and df > 0 else bound
+    return quantile * se
