@@ -172,7 +172,10 @@ def replication_probability(p: float, alpha: float) -> float:
 
 def _stability(row, part: pd.DataFrame, a) -> str:
     """How likely a replication (new seeds, another machine, more of the same subjects) repeats the verdict
-    the strategy sentence gave, metric by metric at the budget it named or where it stopped."""
+    the strategy sentence gave, metric by metric at the budget it named or where it stopped. Not for sequential
+    verdicts: Goodman's formula assumes a fixed-design p."""
+    if "sequential" in part and part["sequential"].fillna(False).astype(bool).any():
+        return ""
     if row.n_enough is not None and row.n_enough == row.n_enough:
         rows = part[(part["n"] == int(row.n_enough)) & part["tested"]]
     else:  # where each metric's sequence stopped
