@@ -124,7 +124,7 @@ def test_a_decided_question_is_not_looked_at_again_and_only_open_ones_get_seeds(
     assert (rounds.seeds_of("a", 2, 2), rounds.seeds_of("a", 5, 2), rounds.seeds_of("a", 10, 2)) == (8, 4, 8)
     second = look(scores[scores["seed"] < 8], rounds, 8, final=False)
     assert set(second["questions"]) == {"a@2:dice_lv", "a@2:dice_my"}  # a@5 was decided: never looked at again
-    assert second["questions"]["a@2:dice_lv"]["looks"] == 2 and second["questions"]["a@2:dice_lv"]["fraction"] == 0.67
+    assert second["questions"]["a@2:dice_lv"]["looks"] == 2 and second["questions"]["a@2:dice_lv"]["fraction"] == 0.6667
     assert second["questions"]["a@2:dice_lv"]["decision"] in ("shown", "futile", "open")
     rounds.rounds.append({"round": 2, **second})
     decided = {k for r in rounds.rounds for k, q in r["questions"].items() if q["decision"] != "open"}

@@ -203,13 +203,12 @@ def z_of(p_one_sided: float) -> float:
 
 
 def fraction_at(previous: list[float], raw: float, final: bool) -> float:
-    """The information fraction a look is analysed at: 1 at the maximum (``final``, or where the projected
-    information at the maximum is within 1% of what is there already: more seeds would add nothing, so this look
-    is the final analysis); else the estimated fraction rounded to 0.01, above the previous look's and below 1."""
-    if final or not raw < 0.99:
+    """The information fraction a look is analysed at: 1 at the maximum (``final``, or a fraction of 1 or more);
+    else ``raw`` rounded to 4 decimals, above the previous look's and below 1."""
+    if final or not raw < 1:
         return 1.0
-    low = previous[-1] + 0.01 if previous else 0.01
-    return round(min(max(raw, low), 0.99), 2)
+    low = previous[-1] + 1e-4 if previous else 1e-4
+    return round(min(max(raw, low), 0.9999), 4)
 
 
 def look_statistics(blocks: list[np.ndarray], null: float, max_seeds: int) -> dict:
