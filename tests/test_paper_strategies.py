@@ -36,6 +36,7 @@ def _pool_like(table: pd.DataFrame) -> Pool:
     rows["lv_area"], rows["spacing_mm"] = 100, 1.4
     rows["n_slices"] = rows.groupby("subject")["slice"].transform("nunique")
     rows["n_frames"] = rows.groupby("subject")["frame"].transform("nunique")
+    rows["trigger_ms"], rows["rr_ms"] = np.nan, np.nan  # the published tables carry no timing
     rows.index = rows.index * 2 + 5
     return Pool(frames=rows[list(FRAME_COLUMNS)], subject_order=tuple(sorted(rows["subject"].unique())))
 
