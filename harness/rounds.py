@@ -160,13 +160,6 @@ class Rounds:
         rounds = 1 + sum(1 for record in self.rounds[:round_number - 1] if [method, n] in record["needs"])
         return self.design.seeds_at(rounds)
 
-    def open_configurations(self) -> set[tuple[str, int]] | None:
-        """(strategy, budget) whose questions are still open after the last round; None before any round
-        (every configuration runs in the first)."""
-        if not self.rounds:
-            return None
-        return {tuple(c) for c in self.rounds[-1]["needs"]}
-
     def finished(self) -> bool:
         return bool(self.rounds) and (not self.rounds[-1]["needs"]
                                       or self.rounds[-1]["seeds"] >= self.design.max_seeds)
@@ -219,14 +212,13 @@ def _look_at(scores: pd.DataFrame, config: tuple[str, int], ref: tuple[str, int]
         why = "fewer than 2 test subjects or seeds with a score on both sides"
         return {**base, "z": None, "fraction": None, "decision": "not shown" if final else "open", "why": why}
     paired = min(b.shape[1] for b in blocks)  # the seeds both sides have (the fraction counts those)
-    result = gs.look_statistics(blocks, -design.margin, design.max_seeds)
-    z, raw = float(result["z"]), float(result["fraction"])
-    usable = [t for t in fractions if t is not None]
-    fraction = gs.fraction_at(usable, paired / design.max_seeds, final and paired >= design.max_seeds)
+    result = {k: float(v) for k, v in gs.look_statistics(blocks, -design.margin, design.max_seeds).items()}
+    fraction = gs.fraction_at([t for t in fractions if t is not None], paired / design.max_seeds,
+                              final and paired >= design.max_seeds)
     base["seeds"] = paired
-    record = {**base, "difference": float(result["mean"]), "se": float(result["se"]), "df": float(result["df"]),
-              "p_fixed": float(result["p"]), "z": z if math.isfinite(z) else None, "fraction": fraction,
-              "fraction_estimated": min(raw, 1.0)}
+    z = result["z"]
+    record = {**base, "difference": result["mean"], "se": result["se"], "df": result["df"], "p_fixed": result["p"],
+              "z": z if math.isfinite(z) else None, "fraction": fraction, "fraction_estimated": min(result["fraction"], 1.0)}
     if not math.isfinite(z):
         return {**record, "decision": "not shown" if final else "open",
                 "why": "the t-test is undefined here (no variance)"}
@@ -237,19 +229,25 @@ def _look_at(scores: pd.DataFrame, config: tuple[str, int], ref: tuple[str, int]
         return {**record, "decision": "open", "why": f"waits for {above['strategy']}@{above['n']}"}
     # every earlier look counts in the boundaries (as a look that did not cross: conservative where it was
     # not tested yet)
-    fractions_all = [t for t in fractions if t is not None] + [fraction]
-    zs_all = [z_ if z_ is not None else -math.inf for z_, t in zip(zs, fractions) if t is not None] + [z]
-    fractions_all, zs_all = _increasing(fractions_all, zs_all)
-    se_max = float(result["se_max"])
-    alternative = design.margin / se_max if se_max > 0 else None
+    earlier = [(t, z_ if z_ is not None else -math.inf) for z_, t in zip(zs, fractions) if t is not None]
+    return {**record, **decide_look([t for t, _ in earlier], [z_ for _, z_ in earlier], fraction, result, design)}
+
+
+def decide_look(fractions: list[float], zs: list[float], fraction: float, result: dict[str, float],
+                design: Design) -> dict[str, Any]:
+    """The decision of a question that may be tested at this look, from its earlier looks' fractions and z and this
+    look's statistics (``sequential.look_statistics`` of one question): the decision, the boundary, conditional
+    power, stage-wise p and the repeated CI. The calibration simulations (tests/simulation.py) call it too."""
+    fractions_all, zs_all = _increasing(fractions + [fraction], zs + [result["z"]])
+    alternative = design.margin / result["se_max"] if result["se_max"] > 0 else None
     decided = gs.decide(zs_all, fractions_all, design.alpha, design.spending, design.futility_power, alternative,
-                        realised=min(raw, 1.0))
-    half = gs.repeated_half_width(record["se"], decided.bound, record["df"])
-    return {**record, "decision": decided.decision, "bound": decided.bound if math.isfinite(decided.bound) else None,
+                        realised=min(result["fraction"], 1.0))
+    half = gs.repeated_half_width(result["se"], decided.bound, result["df"])
+    return {"decision": decided.decision, "bound": decided.bound if math.isfinite(decided.bound) else None,
             "conditional_power": decided.conditional_power,
             "p_sequential": decided.p_sequential if math.isfinite(decided.p_sequential) else None,
-            "repeated_lower": record["difference"] - half if math.isfinite(half) else None,
-            "repeated_upper": record["difference"] + half if math.isfinite(half) else None}
+            "repeated_lower": result["mean"] - half if math.isfinite(half) else None,
+            "repeated_upper": result["mean"] + half if math.isfinite(half) else None}
 
 
 def _increasing(fractions: list[float], zs: list[float]) -> tuple[list[float], list[float]]:
@@ -355,5 +353,5 @@ def design_text(design: Design) -> str:
             f"stops when its conditional power at {design.max_seeds} seeds, were the strategies equal, is below "
             f"{design.futility_power:g}. Only configurations with an open question (and the reference) received more "
             "seeds. p-values are stage-wise ordering p-values and intervals repeated confidence intervals (estimate "
-            "± the round's boundary × SE), both valid over the rounds; decisions were recorded after each round "
+            "± the t quantile of the round's boundary × SE), both valid over the rounds; decisions were recorded after each round "
             "(rounds.json) and never revised.")

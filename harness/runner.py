@@ -334,7 +334,7 @@ class Study:
                 self.reporter.say(f"every question was decided in round {number} (rounds.json); nothing to add")
             else:
                 self.reporter.say(f"round {number} of at most {design.rounds}: {seeds} seeds for "
-                                  + (f"{len(rounds.open_configurations())} open configurations" if rounds.rounds
+                                  + (f"{len(rounds.rounds[-1]['needs'])} open configurations" if rounds.rounds
                                      else "every configuration"))
             summary = self._run_specs(prepared, specs, executor, retry_failed and first_pass,
                                       {"until_decided": design.to_dict()})

@@ -162,19 +162,17 @@ def with_rounds(a: Analysis, recorded: rounds.Rounds, oracle: set[str]) -> Analy
     ni = a.noninferiority.copy()
     if len(ni):
         ni["sequential"] = False
-        for i, row in ni.iterrows():
-            match = table[(table["strategy"] == row["strategy"]) & (table["n"] == row["n"])
-                          & (table["metric"] == row["metric"])]
-            if not len(match):
+        decided = table.set_index(["strategy", "n", "metric"])
+        for i, key in zip(ni.index, zip(ni["strategy"], ni["n"], ni["metric"])):
+            if key not in decided.index:
                 continue
-            q = match.iloc[0]
-            tested = q["decision"] in ("shown", "not shown", "futile")
+            q = decided.loc[key]
             reason = {"not tested": f"not tested: {q['why']}", "open": f"still open after round {q['round']}",
-                      "futile": f"futile at round {q['round']}", "not shown": ""}.get(q["decision"], "")
-            ni.loc[i, ["difference", "ci_low", "ci_high", "p", "p_tost", "subjects"]] = [
-                q["difference"], q["repeated_lower"], q["repeated_upper"], q["p_sequential"], np.nan, row["subjects"]]
+                      "futile": f"futile at round {q['round']}"}.get(q["decision"], "")
+            ni.loc[i, ["difference", "ci_low", "ci_high", "p", "p_tost"]] = [
+                q["difference"], q["repeated_lower"], q["repeated_upper"], q["p_sequential"], np.nan]
             ni.loc[i, ["tested", "non_inferior", "reason", "sequential"]] = [
-                tested, q["decision"] == "shown", reason, True]
+                q["decision"] in ("shown", "not shown", "futile"), q["decision"] == "shown", reason, True]
         ni = ni.astype({"tested": bool, "non_inferior": bool})
     caution = ("Comparisons other than the non-inferiority verdicts (with the base model, between budgets and "
                "strategies, power, learning curves) are fixed-design statistics on the seeds each configuration "

@@ -94,8 +94,11 @@ def sequential_trials(rng: np.random.Generator, studies: int, effect: float, mar
     (the crossed design of `difference_blocks`, true paired difference ``effect``), each decided look by look as
     ``run --until-decided`` does. Returns per study the decision and the seeds used, and the fixed design's
     verdict at ``max_seeds`` on the same data."""
-    from harness.stats.sequential import decide, fraction_at, look_statistics
+    from harness.rounds import Design, decide_look
+    from harness.stats.sequential import fraction_at, look_statistics
 
+    design = Design(reference=None, margin=margin, alpha=alpha, per_round=per_round, max_seeds=max_seeds,
+                    spending=spending)
     blocks = difference_blocks(rng, studies, effect, seeds=max_seeds, **noise)
     looks = list(range(per_round, max_seeds + 1, per_round))
     stats = [look_statistics([b[..., :s] for b in blocks], -margin, max_seeds) for s in looks]
@@ -103,14 +106,16 @@ def sequential_trials(rng: np.random.Generator, studies: int, effect: float, mar
     for i in range(studies):
         fractions, zs = [], []
         for k, s in enumerate(looks):
-            raw = s / max_seeds if information == "seeds" else float(stats[k]["fraction"][i])
-            fractions.append(fraction_at(fractions, raw, s == max_seeds))
-            zs.append(float(stats[k]["z"][i]))
-            look = decide(zs, fractions, alpha, spending, alternative=margin / float(stats[k]["se_max"][i]),
-                          realised=min(float(stats[k]["fraction"][i]), 1.0))
-            if look.decision != "open":
+            result = {key: float(np.asarray(value)[i]) if np.ndim(value) else float(value)
+                      for key, value in stats[k].items()}
+            raw = s / max_seeds if information == "seeds" else result["fraction"]
+            fraction = fraction_at(fractions, raw, s == max_seeds)
+            look = decide_look(fractions, zs, fraction, result, design)  # what run --until-decided decides
+            fractions.append(fraction)
+            zs.append(result["z"])
+            if look["decision"] != "open":
                 break
-        decisions.append(look.decision)
+        decisions.append(look["decision"])
         seeds.append(s)
     return {"decision": np.array(decisions), "seeds": np.array(seeds),
             "fixed": stats[-1]["p"] < alpha}

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import re
 import secrets
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,13 +56,14 @@ class SeriesGrid:
         gating spreads them over one cycle). Each slice is its own breath-hold, so cycles differ by slice.
         None where no cell has either."""
         slices, frames = list(slices), list(frames)
-        nominal = self._cells("rr_ms", slices, range(self.files.shape[1]))
-        times = self._cells("trigger_ms", slices, range(self.files.shape[1]))
-        with np.errstate(invalid="ignore"):
-            steps = np.nanmedian(np.where(np.diff(times, axis=1) > 0, np.diff(times, axis=1), np.nan), axis=1) \
-                if self.files.shape[1] > 1 and not np.isnan(times).all() else np.full(len(slices), np.nan)
-        per_slice = np.nanmedian(nominal, axis=1) if not np.isnan(nominal).all() else np.full(len(slices), np.nan)
-        per_slice = np.where(np.isnan(per_slice), steps * self.files.shape[1], per_slice)
+        every = range(self.files.shape[1])
+        nominal = self._cells("rr_ms", slices, every)
+        steps = np.diff(self._cells("trigger_ms", slices, every), axis=1)
+        with warnings.catch_warnings():  # a slice without any value gets NaN, which the result says
+            warnings.simplefilter("ignore", RuntimeWarning)
+            spacing = np.nanmedian(np.where(steps > 0, steps, np.nan), axis=1) * self.files.shape[1]
+            per_slice = np.nanmedian(nominal, axis=1)
+        per_slice = np.where(np.isnan(per_slice), spacing, per_slice)
         return None if np.isnan(per_slice).all() else np.repeat(per_slice[:, None], len(frames), axis=1)
 
     def _cells(self, field: str, slices: Iterable[int], frames: Iterable[int]) -> np.ndarray:

@@ -197,11 +197,6 @@ def decide(zs: list[float], fractions: list[float], alpha: float, kind: str = "o
     return Look(z, t, bound, "futile" if power < futility_power else "open", power, math.nan)
 
 
-def z_of(p_one_sided: float) -> float:
-    """The z whose one-sided p-value is p (a t-test's p keeps its small-df tails this way)."""
-    return float(sps.norm.isf(np.clip(p_one_sided, 1e-300, 1.0)))
-
-
 def fraction_at(previous: list[float], raw: float, final: bool) -> float:
     """The information fraction a look is analysed at: 1 at the maximum (``final``, or a fraction of 1 or more);
     else ``raw`` rounded to 4 decimals, above the previous look's and below 1."""
