@@ -203,6 +203,11 @@ def _too_few(a) -> str:
                "Test more subjects: more folds (`--folds`) or a larger dataset."))
 
 
+def repeated(table: pd.DataFrame) -> str:
+    """'repeated ' for a comparison table of a sequential study (repeated p-values and intervals), else ''."""
+    return "repeated " if "sequential" in table and table["sequential"].fillna(False).astype(bool).any() else ""
+
+
 def _versus_base(a, descriptive: bool = False) -> list[str]:
     """Each method against its base model at its smallest n; ``descriptive`` leaves out the p-values."""
     out = []
@@ -217,8 +222,9 @@ def _versus_base(a, descriptive: bool = False) -> list[str]:
             if r.reason:
                 clauses.append(f"{METRIC_NAMES[r.metric]} not tested: {r.reason}")
             else:
-                p = "" if descriptive else f", {p_text(r.p_holm)}"
-                clauses.append(f"{METRIC_NAMES[r.metric]} {signed(r.difference)} (95% CI {ci_text(r.ci_low, r.ci_high)}), "
+                p = "" if descriptive else f", {repeated(a.versus_base)}{p_text(r.p_holm)}"
+                clauses.append(f"{METRIC_NAMES[r.metric]} {signed(r.difference)} ({repeated(a.versus_base)}95% CI "
+                               f"{ci_text(r.ci_low, r.ci_high)}), "
                                f"better in {r.better} of {r.subjects} test subjects{p}")
         tail = "" if descriptive else " (p Holm-adjusted over all comparisons with the base model)"
         caveat = f" Caveat: {ONE_SEED}." if a.seeds <= 1 and not table_input and not descriptive else ""
@@ -309,11 +315,12 @@ def _strategies(a) -> list[str]:
         significant = tested[tested["p_holm"] < alpha]
         if len(significant):
             lines.append("; ".join(
-                f"{r.a} vs {r.b} ({METRIC_NAMES[r.metric]}): {signed(r.difference)}, 95% CI "
-                f"{ci_text(r.ci_low, r.ci_high)}, {p_text(r.p_holm)} (Holm)" for r in significant.itertuples()))
+                f"{r.a} vs {r.b} ({METRIC_NAMES[r.metric]}): {signed(r.difference)}, {repeated(part)}95% CI "
+                f"{ci_text(r.ci_low, r.ci_high)}, {repeated(part)}{p_text(r.p_holm)} (Holm)"
+                for r in significant.itertuples()))
         elif len(tested):
-            lines.append(f"no two strategies differed significantly ({len(tested)} comparisons here; Holm over "
-                         f"every pair at every budget, per metric, α = {alpha:g})")
+            lines.append(f"no two strategies differed significantly ({len(tested)} comparisons here; "
+                         f"{repeated(part)}p-values, Holm over every pair at every budget, per metric, α = {alpha:g})")
         if len(identical):
             pairs = sorted({f"{r.a} and {r.b}" for r in identical.itertuples()})
             lines.append(f"{', '.join(pairs)} gave identical results on every test subject (the same training "
@@ -377,8 +384,8 @@ def _predicted_vs_oracle(a) -> list[str]:
                 said.append(f"{METRIC_NAMES[r.metric]}: {r.reason}")
                 continue
             low, high = sorted((sign * r.ci_low, sign * r.ci_high))
-            said.append(f"{METRIC_NAMES[r.metric]} {signed(sign * r.difference)}, 95% CI {ci_text(low, high)}, "
-                        f"{p_text(r.p_holm)} (Holm)")
+            said.append(f"{METRIC_NAMES[r.metric]} {signed(sign * r.difference)}, {repeated(part)}95% CI "
+                        f"{ci_text(low, high)}, {repeated(part)}{p_text(r.p_holm)} (Holm)")
         out.append(f"ED/ES predicted by the selection model instead of found from the labels (ed_es_predicted{init} − "
                    f"ed_es (oracle){init}){_at(int(n))}: " + "; ".join(said) + ".")
     return out

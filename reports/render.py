@@ -21,6 +21,7 @@ from harness.errors import StoreError
 from harness.store import RunStore, finished_runs, method_label
 from reports.figures import cost_curves, learning_curves, overlays, subject_lines
 from reports.guideline import (BUDGET_UNIT, METRIC_NAMES, budget_unit, ci_text, config_text, guideline, level_text,
+                               repeated,
                                n_text, p_text, signed, unit_word, x_interval)
 EMPTY_TEXT = {
     "both-one": "an image where both the reference and the prediction are empty for a class scores 1, "
@@ -129,6 +130,7 @@ def analyse(study_dir: Path, options: Options | None = None) -> Analysis:
     recorded = rounds.load(study_dir) if settings.get("until_decided") else None
     if recorded is not None and recorded.rounds:
         design = recorded.design
+        analysis = with_repeated(analysis, recorded)
         if (design.margin, design.reference) == (options.margin, asked_reference):
             analysis = with_rounds(analysis, recorded, oracles(settings))
         else:
@@ -174,12 +176,29 @@ def with_rounds(a: Analysis, recorded: rounds.Rounds, oracle: set[str]) -> Analy
             ni.loc[i, ["tested", "non_inferior", "reason", "sequential"]] = [
                 q["decision"] in ("shown", "not shown", "futile"), q["decision"] == "shown", reason, True]
         ni = ni.astype({"tested": bool, "non_inferior": bool})
-    caution = ("Comparisons other than the non-inferiority verdicts (with the base model, between budgets and "
-               "strategies, power, learning curves) are fixed-design statistics on the seeds each configuration "
-               "received, and the sequential decisions chose those: read them as descriptive.")
     return dataclasses.replace(a, noninferiority=ni, enough=stats.enough(ni) if len(ni) else a.enough,
                                sequential=table, design_text=rounds.design_text(recorded.design),
-                               cheapest=_cheapest(ni, a.costs, a.reference), cautions=a.cautions + [caution])
+                               cheapest=_cheapest(ni, a.costs, a.reference))
+
+
+def with_repeated(a: Analysis, recorded: rounds.Rounds) -> Analysis:
+    """A study run --until-decided: comparisons with the base model, between budgets and between strategies carry
+    repeated p-values and intervals over its rounds (whatever margin or reference the report asks)."""
+    looks = rounds.RoundLooks(a.subjects, recorded, int(a.settings.get("first_seed", 0)),
+                              lambda label: label.replace(ORACLE, ""))
+
+    def comparisons(table: pd.DataFrame, pair) -> pd.DataFrame:
+        return rounds.repeated_comparisons(table, looks, pair, a.options.test)
+
+    caution = ("Comparisons with the base model, between budgets and between strategies carry repeated p-values and "
+               "repeated 95% intervals over the rounds (valid whatever stopped them); the rest (mean Dice intervals, "
+               "power and planning, learning curves, Friedman, image-level and mixed-model tables) are fixed-design "
+               "statistics on the seeds each configuration received, and the sequential decisions chose those: read "
+               "them as descriptive.")
+    return dataclasses.replace(
+        a, versus_base=comparisons(a.versus_base, lambda r: ((r.strategy, r.n), (r.base, 0))),
+        budgets=comparisons(a.budgets, lambda r: ((r.strategy, r.n_large), (r.strategy, r.n_small))),
+        strategies=comparisons(a.strategies, lambda r: ((r.a, r.n), (r.b, r.n))), cautions=a.cautions + [caution])
 
 
 def oracles(settings: dict) -> set[str]:
@@ -455,8 +474,15 @@ def _comparison_table(title: str, table: pd.DataFrame, label_columns: list[tuple
         rows.append([str(getattr(r, c)) for _, c in label_columns] + [
             METRIC_NAMES[r.metric], signed(r.difference), ci_text(r.ci_low, r.ci_high),
             dz_cell(r.dz), f"{r.better}/{r.subjects}", p_cell(r.p), p_cell(r.p_holm)])
-    return Table(title, [h for h, _ in label_columns] + ["metric", "difference", "95% CI", "d_z",
-                                                          "better/subjects", "p", "p (Holm)"], rows, note)
+    if repeated(table):
+        note += (" Sequential study: p = the repeated p-value over the rounds (the smallest two-sided level at which "
+                 "some round crossed its boundary under the design's spending over paired seeds / max seeds, half on "
+                 "each side), valid whatever stopped the rounds; the repeated 95% interval, difference, d_z and "
+                 "better/subjects are the pair's last round's (an earlier round's crossing can give p < 0.05 with an "
+                 "interval that covers 0).")
+    return Table(title, [h for h, _ in label_columns] + ["metric", "difference", f"{repeated(table)}95% CI", "d_z",
+                                                          "better/subjects", f"{repeated(table)}p".strip(),
+                                                          f"{repeated(table)}p (Holm)"], rows, note)
 
 
 def margin_reason(margin: float) -> str:

@@ -89,7 +89,7 @@ if __name__ == "__main__":  # python -m tests.simulation: the calibration table 
 
 def sequential_trials(rng: np.random.Generator, studies: int, effect: float, margin: float = 0.02,
                       max_seeds: int = 10, per_round: int = 2, alpha: float = 0.05, spending: str = "obrien-fleming",
-                      information: str = "seeds", **noise) -> dict:
+                      information: str = "seeds", futility_power: float | None = None, **noise) -> dict:
     """``studies`` simulated non-inferiority questions run in rounds of ``per_round`` seeds up to ``max_seeds``
     (the crossed design of `difference_blocks`, true paired difference ``effect``), each decided look by look as
     ``run --until-decided`` does. Returns per study the decision and the seeds used, and the fixed design's
@@ -98,7 +98,7 @@ def sequential_trials(rng: np.random.Generator, studies: int, effect: float, mar
     from harness.stats.sequential import fraction_at, look_statistics
 
     design = Design(reference=None, margin=margin, alpha=alpha, per_round=per_round, max_seeds=max_seeds,
-                    spending=spending)
+                    spending=spending, **({} if futility_power is None else {"futility_power": futility_power}))
     blocks = difference_blocks(rng, studies, effect, seeds=max_seeds, **noise)
     looks = list(range(per_round, max_seeds + 1, per_round))
     stats = [look_statistics([b[..., :s] for b in blocks], -margin, max_seeds) for s in looks]
@@ -135,4 +135,25 @@ def sequential_table(seed: int = 2026, null: int = 6000, equal: int = 4000, belo
             rows.append(f"| {name} | {max_seeds} ({max_seeds // 2}) | {np.mean(at_margin['decision'] == 'shown'):.3f} "
                         f"| {np.mean(same['decision'] == 'shown'):.3f} / {np.mean(same['fixed']):.3f} "
                         f"| {np.mean(same['seeds']) / max_seeds:.2f} / {np.mean(worse['seeds']) / max_seeds:.2f} |")
+    return rows
+
+
+def futility_frontier(seed: int = 2026, null: int = 4000, equal: int = 4000) -> list[str]:
+    """Markdown rows of what other futility thresholds and spending would trade (the issue's goal: at least 30%
+    fewer seeds at no difference with power within 0.03 of the fixed design): per run noise, maximum seeds,
+    spending and conditional-power threshold (0: no futility stops), the false-positive rate at the margin,
+    the power lost against the fixed design on the same data, and the share of the maximum's seeds used at no
+    difference. ``python -c "from tests.simulation import futility_frontier; print(*futility_frontier(), sep=chr(10))"``"""
+    rng, rows = np.random.default_rng(seed), []
+    for name, noise, max_seeds in (("light", dict(sd_run=0.011), 4), ("light", dict(sd_run=0.011), 6),
+                                   ("light", dict(sd_run=0.011), 12), ("heavy", dict(sd_run=0.05), 10)):
+        for spending in ("obrien-fleming", "pocock"):
+            for threshold in (0.0, 0.05, 0.1, 0.2, 0.3):
+                kw = dict(max_seeds=max_seeds, spending=spending, futility_power=threshold, **noise)
+                at_margin = sequential_trials(rng, null, -0.02, **kw)
+                same = sequential_trials(rng, equal, 0.0, **kw)
+                lost = np.mean(same["fixed"]) - np.mean(same["decision"] == "shown")
+                rows.append(f"| {name} | {max_seeds} | {spending} | {threshold:g} "
+                            f"| {np.mean(at_margin['decision'] == 'shown'):.3f} | {lost:+.3f} "
+                            f"| {np.mean(same['seeds']) / max_seeds:.2f} |")
     return rows

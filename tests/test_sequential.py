@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from harness import stats
 from harness.errors import UsageError
 from harness.rounds import Design, Rounds, look, runs_saved
 from harness.stats import sequential as gs
-from tests.simulation import sequential_trials, study
+from tests.simulation import difference_blocks, sequential_trials, study
 
 
 # -- the boundaries -----------------------------------------------------------------------------------------------
@@ -55,6 +56,48 @@ def test_a_decision_at_a_look():
     assert final.decision == "shown" and gs.sps.norm.sf(2.5) < final.p_sequential < 0.025
     with pytest.raises(ValueError, match="increase"):
         gs.boundaries([0.5, 0.4], 0.05)
+
+
+def test_repeated_p_values_have_known_answers():
+    # one look at the maximum: the fixed design's two-sided p, whichever the sign
+    assert gs.repeated_p([1.96], [1.0]) == pytest.approx(0.05, rel=2e-3)
+    assert gs.repeated_p([-2.576], [1.0]) == pytest.approx(0.01, rel=2e-3)
+    # one early look: O'Brien-Fleming-like spending in closed form, spent(0.5, p / 2) = P(Z > |z|) on one side
+    z = 2.8
+    assert gs.repeated_p([z], [0.5]) == pytest.approx(4 * gs.sps.norm.sf(np.sqrt(0.5) * gs.sps.norm.isf(
+        gs.sps.norm.sf(z) / 2)), rel=1e-9)
+    assert gs.repeated_p([8.0], [0.1]) == pytest.approx(4 * gs.sps.norm.sf(np.sqrt(0.1) * gs.sps.norm.isf(
+        gs.sps.norm.sf(8.0) / 2)), rel=1e-9)  # an early look with a huge effect: exact, not a tabulation's floor
+    # several looks: the smallest level at which some look crossed, as root-finding on the boundaries gives it
+    fractions, zs = [0.2, 0.4, 0.6], [1.0, 2.5, 2.9]
+    exact = gs.optimize.brentq(lambda level: gs.boundaries(fractions, level / 2)[-1] - 2.9, 1e-6, 0.9, xtol=1e-10)
+    assert gs.repeated_p(zs, fractions) == pytest.approx(exact, rel=5e-3)
+    assert gs.repeated_p(zs, fractions) > 2 * gs.sps.norm.sf(2.9)  # never the naive p of the last look
+    assert gs.repeated_p([np.nan, 2.9], [0.2, 0.4]) == gs.repeated_p([-1.0, 2.9], [0.2, 0.4])
+    assert np.isnan(gs.repeated_p([np.nan], [0.5])) and gs.repeated_p([60.0], [1.0]) == pytest.approx(1e-10)
+    # a larger z never gives a larger p, up to an infinite one (where the boundary spends nothing, conservative)
+    later = [gs.repeated_p([0.0, z], [0.2, 0.4]) for z in (2.0, 3.0, 5.0, 8.0, 12.0, 39.0, 41.0, np.inf)]
+    assert all(b <= a for a, b in zip(later, later[1:])) and later[-1] > 1e-10
+
+
+def test_repeated_p_values_hold_alpha_whatever_stops_the_rounds():
+    """Two equal strategies looked at over 5 rounds of 2 seeds: a repeated p below 0.05 at any round (the worst any
+    stopping rule can do) happens at most 5% of the time; the fixed-design p taken where a data-driven rule stops
+    (at the first round it is below 0.05) 3 times as often."""
+    from harness.stats.inference import t_statistics
+
+    rng = np.random.default_rng(31)
+    blocks = difference_blocks(rng, 6000, 0.0, seeds=10, sd_run=0.03)
+    looks = [t_statistics([b[..., :s] for b in blocks], 0.0) for s in (2, 4, 6, 8, 10)]
+    fixed = np.stack([x["p"] for x in looks], axis=1)
+    z = gs.sps.norm.isf(fixed / 2)
+    fractions = [0.2, 0.4, 0.6, 0.8, 1.0]
+    repeated = np.array([gs.repeated_p(list(row), fractions) for row in z])
+    assert 0.03 <= np.mean(repeated < 0.05) <= 0.055
+    assert np.mean((fixed < 0.05).any(axis=1)) > 0.1  # what the naive p would report under that stopping rule
+    # stopping earlier (here: after round 3) can only make a repeated p larger
+    early = np.array([gs.repeated_p(list(row[:3]), fractions[:3]) for row in z[:500]])
+    assert (early >= repeated[:500] - 1e-12).all()
 
 
 # -- calibration by simulation -------------------------------------------------------------------------------------
@@ -131,6 +174,41 @@ def test_a_decided_question_is_not_looked_at_again_and_only_open_ones_get_seeds(
     third = look(scores, rounds, 12, final=True)  # the maximum: nothing stays open, nothing decided is redone
     assert not decided & set(third["questions"]) and third["needs"] == []
     assert all(q["decision"] in ("shown", "not shown") for q in third["questions"].values())
+
+
+def test_comparisons_of_a_sequential_study_are_looked_at_on_the_seeds_each_round_had():
+    from harness.rounds import RoundLooks, repeated_comparisons
+
+    effects = {("a", 10): 0.0, ("a", 5): 0.1, ("a", 2): -0.015, ("b", 10): 0.05, ("b", 5): 0.1, ("b", 2): -0.015,
+               ("base", 0): -0.2}
+    rounds = Rounds(Design(reference="a@10", margin=0.02, alpha=0.05, per_round=4, max_seeds=12))
+    everything = _scores(effects, 12, rng_seed=3)
+    for r, seeds in enumerate((4, 8, 12), start=1):  # run the rounds as run --until-decided would
+        had = everything[[s_ < (rounds.seeds_of(k, n, r) if k != "base" else 1)
+                          for k, n, s_ in zip(everything["strategy"], everything["n"], everything["seed"])]]
+        rounds.rounds.append({"round": r, **look(had, rounds, seeds, final=seeds == 12)})
+    assert rounds.seeds_of("a", 5, 3) == 4  # a@5 was shown in round 1 and got no more seeds
+    looks = RoundLooks(had, rounds, first_seed=0)
+    fixed = pd.concat([stats.compare_strategies(had, m) for m in stats.METRICS], ignore_index=True)
+    table = repeated_comparisons(fixed, looks, lambda r: ((r.a, r.n), (r.b, r.n)))
+    for (_, f), (_, r) in zip(fixed.iterrows(), table.iterrows()):
+        if r.n == 5:  # one look, on a@5's 4 seeds at fraction 4 / 12: the closed form of the first look
+            assert (r.looks, r.seeds) == (1, 4)
+            assert r.p == pytest.approx(min(1.0, 4 * gs.sps.norm.sf(np.sqrt(1 / 3) * gs.sps.norm.isf(f.p / 4))), rel=1e-6)
+            assert r.p > f.p and r.ci_high - r.ci_low > f.ci_high - f.ci_low
+        assert r.p >= f.p * (1 - 1e-9) or r.looks > 1
+    for r in table.itertuples():  # a look per round that gave the pair more paired seeds, at the seeds both had
+        paired = [min(rounds.seeds_of("a", r.n, k), rounds.seeds_of("b", r.n, k)) for k in (1, 2, 3)]
+        assert (r.looks, r.seeds) == (len(set(paired)), paired[-1])
+    assert (table.loc[table["n"] == 10, "looks"] == 1).all()  # b@10 (0.05 above a@10) was shown in round 1
+    for metric, part in table.groupby("metric"):  # Holm within each metric, as the tables say
+        assert part["p_holm"].to_numpy() == pytest.approx(stats.holm(part["p"]))
+    alien = repeated_comparisons(fixed.assign(a="c"), looks, lambda r: ((r.a, r.n), (r.b, r.n)))
+    assert alien["p"].isna().all() and (alien["reason"] == "not in the study's rounds record: no sequential "
+                                                            "test").all()
+    versus = repeated_comparisons(stats.compare_to_base(had, "dice_lv"), looks, lambda r: ((r.strategy, r.n), (r.base, 0)))
+    for r in versus.itertuples():  # the base model has no seeds: a look whenever the strategy got more
+        assert r.looks == len({rounds.seeds_of(r.strategy, r.n, k) for k in (1, 2, 3)}) and r.p_holm < 1e-4
 
 
 def test_a_design_cannot_change_half_way_and_a_round_is_recorded_once(tmp_path):
@@ -244,6 +322,18 @@ def test_rounds_add_seeds_only_where_open_and_a_killed_study_resumes_without_dec
         row = next(line for line in report.splitlines() if line.startswith(f"| {name} | {n} | ed_es (oracle)@3 | "
                                                                           f"{'LV' if metric == 'dice_lv' else 'MY'} |"))
         assert ("| non-inferior |" in row) == (decision == "shown"), row
+    # comparisons that did not decide the rounds carry repeated p-values: ed_es (oracle)@1 stopped after round 1,
+    # so its pair with subject_random@1 had one look at fraction 2 / 4 (closed form); at n = 3 two looks
+    from reports.render import analyse
+
+    analysis = analyse(out)
+    assert "| repeated 95% CI |" in report and "repeated p (Holm)" in report
+    for r in analysis.strategies.itertuples():
+        fixed = stats.compare_strategies(analysis.subjects, r.metric).set_index("n").loc[r.n]
+        assert r.looks == (1 if r.n == 1 else 2) and r.seeds == (2 if r.n == 1 else 4)
+        if r.n == 1:
+            assert r.p == pytest.approx(4 * gs.sps.norm.sf(np.sqrt(0.5) * gs.sps.norm.isf(fixed.p / 4)), rel=5e-3)
+            assert r.p > fixed.p and r.ci_high - r.ci_low > fixed.ci_high - fixed.ci_low
     capsys.readouterr()
     assert main(_study_args(out, cache)) == 0  # a third command: nothing to run, nothing decided again
     assert taken == [(1, 6), (2, 4)] and json.loads((out / "rounds.json").read_text()) == after

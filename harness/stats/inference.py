@@ -288,7 +288,7 @@ def _difference(scores: pd.DataFrame, a: tuple[str, int], b: tuple[str, int], me
     return {"difference": result["mean"], "ci_low": low, "ci_high": high,
             "dz": result["mean"] / sd if sd == sd else float("nan"),
             "subjects": len(d), "better": int((d > 0).sum()), "test": method, "statistic": statistic, "p": p,
-            "seeds": int(paired.shape[1]), "reason": untestable(result)}
+            "seeds": int(paired.dropna(axis=1, how="all").shape[1]), "reason": untestable(result)}
 
 
 def _with_holm(rows: list[dict]) -> pd.DataFrame:

@@ -112,7 +112,11 @@ def by_seed(scores: pd.DataFrame, config: tuple[str, int], metric: str) -> pd.Da
 def paired_by_seed(scores: pd.DataFrame, a: tuple[str, int], b: tuple[str, int], metric: str) -> pd.DataFrame:
     """Subjects x seeds matrix of a minus b. Subsets at one seed share their subject draws, so seeds pair;
     the base model has no seeds and pairs with every seed of the same subject."""
-    left, right = by_seed(scores, a, metric), by_seed(scores, b, metric)
+    return pair_matrices(by_seed(scores, a, metric), by_seed(scores, b, metric))
+
+
+def pair_matrices(left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
+    """``paired_by_seed`` of two `by_seed` matrices."""
     subjects = left.index.intersection(right.index)
     left, right = left.loc[subjects], right.loc[subjects]
     if right.shape[1] == 1 and left.shape[1] > 1:
