@@ -26,7 +26,7 @@ import pandas as pd
 
 def timing_phases(grid, slices: list[int], frames: list[int]) -> tuple[int, int]:
     """ED/ES of ``ed_es_timing`` over every frame of the series (its own rule, on the whole cine)."""
-    from strategies.label_free import EdEsTimingStrategy
+    from harness.strategies.label_free import EdEsTimingStrategy
 
     times, cycles = grid.trigger_ms(slices, frames), grid.rr_ms(slices, frames)
     table = pd.DataFrame({"subject": "s", "slice": np.repeat(slices, len(frames)), "frame": np.tile(frames, len(slices)),
@@ -91,7 +91,7 @@ def phantom_timing(subjects: int = 24, seed: int = 0) -> pd.DataFrame:
     from harness import pool_view
     from harness.data.dataset import find_phases, index_stack
     from harness.data.phantom import generate_subject
-    from strategies.label_free import EdEsTimingStrategy
+    from harness.strategies.label_free import EdEsTimingStrategy
 
     rows = []
     for number in range(subjects):

@@ -9,7 +9,7 @@ import pytest
 
 from harness.grid import StudySettings, stream_seeds
 from harness.store import RunSpec, RunStore
-from reports.render import render
+from harness.reports.render import render
 
 STRATEGIES = ("all_frames", "ed_es", "slice_stratified", "subject_random")
 NS = (1, 2, 4, 7, 10)

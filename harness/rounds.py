@@ -133,6 +133,14 @@ class Rounds:
         rounds = [json.loads(p.read_text()) for p in sorted(folder.glob("round-*.json"))]
         return cls(design, rounds)
 
+    def fix_design(self, folder: Path) -> Rounds:
+        """Record the design before the first round's runs (created once): of two commands that start one study
+        with different designs, the second stops here, before it runs anything."""
+        where = Path(folder) / ROUNDS_DIR
+        where.mkdir(parents=True, exist_ok=True)
+        _create_once(where / "design.json", self.design.to_dict())
+        return Rounds.read(folder, self.design)
+
     def record(self, folder: Path, record: dict[str, Any]) -> Rounds:
         """Record the next round, unless another command recorded it first (then theirs stands: it decided on
         the same finished runs). Returns the rounds as recorded; rounds.json is rewritten from them."""

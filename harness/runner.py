@@ -319,7 +319,7 @@ class Study:
         design.check()
         check_reference(design.reference, s)
         inits = prepared["inits"]
-        rounds = Rounds.read(self.store.root, design)
+        rounds = Rounds.read(self.store.root, design).fix_design(self.store.root)
         first_pass = True
         total = {"done": 0, "skipped": 0, "failed": [], "failed_before": 0, "unfinished": []}
         while True:

@@ -19,8 +19,8 @@ import pandas as pd
 from harness import rounds, stats
 from harness.errors import StoreError
 from harness.store import RunStore, finished_runs, method_label
-from reports.figures import cost_curves, learning_curves, overlays, subject_lines
-from reports.guideline import (BUDGET_UNIT, METRIC_NAMES, budget_unit, ci_text, config_text, guideline, level_text,
+from harness.reports.figures import cost_curves, learning_curves, overlays, subject_lines
+from harness.reports.guideline import (BUDGET_UNIT, METRIC_NAMES, budget_unit, ci_text, config_text, guideline, level_text,
                                repeated,
                                n_text, p_text, signed, unit_word, x_interval)
 EMPTY_TEXT = {
@@ -1221,7 +1221,7 @@ def _write(a: Analysis, folder: Path, title: str) -> tuple[Path, Path]:
              "image_level"]
     for name in names:  # image_means is indexed by (strategy, n); the others are plain tables
         getattr(a, name).to_csv(tables_dir / f"{name}.csv", index=name == "image_means", float_format=CSV_FLOATS)
-    env = jinja2.Environment(loader=jinja2.PackageLoader("reports", "templates"), autoescape=False,
+    env = jinja2.Environment(loader=jinja2.PackageLoader("harness.reports", "templates"), autoescape=False,
                              trim_blocks=True, lstrip_blocks=True)
     context = {"guideline": guideline(a), "tables": tables(a), "settings": settings_lines(a),
                "methods": methods_paragraph(a),

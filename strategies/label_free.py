@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from harness.api import Pool, StrategyError
-from strategies.builtin import per_subject, phase_frames, subject_budget
+from harness.strategies.builtin import per_subject, phase_frames, subject_budget
 
 
 @dataclass(frozen=True)

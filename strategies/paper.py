@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from harness.api import Pool, StrategyError
-from strategies.builtin import AllFramesStrategy, EdEsStrategy
+from harness.strategies.builtin import AllFramesStrategy, EdEsStrategy
 
 
 def _nested_draw(pool: Pool, candidates: pd.Index, count: int) -> pd.Index:

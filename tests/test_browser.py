@@ -34,7 +34,7 @@ def _checked(html: Path, name: str) -> dict:
 def test_phantom_study_report_in_a_browser_shows_a_hostile_strategy_name_as_text(tmp_path, monkeypatch):
     # a plug-in package that registers the built-in ED/ES strategy under a hostile name
     installed = registry.discover
-    hostile = registry.StrategyEntry(HOSTILE, "hostile-plugin", "strategies.builtin:EdEsStrategy")
+    hostile = registry.StrategyEntry(HOSTILE, "hostile-plugin", "harness.strategies.builtin:EdEsStrategy")
     monkeypatch.setattr(registry, "discover", lambda: {**installed(), HOSTILE: hostile})
     out = tmp_path / "study"
     assert main(["run", "--strategy", f"ed_es,{HOSTILE}", "--n", "1,2", "--out", str(out),

@@ -13,7 +13,7 @@ from harness import registry, runner
 from harness.cli import main
 from harness.cost import CONTOURS
 from harness.data.phantom import LABEL_LV, SLICE_THICKNESS_MM, generate_subject
-from reports.render import analyse
+from harness.reports.render import analyse
 from tests.conftest import TINY_RUN
 
 

@@ -18,8 +18,8 @@ from harness.cost import CONTOURS, IMAGES, CostModel, affordable, parse_cost_mod
 from harness.errors import StrategyError, UsageError
 from harness.grid import select, stream_seeds
 from harness.store import RunSpec
-from strategies.builtin import EdEsStrategy, SubjectRandomStrategy
-from strategies.label_free import (EdEsPredictedStrategy, EdEsTimingStrategy, ForegroundRandomStrategy,
+from harness.strategies.builtin import EdEsStrategy, SubjectRandomStrategy
+from harness.strategies.label_free import (EdEsPredictedStrategy, EdEsTimingStrategy, ForegroundRandomStrategy,
                                    TypicalStrategy, UncertainStrategy, cycle_position, kmeans, spread_order)
 
 
@@ -450,7 +450,7 @@ def test_a_study_in_expert_minutes_end_to_end(tmp_path):
 
 
 def test_the_cheapest_configuration_needs_one_reference_and_is_never_an_oracle():
-    from reports.render import _cheapest
+    from harness.reports.render import _cheapest
 
     ni = pd.DataFrame({"strategy": ["ed_es (oracle)", "ed_es (oracle)", "uncertain", "uncertain", "typical",
                                     "typical"],

@@ -8,7 +8,7 @@ import pytest
 from harness import registry
 from harness.api import FRAME_COLUMNS, Pool, StrategyError
 from harness.contract import check_strategy, example_pool
-from strategies.paper import PaperREsedStrategy, PaperRStrategy, PaperVStrategy, SubsetsFileStrategy
+from harness.strategies.paper import PaperREsedStrategy, PaperRStrategy, PaperVStrategy, SubsetsFileStrategy
 from tests.conftest import shared
 
 

@@ -28,7 +28,7 @@ def test_builtins_are_found_through_the_entry_point_group():
     found = registry.discover()
     assert {"all_frames", "ed_es", "subject_random", "slice_stratified"} <= set(found)
     assert found["ed_es"].package == "cine-harness"
-    assert found["ed_es"].target == "strategies.builtin:EdEsStrategy"
+    assert found["ed_es"].target == "harness.strategies.builtin:EdEsStrategy"
 
 
 def test_same_name_from_two_packages_names_both(monkeypatch):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from reports.render import Options, analyse_images, guideline
+from harness.reports.render import Options, analyse_images, guideline
 from tests.simulation import study
 
 
@@ -26,7 +26,7 @@ def test_strategies_that_select_the_same_images_are_named_as_one(tmp_path):
     images: the report must say so rather than compare them; a strategy that differs in one run is not named."""
     from types import SimpleNamespace
 
-    from reports.render import identical_selections
+    from harness.reports.render import identical_selections
 
     def run(strategy, seed, frames, n=2):
         folder = tmp_path / f"{strategy}-{seed}-{n}"
@@ -51,7 +51,7 @@ def test_replication_probability_known_values():
     α = 0.05 gives Φ((3.090 - 1.645) / √2) = 0.847; a 'not shown' at p = 0.9 repeats with 0.981."""
     import pytest
 
-    from reports.guideline import replication_probability
+    from harness.reports.guideline import replication_probability
 
     assert replication_probability(0.05, 0.05) == pytest.approx(0.5)
     assert replication_probability(0.001, 0.05) == pytest.approx(0.8466, abs=1e-3)
@@ -82,7 +82,7 @@ def test_markdown_report_shows_hostile_strategy_and_subject_names_as_text(tmp_pa
     show both as text (entities and escapes), keep every table's column count, and keep its own markup."""
     import re
 
-    from reports.render import write
+    from harness.reports.render import write
 
     images = study(np.random.default_rng(5), {("all_frames", 5): 0.0, ("ed_es", 5): 0.01, ("few", 5): -0.05})
     images["strategy"] = images["strategy"].replace({"ed_es": HOSTILE, "few": TICKS})
@@ -103,7 +103,7 @@ def test_markdown_report_shows_hostile_strategy_and_subject_names_as_text(tmp_pa
 
 
 def test_tuning_is_described_per_fold_and_a_0_6_tuning_is_named_as_leaky():
-    from reports.render import tuned_lines
+    from harness.reports.render import tuned_lines
 
     part = {"params": {"lr_frozen": 0.001, "steps_frozen": 40}, "trials": 5, "value": 0.81, "default_value": 0.8}
     nested = tuned_lines({"tuned": {"ed_es__source__n2": {"metric": "both", "folds": {"0": part, "1": part}}}})
@@ -113,7 +113,7 @@ def test_tuning_is_described_per_fold_and_a_0_6_tuning_is_named_as_leaky():
 
 
 def test_markdown_text_cannot_start_a_block_and_numbers_stay_plain():
-    from reports.render import _markdown
+    from harness.reports.render import _markdown
 
     assert _markdown("# heading") == "\\# heading" and _markdown("1. item") == "1\\. item"
     assert _markdown("```") == "\\```" and _markdown("- x") == "\\- x" and _markdown("> q") == "\\> q"

@@ -216,6 +216,11 @@ def test_a_design_cannot_change_half_way_and_a_round_is_recorded_once(tmp_path):
     Rounds(design).record(tmp_path, {"round": 1, "seeds": 2, "questions": {}, "needs": [["a", 2]]})
     again = Rounds(design).record(tmp_path, {"round": 1, "seeds": 2, "questions": {}, "needs": []})
     assert again.rounds[0]["needs"] == [["a", 2]]  # the first record of a round stands
+    other = tmp_path / "other"  # two commands start one study with different designs: the second stops at once
+    Rounds(design).fix_design(other)
+    with pytest.raises(UsageError, match="decided with margin 0.02 \\(now 0.05\\)"):
+        Rounds(Design(**{**design.__dict__, "margin": 0.05})).fix_design(other)
+    assert Rounds(design).fix_design(other).rounds == []
     assert Rounds.read(tmp_path, design).rounds == json.loads((tmp_path / "rounds.json").read_text())["rounds"]
     with pytest.raises(UsageError, match="decided with margin 0.02 \\(now 0.03\\)"):
         Rounds.read(tmp_path, Design(reference="a@10", margin=0.03, alpha=0.05, per_round=2, max_seeds=10))
@@ -281,6 +286,7 @@ def test_rounds_add_seeds_only_where_open_and_a_killed_study_resumes_without_dec
     calls = []
 
     def killed_in_round_two(self, context, specs, reporter, retry_failed=False):
+        assert (out / "rounds" / "design.json").exists()  # the design is fixed before any run
         calls.append(len(specs))
         if len(calls) == 2:
             raise KeyboardInterrupt  # the command dies between rounds, round 2's runs not started
@@ -324,7 +330,7 @@ def test_rounds_add_seeds_only_where_open_and_a_killed_study_resumes_without_dec
         assert ("| non-inferior |" in row) == (decision == "shown"), row
     # comparisons that did not decide the rounds carry repeated p-values: ed_es (oracle)@1 stopped after round 1,
     # so its pair with subject_random@1 had one look at fraction 2 / 4 (closed form); at n = 3 two looks
-    from reports.render import analyse
+    from harness.reports.render import analyse
 
     analysis = analyse(out)
     assert "| repeated 95% CI |" in report and "repeated p (Holm)" in report

@@ -14,8 +14,8 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reports.guideline import guideline
-from reports.render import Options, analyse_images, tables
+from harness.reports.guideline import guideline
+from harness.reports.render import Options, analyse_images, tables
 
 MODES = ("noisy", "zero_variance", "identical_configs", "nan_metric", "nan_strategy", "constant_subjects", "outlier")
 

@@ -9,7 +9,7 @@ import pytest
 from harness import registry
 from harness.api import StrategyError
 from harness.contract import check_strategy, example_pool
-from strategies.builtin import EdEsStrategy, SliceStratifiedStrategy, SubjectRandomStrategy
+from harness.strategies.builtin import EdEsStrategy, SliceStratifiedStrategy, SubjectRandomStrategy
 
 
 NEEDS_PARAMETERS = {"subsets_file"}  # its table: checked in test_paper_strategies with one made for the pool

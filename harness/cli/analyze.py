@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def execute(args: argparse.Namespace, console: Console) -> int:
     from harness.results import read_results
-    from reports.render import analyse_images, write
+    from harness.reports.render import analyse_images, write
 
     table = read_results(args.files, args.set, args.method_column, args.base)
     methods = sorted(table.images["strategy"].unique())

@@ -270,7 +270,7 @@ def execute(args: argparse.Namespace, console: Console) -> int:
         if args.json:
             print(json.dumps(json_summary(store.root, summary, None, None)))
         return 0
-    from reports.render import render
+    from harness.reports.render import render
 
     md, html = render(store.root, options_from(args))
     console.print(summary_table(store.root / "tables"))
