@@ -61,10 +61,12 @@ def learning_curves(summary: pd.DataFrame, base: pd.DataFrame, curves: pd.DataFr
     return _png(fig, axes)
 
 
-def subject_lines(scores: pd.DataFrame, metrics: list[str], budget_text=lambda n: f"n = {n}") -> bytes:
+def subject_lines(scores: pd.DataFrame, metrics: list[str], budget_text=lambda n: f"n = {n}",
+                  reference_dice: dict[str, float] | None = None, reference_label: str = "reference Dice") -> bytes:
     """PNG bytes: each test subject's mean Dice (seeds averaged) at every configuration, one line per subject,
     so paired differences between strategies and budgets show subject by subject; black diamonds: means; a
-    black bar beside them: the range over seeds of the mean over subjects (seed spread)."""
+    black bar beside them: the range over seeds of the mean over subjects (seed spread); an optional reference
+    Dice per metric (e.g. inter-observer agreement) dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -94,6 +96,9 @@ def subject_lines(scores: pd.DataFrame, metrics: list[str], budget_text=lambda n
         if spread:
             ax.vlines([position[k] + 0.12 for k in spread], [low[k] for k in spread], [high[k] for k in spread],
                       color="black", linewidth=2, label="range over seeds")
+        if reference_dice and metric in reference_dice:
+            ax.axhline(reference_dice[metric], color="black", linestyle=":", label=reference_label)
+            ax.legend(fontsize=7, loc="lower right")
         ax.set_xticks(range(len(labels)), labels, fontsize=7)
         ax.set_ylabel(f"{metric.replace('dice_', '').upper()} Dice per test subject")
         ax.grid(alpha=0.3, axis="y")

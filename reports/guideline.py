@@ -232,6 +232,30 @@ def _versus_base(a, descriptive: bool = False) -> list[str]:
     return out
 
 
+def _inter_observer(a) -> list[str]:
+    """How close each method comes to two annotators' agreement (results made elsewhere with a second annotation
+    scored against the main reference)."""
+    inter = getattr(a, "inter_observer", None)
+    if inter is None or not len(inter):
+        return []
+    main = a.settings.get("reference_annotation") or "the main reference"
+    agreement = "; ".join(f"{METRIC_NAMES[r.metric]} {r.mean:.3f} (95% CI {ci_text(r.ci_low, r.ci_high)})"
+                          for r in inter.itertuples() if r.metric in METRIC_NAMES)
+    out = [f"Inter-observer agreement ({inter['annotation'].iloc[0]} against {main}, mean subject Dice over "
+           f"{int(inter['subjects'].max())} test subjects): {agreement}."]
+    reached = []
+    for (strategy, n), part in a.versus_observer.groupby(["strategy", "n"], sort=True):
+        said = [f"{METRIC_NAMES[r.metric]} {r.share:.0%} ({signed(r.difference)}, 95% CI {ci_text(r.ci_low, r.ci_high)})"
+                for r in part.itertuples() if r.metric in METRIC_NAMES and r.share == r.share]
+        if said:
+            reached.append(f"{config_text(strategy, int(n)) if n else strategy}: " + ", ".join(said))
+    if reached:
+        out.append("Share of the inter-observer Dice each method reaches (its mean subject Dice over the second "
+                   "annotation's, both against the main reference on the same subjects; in brackets the difference "
+                   "with its 95% t interval over subjects): " + "; ".join(reached) + ".")
+    return out
+
+
 def _curves(a) -> list[str]:
     """One sentence per LV curve with an x* (or a plain reason); curves without x* for the same reason
     share one sentence."""
@@ -414,6 +438,7 @@ def _guideline(a) -> list[str]:
         sentences += _cheapest(a)
     if len(a.versus_base):
         sentences += _versus_base(a, descriptive=tiny)
+    sentences += _inter_observer(a)
     if not tiny:
         sentences += _curves(a) + _power(a) + _strategies(a) + _predicted_vs_oracle(a)
     if not sentences:

@@ -13,7 +13,7 @@ from harness import registry, runner
 from harness.cli import main
 from harness.cost import CONTOURS
 from harness.data.phantom import LABEL_LV, SLICE_THICKNESS_MM, generate_subject
-from harness.reports.render import analyse
+from harness.analysis import analyse
 from tests.conftest import TINY_RUN
 
 
@@ -191,6 +191,27 @@ def test_volumes_and_ejection_fraction_come_out_of_a_study(tiny_study):
     assert analysis.reference_volumes["ef_ref_pct"].between(30, 80).all()
     md = (out / "report.md").read_text()
     assert "| ed_es (oracle) | 2 | EF absolute error (%-points) |" in md and "Reference (manual) values over the 2 test subjects" in md
+
+
+@pytest.mark.slow
+def test_a_notebook_gets_the_runs_tables_and_the_report_s_analysis_from_open_study(tiny_study):
+    import harness
+
+    out, _, _ = tiny_study
+    results = harness.open_study(out)
+    assert len(results.runs) == 9 and set(results.runs["state"]) == {"done"}
+    assert set(results.runs["strategy"]) == {"base", "ed_es (oracle)", "subject_random"}
+    analysis = results.analysis()
+    pd.testing.assert_frame_equal(results.subjects.reset_index(drop=True), analysis.subjects.reset_index(drop=True))
+    pd.testing.assert_frame_equal(results.images.reset_index(drop=True), analysis.images.reset_index(drop=True))
+    written = pd.read_csv(out / "tables" / "summary.csv")
+    assert np.allclose(analysis.tables()["summary"]["mean"], written["mean"], rtol=1e-8)
+    runs = pd.read_csv(out / "tables" / "runs.csv")
+    assert sorted(runs["run"]) == sorted(results.runs["run"])
+    # the report's figure of mean Dice against n, from the API in a few lines (docs/notebooks.md shows it)
+    summary = analysis.summary[analysis.summary["metric"] == "dice_lv"]
+    curve = summary.pivot(index="n", columns="strategy", values="mean")
+    assert list(curve.index) == [1, 2] and set(curve.columns) == {"ed_es (oracle)", "subject_random"}
 
 
 @pytest.mark.slow

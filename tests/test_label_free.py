@@ -450,7 +450,7 @@ def test_a_study_in_expert_minutes_end_to_end(tmp_path):
 
 
 def test_the_cheapest_configuration_needs_one_reference_and_is_never_an_oracle():
-    from harness.reports.render import _cheapest
+    from harness.analysis import _cheapest
 
     ni = pd.DataFrame({"strategy": ["ed_es (oracle)", "ed_es (oracle)", "uncertain", "uncertain", "typical",
                                     "typical"],

@@ -1,10 +1,13 @@
 """Known answers from the published 7T study's per-image confusion tables (../shared/data/cmr-seg-tl)."""
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from harness import stats
 from harness.cli import main
+from harness.errors import UsageError
 from harness.results import read_results
 from tests.conftest import shared
 
@@ -105,3 +108,73 @@ def test_analyze_reads_every_table_in_a_folder(tmp_path):
     assert main(["analyze", str(folder), "--out", str(tmp_path / "out")]) == 0
     md = (tmp_path / "out" / "report.md").read_text()
     assert "Per-image segmentation results (a.csv, b.tsv; 8 images of 2 test subjects)" in md
+
+
+def _two_experts(tmp_path):
+    """Methods scored against two experts' annotations (methodA WS / TR) and TR scored against WS, as the published
+    confusion tables: per image Dice, TR agreeing with WS at about 0.9 (LV) and 0.8 (MY)."""
+    rng = np.random.default_rng(8)
+    rows = []
+    for subject in range(10):
+        for image in range(5):
+            level = rng.normal(0, 0.03)
+            name = f"{subject}_slice{image:03d}_frame000"
+            rows.append((name, "WS", "TR", 0.9 + level, 0.8 + level))
+            for expert, shift in (("WS", 0.0), ("TR", -0.02)):
+                for method, gain in (("tuned", 0.0), ("other", -0.05), ("baseModel", -0.3)):
+                    rows.append((name, expert, method, 0.88 + shift + gain + level + rng.normal(0, 0.01),
+                                 0.78 + shift + gain + level + rng.normal(0, 0.01)))
+    table = pd.DataFrame(rows, columns=["image", "methodA", "methodB", "dice_lv", "dice_my"])
+    folder = tmp_path / "tables"
+    folder.mkdir()
+    for expert in ("WS", "TR"):
+        table[(table["methodA"] == expert) & (table["methodB"] != "TR")].to_csv(folder / f"{expert}.csv", index=False)
+    table[table["methodB"] == "TR"].to_csv(folder / "WS_TR.csv", index=False)
+    return folder
+
+
+def test_a_folder_scored_against_two_experts_is_one_analysis_per_reference_with_the_inter_observer_line(tmp_path):
+    folder = _two_experts(tmp_path)
+    table = read_results([folder], base="baseModel")
+    assert table.description["reference_annotation"] == "WS"  # the one the second expert was scored against
+    assert table.description["other_references"] == ["TR"] and table.description["inter_observer"] == "TR"
+    assert set(table.images["strategy"]) == {"tuned", "other", "base"} and len(table.images) == 3 * 50
+    assert set(table.others["TR"]["strategy"]) == {"tuned", "other", "base"}
+    assert set(table.inter_observer["strategy"]) == {"TR"} and len(table.inter_observer) == 50
+    assert read_results([folder], reference_annotation="TR").description["reference_annotation"] == "TR"
+    with pytest.raises(UsageError, match="'XX' is not a reference of these files \\(TR, WS\\)"):
+        read_results([folder], reference_annotation="XX")
+    assert main(["analyze", str(folder), "--base", "baseModel", "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "report.md").read_text()
+    inter = pd.read_csv(tmp_path / "out" / "tables" / "inter_observer.csv").set_index("metric")
+    assert inter.loc["dice_lv", "mean"] == pytest.approx(0.9, abs=0.02)
+    assert inter.loc["dice_my", "mean"] == pytest.approx(0.8, abs=0.02)
+    versus = pd.read_csv(tmp_path / "out" / "tables" / "versus_observer.csv").set_index(["strategy", "metric"])
+    assert versus.loc[("tuned", "dice_lv"), "share"] == pytest.approx(0.88 / 0.9, abs=0.02)
+    assert versus.loc[("tuned", "dice_lv"), "difference"] == pytest.approx(-0.02, abs=0.01)
+    assert (f"Inter-observer agreement (TR against WS, mean subject Dice over 10 test subjects): LV "
+            f"{inter.loc['dice_lv', 'mean']:.3f}") in md
+    assert "Share of the inter-observer Dice each method reaches" in md and "tuned: LV 98%" in md
+    assert "Against reference annotation TR:" in md and "## Dice on the test subjects (against TR)" in md
+    assert "dotted: the inter-observer agreement, TR against the main reference" in md
+    assert "Reference annotation: WS; the methods against TR were analysed the same way, separately" in md
+    against = pd.read_csv(tmp_path / "out" / "tables" / "against-TR" / "summary.csv").set_index(["strategy", "metric"])
+    assert against.loc[("tuned", "dice_lv"), "mean"] == pytest.approx(0.86, abs=0.02)  # TR's own numbers
+
+
+def test_analyze_on_the_published_folder_takes_the_first_expert_and_draws_the_second(tmp_path, capsys):
+    """The whole folder as a new user gives it: the models against both experts and the second expert against the
+    first (the issue's 'same image appears twice' stop)."""
+    folder = shared(TABLES)
+    assert main(["analyze", str(folder), "--reference", "doubleTransferLearn", "--base", "baseModel",
+                 "--out", str(tmp_path / "pub")]) == 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert "against scaled_masks (also analysed: scaled_masks_TR); inter-observer: scaled_masks_TR" in said
+    md = (tmp_path / "pub" / "report.md").read_text()
+    inter = pd.read_csv(tmp_path / "pub" / "tables" / "inter_observer.csv").set_index("metric")
+    assert list(inter["subjects"]) == [3, 3]  # the 3 test volunteers, subject means of the second expert's Dice
+    images = stats.with_dice(read_results([folder], base="baseModel").inter_observer)
+    assert images["dice_lv"].mean() == pytest.approx(0.939, abs=5e-4)  # the published per-image means
+    assert images["dice_my"].mean() == pytest.approx(0.813, abs=5e-4)
+    assert "Inter-observer agreement (scaled_masks_TR against scaled_masks" in md
+    assert "Against reference annotation scaled_masks_TR:" in md

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.reports.render import Options, analyse_images, guideline
+from harness.analysis import Options, analyse_images
+from harness.reports.guideline import guideline
 from tests.simulation import study
 
 
@@ -26,7 +27,7 @@ def test_strategies_that_select_the_same_images_are_named_as_one(tmp_path):
     images: the report must say so rather than compare them; a strategy that differs in one run is not named."""
     from types import SimpleNamespace
 
-    from harness.reports.render import identical_selections
+    from harness.analysis import identical_selections
 
     def run(strategy, seed, frames, n=2):
         folder = tmp_path / f"{strategy}-{seed}-{n}"
@@ -103,7 +104,7 @@ def test_markdown_report_shows_hostile_strategy_and_subject_names_as_text(tmp_pa
 
 
 def test_tuning_is_described_per_fold_and_a_0_6_tuning_is_named_as_leaky():
-    from harness.reports.render import tuned_lines
+    from harness.reports.methods import tuned_lines
 
     part = {"params": {"lr_frozen": 0.001, "steps_frozen": 40}, "trials": 5, "value": 0.81, "default_value": 0.8}
     nested = tuned_lines({"tuned": {"ed_es__source__n2": {"metric": "both", "folds": {"0": part, "1": part}}}})

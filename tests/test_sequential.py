@@ -330,7 +330,7 @@ def test_rounds_add_seeds_only_where_open_and_a_killed_study_resumes_without_dec
         assert ("| non-inferior |" in row) == (decision == "shown"), row
     # comparisons that did not decide the rounds carry repeated p-values: ed_es (oracle)@1 stopped after round 1,
     # so its pair with subject_random@1 had one look at fraction 2 / 4 (closed form); at n = 3 two looks
-    from harness.reports.render import analyse
+    from harness.analysis import analyse
 
     analysis = analyse(out)
     assert "| repeated 95% CI |" in report and "repeated p (Holm)" in report

@@ -11,7 +11,8 @@ import pandas as pd
 from harness import stats
 from harness.stats.inference import _mean_squares, mean_and_variance
 from harness.reports.guideline import guideline
-from harness.reports.render import Options, analyse_images, tables
+from harness.analysis import Options, analyse_images
+from harness.reports.tables import tables
 
 
 def per_image(values: dict[tuple[str, int], np.ndarray], folds: int = 3, my_offset: float = -0.1) -> pd.DataFrame:
@@ -294,7 +295,7 @@ def test_a_budget_shown_enough_is_named_with_where_smaller_ones_stopped():
 
 def test_a_huge_standardised_effect_is_capped_in_the_report():
     """Found by the fuzz test in CI: two subjects whose differences agree to 2e-5 gave d_z = 10824."""
-    from harness.reports.render import dz_cell
+    from harness.reports.tables import dz_cell
 
     assert dz_cell(10824.06) == "> 100" and dz_cell(-250.0) == "< −100"
     assert dz_cell(1.234) == "1.23" and dz_cell(float("nan")) == "n/a"

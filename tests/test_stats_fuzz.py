@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.reports.guideline import guideline
-from harness.reports.render import Options, analyse_images, tables
+from harness.analysis import Options, analyse_images
+from harness.reports.tables import tables
 
 MODES = ("noisy", "zero_variance", "identical_configs", "nan_metric", "nan_strategy", "constant_subjects", "outlier")
 

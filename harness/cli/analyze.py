@@ -23,18 +23,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="empty-mask convention when Dice is computed from counts (default: both-one, as published)")
     p.add_argument("--base", metavar="METHOD",
                    help="the method that is the source-only model without fine-tuning (compared as `base`)")
+    p.add_argument("--reference-annotation", metavar="NAME",
+                   help="where the files score methods against several reference annotations (column reference, or "
+                        "methodA beside methodB): the main one (default: the one a second annotation was scored "
+                        "against, e.g. the first expert; the others are analysed after it)")
     add_statistics_arguments(p)
 
 
 def execute(args: argparse.Namespace, console: Console) -> int:
-    from harness.results import read_results
-    from harness.reports.render import analyse_images, write
+    from harness.reports.render import write
+    from harness.results import analyse_results, read_results
 
-    table = read_results(args.files, args.set, args.method_column, args.base)
+    table = read_results(args.files, args.set, args.method_column, args.base, args.reference_annotation)
     methods = sorted(table.images["strategy"].unique())
-    console.print(f"{table.description['rows']} images, {table.images['subject'].nunique()} subjects, "
-                  f"methods: {', '.join(methods)}", highlight=False, markup=False)
-    analysis = analyse_images(table.images, table.description, options_from(args, empty=args.empty))
+    described = table.description
+    against = (f" against {described['reference_annotation']}" if described.get("reference_annotation") else "") + (
+        f" (also analysed: {', '.join(described['other_references'])})" if described.get("other_references") else "") + (
+        f"; inter-observer: {described['inter_observer']}" if described.get("inter_observer") else "")
+    console.print(f"{described['rows']} images, {table.images['subject'].nunique()} subjects, "
+                  f"methods: {', '.join(methods)}{against}", highlight=False, markup=False)
+    analysis = analyse_results(table, options_from(args, empty=args.empty))
     md, html = write(analysis, args.out, "Analysis of per-image results")
     console.print(f"report: {md}\n        {html}", highlight=False, markup=False)
     return 0

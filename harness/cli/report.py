@@ -27,7 +27,7 @@ def add_statistics_arguments(p: argparse.ArgumentParser) -> None:
 
 def options_from(args: argparse.Namespace, empty: str = "both-one"):
     from harness.errors import UsageError
-    from harness.reports.render import Options
+    from harness.analysis import Options
 
     if not 0 < args.margin < 1:
         raise UsageError(f"--margin {args.margin:g} must be a Dice difference between 0 and 1, e.g. 0.02")
