@@ -165,11 +165,13 @@ def with_rounds(a: Analysis, recorded: rounds.Rounds, oracle: set[str]) -> Analy
 
     table = rounds.final_table(recorded)
     table["strategy"] = table["strategy"].map(named)
-    table["reference"] = [f"{named(r.partition('@')[0])}@{r.partition('@')[2]}" for r in table["reference"]]
+    table["against"] = [named(x) if isinstance(x, str) else None for x in table["against"]]
+    table["reference"] = [f"{named(r.partition('@')[0])}@{r.partition('@')[2]}" if isinstance(r, str) else None
+                          for r in table["reference"]]
     ni = a.noninferiority.copy()
     if len(ni):
         ni["sequential"] = False
-        decided = table.set_index(["strategy", "n", "metric"])
+        decided = table[table["kind"] == "non-inferiority"].set_index(["strategy", "n", "metric"])
         for i, key in zip(ni.index, zip(ni["strategy"], ni["n"], ni["metric"])):
             if key not in decided.index:
                 continue
@@ -192,18 +194,26 @@ def with_repeated(a: Analysis, recorded: rounds.Rounds) -> Analysis:
     looks = rounds.RoundLooks(a.subjects, recorded, int(a.settings.get("first_seed", 0)),
                               lambda label: label.replace(ORACLE, ""))
 
-    def comparisons(table: pd.DataFrame, pair) -> pd.DataFrame:
-        return rounds.repeated_comparisons(table, looks, pair, a.options.test)
+    def comparisons(table: pd.DataFrame, pair, until=lambda row: None) -> pd.DataFrame:
+        return rounds.repeated_comparisons(table, looks, pair, a.options.test, until)
+
+    decided = rounds.decided_pairs(recorded)
+
+    def decided_in(row) -> int | None:  # strategies at a budget are questions of the rounds themselves
+        names = frozenset((row.a.replace(ORACLE, ""), row.b.replace(ORACLE, "")))
+        return decided.get((names, int(row.n), row.metric))
 
     caution = ("Comparisons with the base model, between budgets and between strategies carry repeated p-values and "
-               "repeated 95% intervals over the rounds (valid whatever stopped them); the rest (mean Dice intervals, "
+               "repeated 95% intervals over the rounds (valid whatever stopped them; a comparison of strategies decided "
+               "in a round is looked at up to that round); the rest (mean Dice intervals, "
                "power and planning, learning curves, Friedman, image-level and mixed-model tables) are fixed-design "
                "statistics on the seeds each configuration received, and the sequential decisions chose those: read "
                "them as descriptive.")
     return dataclasses.replace(
         a, versus_base=comparisons(a.versus_base, lambda r: ((r.strategy, r.n), (r.base, 0))),
         budgets=comparisons(a.budgets, lambda r: ((r.strategy, r.n_large), (r.strategy, r.n_small))),
-        strategies=comparisons(a.strategies, lambda r: ((r.a, r.n), (r.b, r.n))), cautions=a.cautions + [caution])
+        strategies=comparisons(a.strategies, lambda r: ((r.a, r.n), (r.b, r.n)), decided_in),
+        cautions=a.cautions + [caution])
 
 
 def oracles(settings: dict) -> set[str]:

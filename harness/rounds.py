@@ -1,8 +1,8 @@
 """Studies run until their answer is decided (``run --until-decided``): seeds added in rounds where questions
 are still open, with group-sequential error control (``harness.stats.sequential``).
 
-A question is one non-inferiority step of the guideline: strategy S at budget n against the reference, on one
-metric. Within a strategy and metric the steps form the fixed sequence of the fixed design (largest n first):
+A question is one non-inferiority step of the guideline (strategy S at budget n against the reference, on one
+metric) or one comparison of two strategies at one budget on one metric (``_pair_looks``). Within a strategy and metric the steps form the fixed sequence of the fixed design (largest n first):
 a step is tested only from the look at which the step above it was shown, with its own boundaries over every
 look (closed testing of group-sequential tests: Tamhane, Mehta and Liu 2010), so each strategy's claim keeps
 its family-wise level. After each round every open question is decided:
@@ -202,7 +202,77 @@ def look(scores: pd.DataFrame, rounds: Rounds, seeds: int, final: bool) -> dict[
                 above = record
                 if record["decision"] == "open":
                     needs.update({(strategy, n), ref})
+        for key, record in _pair_looks(scores, rounds, tuned, metric, seeds, final).items():
+            questions[key] = record
+            if record["decision"] == "open":
+                needs.update({(record["strategy"], record["n"]), (record["against"], record["n"])})
     return {"seeds": seeds, "questions": questions, "needs": sorted([list(c) for c in needs])}
+
+
+def pair_key(a: str, b: str, n: int, metric: str) -> str:
+    """The key of a comparison question: strategies a and b (sorted) at budget n on one metric."""
+    return f"{a}|{b}@{n}:{metric}"
+
+
+def _pair_looks(scores: pd.DataFrame, rounds: Rounds, tuned: pd.DataFrame, metric: str, seeds: int,
+                final: bool) -> dict[str, dict[str, Any]]:
+    """Every comparison of two strategies at one budget on ``metric`` not yet decided, at this look: the two-sided
+    crossed-variance t-test as |z|, its repeated p-value over its looks so far (`sequential.repeated_p`), Holm over
+    every comparison of the metric (decided ones with their last repeated p); **shown** where the Holm-adjusted
+    repeated p is below α, **futile** where the conditional power at the maximum under the difference estimated
+    so far (Bonferroni level α / comparisons) is below the design's threshold (non-binding), else open."""
+    from itertools import combinations
+
+    from harness.stats.inference import t_statistics
+
+    design = rounds.design
+    looked: dict[str, dict[str, Any]] = {}
+    repeated: dict[str, float] = {}
+    for n, group in tuned.groupby("n", sort=True):
+        for a, b in combinations(sorted(group["strategy"].unique()), 2):
+            key = pair_key(a, b, int(n), metric)
+            before = rounds.state(key)
+            if before is not None and before["decision"] in DECIDED:
+                repeated[key] = before.get("p_repeated") if before.get("p_repeated") is not None else math.nan
+                continue
+            history = [r["questions"][key] for r in rounds.rounds if key in r["questions"]]
+            base = {"kind": "difference", "strategy": a, "against": b, "n": int(n), "metric": metric,
+                    "seeds": seeds, "looks": len(history) + 1}
+            blocks = _blocks(stats.paired_by_seed(scores, (a, int(n)), (b, int(n)), metric))
+            if not blocks or sum(x.shape[0] for x in blocks) < 2 or min(x.shape[1] for x in blocks) < 2:
+                looked[key] = {**base, "z": None, "fraction": None, "p_repeated": None,
+                               "why": "fewer than 2 test subjects or seeds with a score on both sides"}
+                continue
+            paired = min(x.shape[1] for x in blocks)
+            result = {k: float(v) for k, v in t_statistics(blocks, 0.0, "two-sided").items()}
+            fractions = [h["fraction"] for h in history if h.get("fraction") is not None]
+            zs = [h["z"] if h.get("z") is not None else math.nan for h in history if h.get("fraction") is not None]
+            fraction = gs.fraction_at(fractions, paired / design.max_seeds, final and paired >= design.max_seeds)
+            z = float(gs.sps.norm.isf(result["p"] / 2)) if result["p"] == result["p"] else math.nan
+            p = gs.repeated_p(zs + [z], fractions + [fraction], design.spending)
+            looked[key] = {**base, "seeds": paired, "difference": result["mean"], "se": result["se"],
+                           "df": result["df"], "z": z if math.isfinite(z) else None, "fraction": fraction,
+                           "fractions": fractions + [fraction], "p_repeated": p if p == p else None,
+                           "why": "" if z == z else "the t-test is undefined here (no variance)"}
+            repeated[key] = p
+    keys = list(repeated)
+    adjusted = dict(zip(keys, stats.holm([repeated[k] for k in keys]))) if keys else {}
+    out = {}
+    for key, record in looked.items():
+        fractions = record.pop("fractions", None)
+        p_holm = adjusted.get(key, math.nan)
+        if p_holm == p_holm and p_holm < design.alpha:
+            decision, power = "shown", 1.0
+        elif final or record["fraction"] is None or record["fraction"] >= 1:
+            decision, power = ("not shown" if final or record["fraction"] is not None else "open"), 0.0
+        else:
+            z, t = record["z"] or 0.0, record["fraction"]
+            bound = gs.boundaries(fractions + [1.0], design.alpha / (2 * len(keys)), design.spending)[-1]
+            power = gs.conditional_power(z, t, bound, z / math.sqrt(t))
+            decision = "futile" if power < design.futility_power else "open"
+        out[key] = {**record, "decision": decision, "p_holm": p_holm if p_holm == p_holm else None,
+                    "conditional_power": power}
+    return out
 
 
 def _look_at(scores: pd.DataFrame, config: tuple[str, int], ref: tuple[str, int], metric: str, rounds: Rounds,
@@ -289,7 +359,8 @@ class RoundLooks:
         first = rounds.rounds[0] if rounds.rounds else {"questions": {}}
         self.known = {(q["strategy"], int(q["n"])) for q in first["questions"].values()} | {
             (q["reference"].rpartition("@")[0], int(q["reference"].rpartition("@")[2]))
-            for q in first["questions"].values()}
+            for q in first["questions"].values() if q.get("reference")} | {
+            (q["against"], int(q["n"])) for q in first["questions"].values() if q.get("against")}
         self._matrices: dict = {}
 
     def limits(self, config: tuple[str, int]) -> list[float] | None:
@@ -312,12 +383,24 @@ class RoundLooks:
         return full.loc[:, [seed - self.first_seed < limit for seed in full.columns]]
 
 
-def repeated_comparisons(table: pd.DataFrame, looks: RoundLooks, pair, method: str = "t") -> pd.DataFrame:
+def decided_pairs(rounds: Rounds) -> dict[tuple[frozenset, int, str], int]:
+    """The round each decided comparison question was decided in, by ({a, b}, n, metric) in the rounds' names."""
+    out = {}
+    for record in rounds.rounds:
+        for q in record["questions"].values():
+            if q.get("kind") == "difference" and q["decision"] in DECIDED:
+                out[(frozenset((q["strategy"], q["against"])), int(q["n"]), q["metric"])] = record["round"]
+    return out
+
+
+def repeated_comparisons(table: pd.DataFrame, looks: RoundLooks, pair, method: str = "t",
+                         until=lambda row: None) -> pd.DataFrame:
     """A two-sided comparison table of a sequential study (strategies at a budget, budgets, versus the base model)
     with repeated p-values and 95% repeated confidence intervals instead of fixed-design ones: each row is looked
     at after every recorded round that gave its two configurations (``pair(row)``) new paired seeds, at
     information fraction paired seeds / --max-seeds. The rounds stopped where the non-inferiority questions were
-    decided, not where these comparisons were; a repeated p-value holds whatever stopped them. p is the
+    decided (and where comparison questions were: ``until(row)``, the round a row's question was decided in, ends
+    its looks); a repeated p-value holds whatever stopped them. p is the
     smallest over the looks, the interval the pair's last look's (so an earlier crossing can give p < 0.05 with
     an interval that covers 0). Holm per metric over the table, as for fixed-design p-values (it needs only
     valid ones)."""
@@ -337,7 +420,8 @@ def repeated_comparisons(table: pd.DataFrame, looks: RoundLooks, pair, method: s
             out.loc[i, "reason"] = "not in the study's rounds record: no sequential test"
             continue
         zs, fractions, last, seen = [], [], None, None
-        for left, right in zip(*limits):
+        stop = until(row)  # a comparison question decided in round r: its looks end there, as its decision did
+        for left, right in list(zip(*limits))[:stop]:
             if (left, right) == seen:
                 continue  # neither configuration got seeds this round: no new look
             seen = (left, right)
@@ -427,15 +511,18 @@ def final_table(rounds: Rounds) -> pd.DataFrame:
     rows = []
     for key, q in last.items():
         bound, se, upper = q.get("bound"), q.get("se"), q.get("repeated_upper")
-        saved = runs_saved(q, rounds.design) if q["decision"] in DECIDED else {}
-        rows.append({"strategy": q["strategy"], "n": q["n"], "metric": q["metric"], "reference": q["reference"],
+        kind = q.get("kind", "non-inferiority")
+        saved = runs_saved(q, rounds.design) if q["decision"] in DECIDED and kind == "non-inferiority" else {}
+        rows.append({"kind": kind, "strategy": q["strategy"], "against": q.get("against"), "n": q["n"],
+                     "metric": q["metric"], "reference": q.get("reference"), "p_repeated": q.get("p_repeated"),
+                     "p_holm": q.get("p_holm"),
                      "decision": q["decision"], "round": q["round"], "seeds": q["seeds"], "looks": q.get("looks"),
                      "difference": q.get("difference"), "se": se, "z": q.get("z"), "bound": bound,
                      "fraction": q.get("fraction"), "p_sequential": q.get("p_sequential"),
                      "repeated_lower": q.get("repeated_lower"), "repeated_upper": upper,
                      "conditional_power": q.get("conditional_power"), "why": q.get("why") or "",
                      "seeds_same_power": saved.get("seeds_same_power"), "power": saved.get("power")})
-    columns = ["strategy", "n", "metric", "reference", "decision", "round", "seeds", "looks", "difference", "se", "z",
+    columns = ["kind", "strategy", "against", "n", "metric", "reference", "p_repeated", "p_holm", "decision", "round", "seeds", "looks", "difference", "se", "z",
                "bound", "fraction", "p_sequential", "repeated_lower", "repeated_upper", "conditional_power", "why",
                "seeds_same_power", "power"]
     return pd.DataFrame(rows, columns=columns)
@@ -457,8 +544,12 @@ def design_text(design: Design) -> str:
             f"{design.futility_power:g}. Only configurations with an open question (and the reference) received more "
             "seeds. p-values are stage-wise ordering p-values and intervals repeated confidence intervals (estimate "
             "± the t quantile of the round's boundary × SE), both valid over the rounds; decisions were recorded after each round "
-            "(rounds.json) and never revised. Comparisons with the base model, between budgets and between "
-            "strategies did not decide the rounds; they carry two-sided repeated p-values (the smallest level at which "
+            "(rounds.json) and never revised. Comparisons of two strategies at one budget were questions too: "
+            "two-sided crossed-variance t-test, its repeated p-value over the rounds Holm-adjusted over the metric's "
+            "comparisons, shown below α, futile (non-binding) when the conditional power at the maximum under the "
+            "difference estimated so far, at level α / comparisons, was below "
+            f"{design.futility_power:g}. Comparisons with the base model and between budgets did not decide the "
+            "rounds. All three carry two-sided repeated p-values (the smallest level at which "
             "some round crossed its boundary under the same spending over paired seeds / max seeds, half the level on "
             "each side), Holm-adjusted within each family and metric, and repeated 95% confidence intervals at the pair's "
             "last round: both hold whatever stopped the rounds.")

@@ -144,10 +144,13 @@ def _sequential_table(a: Analysis) -> Table:
     rows = []
     for r in a.sequential.sort_values(["metric", "strategy", "n"], ascending=[True, True, False]).itertuples():
         number = lambda v, spec: "–" if v is None or v != v else format(v, spec)  # noqa: E731
-        rows.append([r.strategy, str(r.n), METRIC_NAMES[r.metric], r.decision + (f" ({r.why})" if r.why else ""),
+        difference = r.kind == "difference"
+        p = r.p_holm if difference else r.p_sequential
+        rows.append([f"{r.strategy} vs {r.against}" if difference else r.strategy, str(r.n), METRIC_NAMES[r.metric],
+                     r.decision + (f" ({r.why})" if r.why else ""),
                      str(r.round), str(r.seeds), number(r.difference, "+.3f"), number(r.z, ".2f"),
-                     number(r.bound, ".2f"), p_cell(r.p_sequential) if r.p_sequential == r.p_sequential
-                     and r.p_sequential is not None else "–",
+                     number(r.bound, ".2f"), ("–" if p is None or p != p else p_cell(p) + (" (repeated, Holm)"
+                                                                                          if difference else "")),
                      ci_text(r.repeated_lower, r.repeated_upper) if r.repeated_lower == r.repeated_lower
                      and r.repeated_lower is not None else "–",
                      "–" if r.seeds_same_power is None or r.seeds_same_power != r.seeds_same_power
@@ -156,7 +159,10 @@ def _sequential_table(a: Analysis) -> Table:
     return Table("Sequential decisions (run --until-decided)",
                  ["strategy", "n", "metric", "decision", "round", "seeds", "difference", "z", "boundary",
                   "p (sequential)", f"repeated {level_text(1 - 2 * a.options.alpha)}", "fixed design, same power (seeds)"],
-                 rows, f"{a.design_text} Seeds: those of the configuration when the decision was taken (a fixed "
+                 rows, f"{a.design_text} Rows 'a vs b': does strategy a differ from b at that budget (two-sided; "
+                       "|z| of the crossed-variance t-test; p: its repeated p-value Holm-adjusted over the metric's "
+                       "comparisons when decided; the strategies table gives its repeated 95% interval). Seeds: those "
+                       "of the configuration when the decision was taken (a fixed "
                        f"design runs {design.get('max_seeds', '?')}); fixed design, same power: the fewest seeds a "
                        "fixed design needs for the power this sequential design had (were the strategies equal), "
                        "under the variance model of the question's last round.")

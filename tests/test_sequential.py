@@ -154,6 +154,35 @@ def test_a_planted_effect_is_found_and_the_fixed_sequence_is_kept():
             assert (question["repeated_lower"] > -0.02) == (question["decision"] == "shown"), key
 
 
+def test_comparisons_of_strategies_are_questions_of_the_rounds():
+    """A planted difference between two strategies at one budget is shown (Holm over the metric's comparisons);
+    equal ones are not; an open comparison keeps both configurations in the next round; a decided one is not looked
+    at again."""
+    from harness.rounds import pair_key
+
+    effects = {("a", 10): 0.0, ("a", 5): -0.015, ("b", 10): 0.0, ("b", 5): -0.015, ("c", 10): 0.08, ("c", 5): -0.015}
+    rounds = Rounds(Design(reference="a@10", margin=0.02, alpha=0.05, per_round=4, max_seeds=12))
+    scores = _scores(effects, 12, rng_seed=5)
+    first = look(scores[scores["seed"] < 4], rounds, 4, final=False)["questions"]
+    shown = {k for k, q in first.items() if q.get("kind") == "difference" and q["decision"] == "shown"}
+    assert {pair_key("a", "c", 10, "dice_lv"), pair_key("b", "c", 10, "dice_lv")} <= shown  # 0.08 apart
+    assert pair_key("a", "b", 10, "dice_lv") not in shown and pair_key("a", "b", 5, "dice_lv") not in shown
+    q = first[pair_key("a", "c", 10, "dice_lv")]
+    assert q["p_holm"] < 0.05 and q["p_holm"] >= q["p_repeated"] and q["fraction"] == pytest.approx(4 / 12, abs=1e-4)
+    assert q["p_repeated"] == pytest.approx(gs.repeated_p([q["z"]], [q["fraction"]]), rel=1e-9)
+    record = look(scores[scores["seed"] < 4], rounds, 4, final=False)
+    for key, question in record["questions"].items():  # an open comparison keeps both sides in the next round
+        if question.get("kind") == "difference" and question["decision"] == "open":
+            assert [question["strategy"], question["n"]] in record["needs"]
+            assert [question["against"], question["n"]] in record["needs"]
+    rounds.rounds.append({"round": 1, **record})
+    second = look(scores[scores["seed"] < 8], rounds, 8, final=False)["questions"]
+    assert not shown & set(second)  # decided in round 1: not looked at again
+    for key, question in second.items():
+        if question.get("kind") == "difference" and question.get("z") is not None:
+            assert question["looks"] == 2 and question["fraction"] == pytest.approx(8 / 12, abs=1e-4)
+
+
 def test_a_decided_question_is_not_looked_at_again_and_only_open_ones_get_seeds():
     effects = {("a", 10): 0.0, ("a", 5): 0.1, ("a", 2): -0.015}  # a@5 far above; a@2 just inside the margin
     design = Design(reference="a@10", margin=0.02, alpha=0.05, per_round=4, max_seeds=12)
@@ -200,7 +229,6 @@ def test_comparisons_of_a_sequential_study_are_looked_at_on_the_seeds_each_round
     for r in table.itertuples():  # a look per round that gave the pair more paired seeds, at the seeds both had
         paired = [min(rounds.seeds_of("a", r.n, k), rounds.seeds_of("b", r.n, k)) for k in (1, 2, 3)]
         assert (r.looks, r.seeds) == (len(set(paired)), paired[-1])
-    assert (table.loc[table["n"] == 10, "looks"] == 1).all()  # b@10 (0.05 above a@10) was shown in round 1
     for metric, part in table.groupby("metric"):  # Holm within each metric, as the tables say
         assert part["p_holm"].to_numpy() == pytest.approx(stats.holm(part["p"]))
     alien = repeated_comparisons(fixed.assign(a="c"), looks, lambda r: ((r.a, r.n), (r.b, r.n)))
@@ -295,7 +323,7 @@ def test_rounds_add_seeds_only_where_open_and_a_killed_study_resumes_without_dec
     monkeypatch.setattr(InProcessExecutor, "run", killed_in_round_two)
     assert main(_study_args(out, cache)) == 130  # interrupted
     recorded = json.loads((out / "rounds.json").read_text())
-    assert [r["round"] for r in recorded["rounds"]] == [1] and taken == [(1, 6)]
+    assert [r["round"] for r in recorded["rounds"]] == [1] and taken == [(1, 10)]  # 6 steps, 4 pairs
     assert recorded["design"]["max_seeds"] == 4 and recorded["design"]["reference"] == "ed_es@3"
     first = recorded["rounds"][0]
     monkeypatch.setattr(InProcessExecutor, "run", real_run)
@@ -303,7 +331,7 @@ def test_rounds_add_seeds_only_where_open_and_a_killed_study_resumes_without_dec
     assert main(_study_args(out, cache)) == 0
     after = json.loads((out / "rounds.json").read_text())
     assert after["rounds"][0] == first  # round 1 was not decided again
-    assert taken == [(1, 6), (2, 4)] and after["rounds"][1]["seeds"] == 4  # ed_es was decided in round 1
+    assert taken == [(1, 10), (2, 4)] and after["rounds"][1]["seeds"] == 4  # ed_es was decided in round 1
     assert all(q["decision"] in ("shown", "not shown", "not tested") for q in after["rounds"][1]["questions"].values())
     assert {q["strategy"] for q in after["rounds"][1]["questions"].values()} == {"subject_random"}
     names = [p.name for p in (out / "runs").iterdir() if not p.name.startswith("base")]
@@ -322,27 +350,31 @@ def test_rounds_add_seeds_only_where_open_and_a_killed_study_resumes_without_dec
     assert "## Sequential decisions (run --until-decided)" in report and "seeds were added in rounds of 2" in report
     assert "each of 2 to 4 seeds (added in rounds" in report
     decided = {(q["strategy"], q["n"], q["metric"]): q["decision"] for r in after["rounds"]
-               for q in r["questions"].values()}
+               for q in r["questions"].values() if q.get("kind") != "difference"}
+    pairs = [q for r in after["rounds"] for q in r["questions"].values() if q.get("kind") == "difference"]
+    assert len(pairs) == 4 and all(q["decision"] == "shown" for q in pairs)  # forced in round 1, never again
+    assert "| ed_es vs subject_random | 3 | LV | shown | 1 |" in report.replace("ed_es (oracle)", "ed_es")
     for (strategy, n, metric), decision in decided.items():
         name = "ed_es (oracle)" if strategy == "ed_es" else strategy
         row = next(line for line in report.splitlines() if line.startswith(f"| {name} | {n} | ed_es (oracle)@3 | "
                                                                           f"{'LV' if metric == 'dice_lv' else 'MY'} |"))
         assert ("| non-inferior |" in row) == (decision == "shown"), row
-    # comparisons that did not decide the rounds carry repeated p-values: ed_es (oracle)@1 stopped after round 1,
-    # so its pair with subject_random@1 had one look at fraction 2 / 4 (closed form); at n = 3 two looks
+    # comparisons carry repeated p-values: ed_es (oracle)@1 stopped after round 1, so its pair with
+    # subject_random@1 had one look at fraction 2 / 4 on the data at the end (closed form)
     from harness.analysis import analyse
 
     analysis = analyse(out)
     assert "| repeated 95% CI |" in report and "repeated p (Holm)" in report
     for r in analysis.strategies.itertuples():
         fixed = stats.compare_strategies(analysis.subjects, r.metric).set_index("n").loc[r.n]
-        assert r.looks == (1 if r.n == 1 else 2) and r.seeds == (2 if r.n == 1 else 4)
+        # both comparisons were decided (forced) in round 1: their looks end there, at 2 seeds, as the decision did
+        assert r.looks == 1 and r.seeds == 2
         if r.n == 1:
             assert r.p == pytest.approx(4 * gs.sps.norm.sf(np.sqrt(0.5) * gs.sps.norm.isf(fixed.p / 4)), rel=5e-3)
             assert r.p > fixed.p and r.ci_high - r.ci_low > fixed.ci_high - fixed.ci_low
     capsys.readouterr()
     assert main(_study_args(out, cache)) == 0  # a third command: nothing to run, nothing decided again
-    assert taken == [(1, 6), (2, 4)] and json.loads((out / "rounds.json").read_text()) == after
+    assert taken == [(1, 10), (2, 4)] and json.loads((out / "rounds.json").read_text()) == after
     assert "0 runs done" in capsys.readouterr().err
 
 
