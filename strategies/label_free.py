@@ -68,12 +68,16 @@ def cycle_position(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     times, cycles = numbers("trigger_ms", 0.0, 5000.0), numbers("rr_ms", 200.0, 3000.0)
     known = np.isfinite(times)
     if np.isnan(cycles).any() and known.sum() > 1:  # the subject's frame spacing (ms per frame) x its frames
-        order = np.argsort(frame[known])
-        f, t = frame[known][order], times[known][order]
-        step = np.diff(t) / np.where(np.diff(f) > 0, np.diff(f), np.nan)
-        step = step[np.isfinite(step) & (step > 0)]
-        if len(step):
-            cycles = np.where(np.isnan(cycles), np.median(step) * n_frames, cycles)
+        slices = rows["slice"].to_numpy() if "slice" in rows else np.zeros(len(rows))
+        steps = []
+        for where in (known & (slices == s) for s in np.unique(slices[known])):  # within a slice: its own timing
+            order = np.argsort(frame[where], kind="stable")
+            f, t = frame[where][order], times[where][order]
+            apart = np.diff(f)
+            step = np.diff(t)[apart > 0] / apart[apart > 0]
+            steps.extend(step[np.isfinite(step) & (step > 0)])
+        if steps:
+            cycles = np.where(np.isnan(cycles), np.median(steps) * n_frames, cycles)
     cycles = np.where(np.isnan(cycles), 1000.0, cycles)
     position = np.where(known, times / cycles, frame / n_frames)
     return np.mod(position, 1.0), cycles

@@ -499,6 +499,11 @@ def test_ed_es_timing_takes_the_frame_nearest_the_r_wave_and_the_one_a_qt_interv
     # no RR interval in the header: the cycle is the frames' own spacing (25 x 40 ms), ES at 400 ms -> frame 10
     spaced = _cine(25, np.nan, [40.0 * f for f in range(25)])
     assert cycle_position(spaced)[1] == pytest.approx(np.full(len(spaced), 1000.0))
+    # slices 0.4 ms apart in time, rows in any order: the spacing is taken within each slice (found by the
+    # lowest-versions CI, whose numpy sorted equal frames differently and gave 1005 ms)
+    shuffled = spaced.assign(trigger_ms=spaced["trigger_ms"] + 30.0 * (spaced["slice"] == 2)).sample(
+        frac=1.0, random_state=1)  # slice 2 triggered 30 ms later: differences across slices are not the spacing
+    assert cycle_position(shuffled)[1] == pytest.approx(np.full(len(spaced), 1000.0))
     assert spaced.loc[rule.phases(spaced), "frame"].unique().tolist() == [0, 10]
     # no timing at all (NIfTI): frames spread over an assumed 1000 ms cycle
     nifti = _cine(30, np.nan, None)
