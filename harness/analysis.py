@@ -31,6 +31,17 @@ class Options:
     empty: str = "both-one"
     reference_dice: dict[str, float] = dataclasses.field(default_factory=dict)  # metric -> a Dice to draw
 
+    def __post_init__(self):
+        from harness.errors import UsageError
+        from harness.stats.inference import TESTS
+
+        if not 0 < self.margin < 1:
+            raise UsageError(f"margin {self.margin:g} must be a Dice difference between 0 and 1, e.g. 0.02")
+        if not 0 < self.alpha < 0.5:
+            raise UsageError(f"alpha {self.alpha:g} must lie between 0 and 0.5, e.g. 0.05")
+        if self.test not in TESTS:
+            raise UsageError(f"test '{self.test}': choose one of {', '.join(TESTS)}")
+
 
 DEFAULT_MARGIN = 0.02
 
@@ -199,21 +210,35 @@ def with_repeated(a: Analysis, recorded: rounds.Rounds) -> Analysis:
 
     decided = rounds.decided_pairs(recorded)
 
-    def decided_in(row) -> int | None:  # strategies at a budget are questions of the rounds themselves
+    def question(row) -> dict | None:  # strategies at a budget are questions of the rounds themselves
         names = frozenset((row.a.replace(ORACLE, ""), row.b.replace(ORACLE, "")))
         return decided.get((names, int(row.n), row.metric))
 
+    def decided_in(row) -> int | None:
+        q = question(row)
+        return q["round"] if q else None
+
     caution = ("Comparisons with the base model, between budgets and between strategies carry repeated p-values and "
-               "repeated 95% intervals over the rounds (valid whatever stopped them; a comparison of strategies decided "
-               "in a round is looked at up to that round); the rest (mean Dice intervals, "
+               "repeated 95% intervals over the rounds (valid whatever stopped them); a comparison of strategies "
+               "decided in a round is looked at up to that round, and its p and Holm-adjusted p are those the decision "
+               "was taken on (t-based, Holm over the comparisons of the metric at that round, whatever --test this "
+               "report asks); the rest (mean Dice intervals, "
                "power and planning, learning curves, Friedman, image-level and mixed-model tables) are fixed-design "
                "statistics on the seeds each configuration received, and the sequential decisions chose those: read "
                "them as descriptive.")
+    strategies = comparisons(a.strategies, lambda r: ((r.a, r.n), (r.b, r.n)), decided_in)
+    if len(strategies):  # a decided comparison's p-values are the ones its decision was taken on (t-based)
+        strategies["decision"] = None
+        for i, row in zip(strategies.index, strategies.itertuples()):
+            q = question(row)
+            if q is not None:
+                strategies.loc[i, ["p", "p_holm", "decision"]] = [
+                    q.get("p_repeated") if q.get("p_repeated") is not None else np.nan,
+                    q.get("p_holm") if q.get("p_holm") is not None else np.nan, q["decision"]]
     return dataclasses.replace(
         a, versus_base=comparisons(a.versus_base, lambda r: ((r.strategy, r.n), (r.base, 0))),
         budgets=comparisons(a.budgets, lambda r: ((r.strategy, r.n_large), (r.strategy, r.n_small))),
-        strategies=comparisons(a.strategies, lambda r: ((r.a, r.n), (r.b, r.n)), decided_in),
-        cautions=a.cautions + [caution])
+        strategies=strategies, cautions=a.cautions + [caution])
 
 
 def oracles(settings: dict) -> set[str]:

@@ -151,6 +151,11 @@ def _by_reference(images: pd.DataFrame, method_from: str | None, asked: str | No
             raise UsageError(f"--reference-annotation '{asked}': these files have no column naming the reference "
                              f"annotation ({' or '.join(REFERENCE_COLUMNS)})")
         return images, {}, None, None
+    missing = images[column].isna()
+    if missing.any():
+        files = sorted(set(images.loc[missing, "_file"]))
+        raise DataError(f"{', '.join(files)}: no reference annotation in column `{column}`, which the other files "
+                        "have; give every file that column, or analyse them separately")
     images = images.assign(**{column: images[column].astype(str)})
     references = sorted(set(images[column]))
     experts = images["strategy"].isin(references)  # an annotation scored against another one
@@ -169,6 +174,8 @@ def _by_reference(images: pd.DataFrame, method_from: str | None, asked: str | No
         raise DataError(f"reference annotation '{main}' has no method's results in these files")
     # Dice is symmetric: a second annotation scored against the main one or the main one against it
     inter = images[experts & ((images[column] == main) | (images["strategy"] == main))].copy()
+    if (inter[column] == main).any():  # scored both ways: the second against the main one is kept
+        inter = inter[inter[column] == main]
     inter["strategy"] = inter["strategy"].where(inter[column] == main, inter[column])
     inter = inter[inter["strategy"] != main].drop(columns=column)
     second = sorted(set(inter["strategy"]))

@@ -233,8 +233,9 @@ def _pair_looks(scores: pd.DataFrame, rounds: Rounds, tuned: pd.DataFrame, metri
             key = pair_key(a, b, int(n), metric)
             before = rounds.state(key)
             if before is not None and before["decision"] in DECIDED:
-                repeated[key] = before.get("p_repeated") if before.get("p_repeated") is not None else math.nan
+                repeated[key] = before.get("p_repeated") if before.get("p_repeated") is not None else 1.0
                 continue
+            repeated[key] = 1.0  # every comparison counts in Holm's m, also one that cannot be tested yet
             history = [r["questions"][key] for r in rounds.rounds if key in r["questions"]]
             base = {"kind": "difference", "strategy": a, "against": b, "n": int(n), "metric": metric,
                     "seeds": seeds, "looks": len(history) + 1}
@@ -249,12 +250,15 @@ def _pair_looks(scores: pd.DataFrame, rounds: Rounds, tuned: pd.DataFrame, metri
             zs = [h["z"] if h.get("z") is not None else math.nan for h in history if h.get("fraction") is not None]
             fraction = gs.fraction_at(fractions, paired / design.max_seeds, final and paired >= design.max_seeds)
             z = float(gs.sps.norm.isf(result["p"] / 2)) if result["p"] == result["p"] else math.nan
-            p = gs.repeated_p(zs + [z], fractions + [fraction], design.spending)
+            all_t, all_z = _increasing(fractions + [fraction], zs + [z])
+            p = gs.repeated_p(all_z, all_t, design.spending)
+            realised = float(gs.look_statistics(blocks, 0.0, design.max_seeds)["fraction"])
             looked[key] = {**base, "seeds": paired, "difference": result["mean"], "se": result["se"],
                            "df": result["df"], "z": z if math.isfinite(z) else None, "fraction": fraction,
-                           "fractions": fractions + [fraction], "p_repeated": p if p == p else None,
+                           "fraction_estimated": min(realised, 1.0) if realised == realised else None,
+                           "fractions": all_t, "p_repeated": p if p == p else None,
                            "why": "" if z == z else "the t-test is undefined here (no variance)"}
-            repeated[key] = p
+            repeated[key] = p if p == p else 1.0
     keys = list(repeated)
     adjusted = dict(zip(keys, stats.holm([repeated[k] for k in keys]))) if keys else {}
     out = {}
@@ -265,10 +269,12 @@ def _pair_looks(scores: pd.DataFrame, rounds: Rounds, tuned: pd.DataFrame, metri
             decision, power = "shown", 1.0
         elif final or record["fraction"] is None or record["fraction"] >= 1:
             decision, power = ("not shown" if final or record["fraction"] is not None else "open"), 0.0
-        else:
-            z, t = record["z"] or 0.0, record["fraction"]
+        else:  # conditional power under the difference estimated so far, over the information still to come as
+            # the variance model says (the seeds fraction understates the information where subjects dominate)
+            z = record["z"] or 0.0
+            t = max(record.get("fraction_estimated") or record["fraction"], record["fraction"], 1e-6)
             bound = gs.boundaries(fractions + [1.0], design.alpha / (2 * len(keys)), design.spending)[-1]
-            power = gs.conditional_power(z, t, bound, z / math.sqrt(t))
+            power = gs.conditional_power(z, min(t, 1.0), bound, z / math.sqrt(min(t, 1.0)))
             decision = "futile" if power < design.futility_power else "open"
         out[key] = {**record, "decision": decision, "p_holm": p_holm if p_holm == p_holm else None,
                     "conditional_power": power}
@@ -383,13 +389,14 @@ class RoundLooks:
         return full.loc[:, [seed - self.first_seed < limit for seed in full.columns]]
 
 
-def decided_pairs(rounds: Rounds) -> dict[tuple[frozenset, int, str], int]:
-    """The round each decided comparison question was decided in, by ({a, b}, n, metric) in the rounds' names."""
+def decided_pairs(rounds: Rounds) -> dict[tuple[frozenset, int, str], dict[str, Any]]:
+    """Each decided comparison question's last look (with the round it was decided in), by ({a, b}, n, metric) in
+    the rounds' names."""
     out = {}
     for record in rounds.rounds:
         for q in record["questions"].values():
             if q.get("kind") == "difference" and q["decision"] in DECIDED:
-                out[(frozenset((q["strategy"], q["against"])), int(q["n"]), q["metric"])] = record["round"]
+                out[(frozenset((q["strategy"], q["against"])), int(q["n"]), q["metric"])] = {**q, "round": record["round"]}
     return out
 
 

@@ -336,7 +336,11 @@ def _strategies(a) -> list[str]:
         tested = part[part["reason"] == ""]
         identical = part[part["reason"].str.startswith("no variance")]
         lines = []
-        significant = tested[tested["p_holm"] < alpha]
+        shown = tested["p_holm"] < alpha
+        if "decision" in tested:  # a study run until decided: a comparison decided in its rounds says so itself
+            recorded = tested["decision"].notna()
+            shown = shown.where(~recorded, tested["decision"] == "shown")
+        significant = tested[shown]
         if len(significant):
             lines.append("; ".join(
                 f"{r.a} vs {r.b} ({METRIC_NAMES[r.metric]}): {signed(r.difference)}, {repeated(part)}95% CI "

@@ -63,6 +63,8 @@ def _write(a: Analysis, folder: Path, title: str) -> tuple[Path, Path]:
     metrics = [m for m in stats.METRICS if m in a.subjects and a.subjects[m].notna().any()]
     if len(a.subjects) and metrics:
         observer = a.inter_observer["annotation"].iloc[0] if len(a.inter_observer) else None
+        if observer and a.options.reference_dice != {r.metric: float(r.mean) for r in a.inter_observer.itertuples()}:
+            observer = None  # the line is the Dice the user gave (--reference-dice), not the inter-observer one
         label = f"inter-observer ({observer})" if observer else "reference Dice"
         drawn = ", ".join(f"{k.replace('dice_', '').upper()} {v:.3f}" for k, v in a.options.reference_dice.items())
         figures.append(("subjects.png", subject_lines(a.subjects, metrics, n_text, a.options.reference_dice, label),
@@ -96,7 +98,7 @@ def _write(a: Analysis, folder: Path, title: str) -> tuple[Path, Path]:
         said += [f"Against reference annotation {reference}: {sentence}" for sentence in guideline(other)]
         shown += [dataclasses.replace(t, title=f"{t.title} (against {reference})") for t in tables(other)
                   if t.title.startswith(OTHER_REFERENCE_TABLES)]
-        other_dir = tables_dir / f"against-{reference}"
+        other_dir = tables_dir / ("against-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in reference))
         other_dir.mkdir(exist_ok=True)
         for name in ("summary", "noninferiority", "versus_base", "strategies", "subjects"):
             getattr(other, name).to_csv(other_dir / f"{name}.csv", index=False, float_format=CSV_FLOATS)

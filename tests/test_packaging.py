@@ -14,9 +14,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
+    import shutil
+
     out = tmp_path_factory.mktemp("wheel")
+    source = out / "src"  # a copy: a build/ left in the checkout could carry files of deleted modules
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "build", "*.egg-info", "studies", "artifacts", "__pycache__", ".pytest_cache"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--wheel-dir", str(out), str(ROOT)], check=True, cwd=out, capture_output=True)
+                    "--wheel-dir", str(out), str(source)], check=True, cwd=out, capture_output=True)
     (found,) = out.glob("cine_harness-*.whl")
     return found
 

@@ -175,12 +175,24 @@ def test_comparisons_of_strategies_are_questions_of_the_rounds():
         if question.get("kind") == "difference" and question["decision"] == "open":
             assert [question["strategy"], question["n"]] in record["needs"]
             assert [question["against"], question["n"]] in record["needs"]
+    futile = [q for q in record["questions"].values() if q.get("kind") == "difference" and q["decision"] == "futile"]
+    assert futile and all(q["conditional_power"] < 0.05 and q["p_holm"] >= 0.05 for q in futile)
+    assert all(abs(q["difference"]) < 0.03 for q in futile)  # only comparisons of (nearly) equal strategies
     rounds.rounds.append({"round": 1, **record})
     second = look(scores[scores["seed"] < 8], rounds, 8, final=False)["questions"]
     assert not shown & set(second)  # decided in round 1: not looked at again
-    for key, question in second.items():
-        if question.get("kind") == "difference" and question.get("z") is not None:
+    looked = {k: q for k, q in second.items() if q.get("kind") == "difference"}
+    for key, question in looked.items():
+        if question.get("z") is not None:
             assert question["looks"] == 2 and question["fraction"] == pytest.approx(8 / 12, abs=1e-4)
+    # Holm in round 2 runs over every comparison of the metric: those decided in round 1 with their last p
+    keys = [k for k in record["questions"] if record["questions"][k].get("kind") == "difference"
+            and k.endswith(":dice_lv")]
+    p = [looked[k]["p_repeated"] if k in looked else record["questions"][k]["p_repeated"] for k in keys]
+    expected = dict(zip(keys, stats.holm(p)))
+    for key in keys:
+        if key in looked:
+            assert looked[key]["p_holm"] == pytest.approx(expected[key], rel=1e-9), key
 
 
 def test_a_decided_question_is_not_looked_at_again_and_only_open_ones_get_seeds():

@@ -86,7 +86,7 @@ def test_n_larger_than_pool_is_a_clear_error():
 
 
 def test_builtin_strategies_import_neither_torch_nor_io_libraries():
-    code = ("import sys, strategies.builtin; "
+    code = ("import sys, harness.strategies.builtin; "
             "bad = [m for m in ('torch', 'pydicom', 'nibabel', 'segmentation_models_pytorch') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

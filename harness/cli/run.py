@@ -45,8 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "uncertain, typical) read (default: the run's --init model, where it has one)")
     p.add_argument("--seeds", type=int, default=2, help="repeats per configuration and fold (default 2)")
     p.add_argument("--until-decided", action="store_true",
-                   help="run in rounds of --seeds seeds, adding seeds only where a non-inferiority question is "
-                        "still open, with group-sequential error control (rounds.json records each round)")
+                   help="run in rounds of --seeds seeds, adding seeds only where a question (a non-inferiority "
+                        "step, or two strategies at one budget) is still open, with group-sequential error control "
+                        "(rounds.json records each round)")
     p.add_argument("--max-seeds", type=int, default=None, metavar="S",
                    help="with --until-decided: the most seeds any configuration gets (default 10)")
     p.add_argument("--spending", choices=["obrien-fleming", "pocock"], default="obrien-fleming",
