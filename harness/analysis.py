@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import rounds, stats
+from harness import repeated, rounds, stats
 from harness.errors import StoreError
 from harness.store import RunStore, finished_runs, method_label
 
@@ -202,13 +202,13 @@ def with_rounds(a: Analysis, recorded: rounds.Rounds, oracle: set[str]) -> Analy
 def with_repeated(a: Analysis, recorded: rounds.Rounds) -> Analysis:
     """A study run --until-decided: comparisons with the base model, between budgets and between strategies carry
     repeated p-values and intervals over its rounds (whatever margin or reference the report asks)."""
-    looks = rounds.RoundLooks(a.subjects, recorded, int(a.settings.get("first_seed", 0)),
+    looks = repeated.RoundLooks(a.subjects, recorded, int(a.settings.get("first_seed", 0)),
                               lambda label: label.replace(ORACLE, ""))
 
     def comparisons(table: pd.DataFrame, pair, until=lambda row: None) -> pd.DataFrame:
-        return rounds.repeated_comparisons(table, looks, pair, a.options.test, until)
+        return repeated.repeated_comparisons(table, looks, pair, a.options.test, until)
 
-    decided = rounds.decided_pairs(recorded)
+    decided = repeated.decided_pairs(recorded)
 
     def question(row) -> dict | None:  # strategies at a budget are questions of the rounds themselves
         names = frozenset((row.a.replace(ORACLE, ""), row.b.replace(ORACLE, "")))

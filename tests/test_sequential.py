@@ -218,7 +218,7 @@ def test_a_decided_question_is_not_looked_at_again_and_only_open_ones_get_seeds(
 
 
 def test_comparisons_of_a_sequential_study_are_looked_at_on_the_seeds_each_round_had():
-    from harness.rounds import RoundLooks, repeated_comparisons
+    from harness.repeated import RoundLooks, repeated_comparisons
 
     effects = {("a", 10): 0.0, ("a", 5): 0.1, ("a", 2): -0.015, ("b", 10): 0.05, ("b", 5): 0.1, ("b", 2): -0.015,
                ("base", 0): -0.2}
