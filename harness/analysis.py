@@ -132,9 +132,9 @@ class StudyRuns:
         return runs
 
 
-def analyse(study_dir: Path, options: Options | None = None) -> Analysis:
-    """Analyse a study folder written by `harness run`."""
-    study = StudyRuns.read(study_dir)
+def analyse(study_dir: Path, options: Options | None = None, study: StudyRuns | None = None) -> Analysis:
+    """Analyse a study folder written by `harness run` (``study``: its runs, where already read)."""
+    study = study or StudyRuns.read(study_dir)
     store, settings, specs, failed, inits, label, images = (study.store, study.settings, study.specs, study.failed,
                                                             study.inits, study.label, study.images)
     options = dataclasses.replace(options or Options(), empty=settings["empty"])

@@ -238,7 +238,7 @@ def open_study(path: str | Path) -> Results:
     empty = study.settings["empty"]
     subjects = stats.subject_scores(study.images, empty)
     return Results(study.settings, study.run_table(subjects), stats.with_dice(study.images, empty), subjects,
-                   lambda options: analyse(Path(path), options))
+                   lambda options: analyse(Path(path), options, study))
 
 
 def open_results(paths: list[str | Path] | str | Path, subset: str | None = "test", method_column: str | None = None,
@@ -285,9 +285,9 @@ def versus_observer(scores: pd.DataFrame, observer: pd.DataFrame) -> pd.DataFram
     main reference, on the subjects both have), the paired difference with its 95% t interval over subjects and
     the share of the inter-observer Dice the method reaches."""
     import numpy as np
-    from scipy import stats as sps
 
     from harness import stats
+    from harness.stats.inference import DIFFERENCE_BOUNDS, _as_matrix, t_interval, t_test
 
     rows = []
     second = observer.groupby("subject")[list(stats.METRICS)].mean()
@@ -295,14 +295,11 @@ def versus_observer(scores: pd.DataFrame, observer: pd.DataFrame) -> pd.DataFram
         mine = part.groupby("subject")[list(stats.METRICS)].mean()
         for metric in stats.METRICS:
             both = pd.concat([mine[metric], second[metric]], axis=1, keys=["m", "o"]).dropna()
-            k = len(both)
-            d = (both["m"] - both["o"]).to_numpy()
-            mean_o = float(both["o"].mean()) if k else np.nan
-            sd = float(d.std(ddof=1)) if k > 1 else np.nan
-            half = float(sps.t.ppf(0.975, k - 1) * sd / np.sqrt(k)) if k > 1 and sd > 0 else np.nan
-            rows.append({"strategy": method, "n": int(n), "metric": metric, "subjects": k,
-                         "mean": float(both["m"].mean()) if k else np.nan, "observer": mean_o,
-                         "difference": float(d.mean()) if k else np.nan, "ci_low": float(d.mean()) - half,
-                         "ci_high": float(d.mean()) + half,
-                         "share": float(both["m"].mean()) / mean_o if k and mean_o > 0 else np.nan})
+            result = t_test(_as_matrix((both["m"] - both["o"]).to_numpy()))  # the paired t over subjects
+            low, high = t_interval(result, bounds=DIFFERENCE_BOUNDS) if len(both) > 1 else (np.nan, np.nan)
+            mean_o = float(both["o"].mean()) if len(both) else np.nan
+            rows.append({"strategy": method, "n": int(n), "metric": metric, "subjects": len(both),
+                         "mean": float(both["m"].mean()) if len(both) else np.nan, "observer": mean_o,
+                         "difference": result["mean"], "ci_low": low, "ci_high": high,
+                         "share": float(both["m"].mean()) / mean_o if mean_o > 0 else np.nan})
     return pd.DataFrame(rows)
