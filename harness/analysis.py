@@ -47,7 +47,10 @@ DEFAULT_MARGIN = 0.02
 
 
 RUN_COLUMNS = ["run", "strategy", "init", "n", "seed", "fold", "state", "host", "device", "seconds",
-               "labelled_images", "dice_lv", "dice_my", "reason", "software"]
+               "labelled_images", "validation_images", "steps", "epochs", "stop_reason", "converged", "kept_step",
+               "dice_lv", "dice_my", "reason", "software"]
+#: Identity columns before a run's train.csv columns in the study's training table.
+TRAINING_KEYS = ["run", "strategy", "init", "n", "seed", "fold"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,8 @@ class Analysis:
     # a study's every run: state, where, how long, labelled images, Dice (run_table); none for result tables
     runs: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=RUN_COLUMNS))
     examples: dict = dataclasses.field(default_factory=dict)  # overlays of one configuration (example_panels)
+    # every fine-tuned run's training record (train.csv) under its method's name; empty before 0.9
+    training: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     # per strategy x n x metric: expert minutes, Dice, gain over base per expert hour (stats.cost_table)
     costs: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     cheapest: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # non-inferior configs by cost
@@ -131,6 +136,23 @@ class StudyRuns:
         runs.loc[oracle, "strategy"] = runs.loc[oracle, "strategy"] + ORACLE
         return runs
 
+    def training(self) -> pd.DataFrame:
+        """Every finished fine-tune's training record (train.csv), one row per check, under its method's name:
+        run, strategy, init, n, seed, fold, then step, stage, epoch, images seen, learning rate, training loss,
+        validation Dice (LV, MY, the rule's score) and whether the run kept that check's weights."""
+        from harness.store import TRAINING_COLUMNS
+
+        parts = []
+        for spec in self.specs:
+            record = self.store.training(spec)
+            if len(record):
+                parts.append(record.assign(run=spec.folder_name, strategy=self.label(spec), init=spec.init, n=spec.n,
+                                           seed=spec.seed, fold=spec.fold))
+        if not parts:
+            return pd.DataFrame(columns=TRAINING_KEYS + TRAINING_COLUMNS)
+        table = pd.concat(parts, ignore_index=True)
+        return table[TRAINING_KEYS + [c for c in table.columns if c not in TRAINING_KEYS]]
+
 
 def analyse(study_dir: Path, options: Options | None = None, study: StudyRuns | None = None) -> Analysis:
     """Analyse a study folder written by `harness run` (``study``: its runs, where already read)."""
@@ -160,7 +182,9 @@ def analyse(study_dir: Path, options: Options | None = None, study: StudyRuns | 
                 "non-inferiority verdicts are fixed-design tests on seed counts the sequential decisions chose: "
                 "not error-controlled. The study's own verdicts: `harness report` with the design's margin and "
                 "reference."])
-    analysis = dataclasses.replace(analysis, runs=study.run_table(analysis.subjects))
+    runs = study.run_table(analysis.subjects)
+    analysis = dataclasses.replace(analysis, runs=runs, training=study.training())
+    analysis = dataclasses.replace(analysis, cautions=analysis.cautions + training_cautions(analysis))
     return dataclasses.replace(analysis, examples=example_panels(store, specs, inits, analysis, label))
 
 
@@ -334,13 +358,92 @@ def run_table(store: RunStore, specs: list, inits: list[str], subjects: pd.DataF
         rows.append({
             "run": name, **{k: spec.get(k) for k in ("strategy", "init", "n", "seed", "fold")},
             "state": state.state, "host": status.get("host"), "device": status.get("device"),
-            "seconds": seconds, "labelled_images": status.get("labelled_images"), **dice,
+            "seconds": seconds, "labelled_images": status.get("labelled_images"),
+            "validation_images": (status.get("validation_cost") or {}).get("images"),
+            **training_summary(status.get("train")), **dice,
             "reason": state.reason.strip().splitlines()[-1] if state.reason.strip() else "",
             "software": ", ".join(f"{k} {v}" for k, v in software.items())})
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
-def source_cautions(settings: dict) -> list[str]:
+def training_summary(train: dict | None) -> dict:
+    """A run's steps, epochs, stop reason, converged and kept step from its status.json (runs of 0.8 and
+    earlier: steps and epochs only, their stop 'schedule' and convergence unknown)."""
+    if not train:
+        return {"steps": None, "epochs": None, "stop_reason": None, "converged": None, "kept_step": None}
+    steps = train.get("steps_run", sum(train.get("steps") or []))
+    return {"steps": steps, "epochs": train.get("epochs"), "stop_reason": train.get("stop_reason", "schedule"),
+            "converged": train.get("converged"), "kept_step": train.get("kept_step", train.get("selected_step"))}
+
+
+def _budget(settings: dict, n: int) -> str:
+    return f"{int(n)} expert minutes" if settings.get("budget_minutes") else f"n = {int(n)}"
+
+
+def falling_cautions(a: Analysis, bad: pd.DataFrame) -> list[str]:
+    """Where mean Dice falls from a budget to the next larger one by more than the study's noise allows (the
+    two-sided comparison of budgets below alpha after Holm): more labels should not hurt, so the first suspect
+    is training that stopped before its plateau, named where the larger budget's runs stopped at the cap."""
+    out = []
+    table = a.budgets
+    if not len(table) or "p_holm" not in table:
+        return out
+    capped = {(r.strategy, int(r.n)) for r in bad.itertuples() if r.at_cap}
+    names = {"dice_lv": "LV", "dice_my": "MY"}
+    fell = table[(table["difference"] < 0) & (table["p_holm"] < a.options.alpha)]
+    for (strategy, small, large), part in fell.groupby(["strategy", "n_small", "n_large"], sort=True):
+        each = "; ".join(f"{names.get(r.metric, r.metric)} {r.difference:+.3f} (95% CI {r.ci_low:+.3f} to "
+                         f"{r.ci_high:+.3f}, Holm p {r.p_holm:.2g})" for r in part.itertuples())
+        suspect = (f" Runs at {_budget(a.settings, large)} stopped at the cap while still improving: unfinished "
+                   "training is the first suspect; rerun with a larger --max-checks." if (strategy, int(large)) in capped
+                   else " The first suspect is unfinished training (see the training curves and the runs' stop "
+                        "reasons); then a larger budget whose extra subjects differ from the test subjects.")
+        out.append(f"Dice falls as the budget grows: {strategy} at {_budget(a.settings, large)} is below "
+                   f"{_budget(a.settings, small)} ({each}), beyond what this study's variance allows.{suspect}")
+    return out
+
+
+def unconverged(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration (strategy, n) with fine-tuned runs that did not converge: how many, of how many, and
+    how they stopped. Runs whose convergence is unknown (no validation subjects, or written before 0.9) are
+    not counted here (``unchecked`` says where convergence was never checked)."""
+    done = runs[(runs["state"] == "done") & runs["steps"].notna()]
+    rows = []
+    for (strategy, n), part in done.groupby(["strategy", "n"], sort=True):
+        bad = part[part["converged"].map(lambda v: v is False or v == 0)]
+        if len(bad):
+            rows.append({"strategy": strategy, "n": int(n), "runs": len(part), "not_converged": len(bad),
+                         "at_cap": int((bad["stop_reason"] == "cap").sum()),
+                         "diverged": int((bad["stop_reason"] == "diverged").sum())})
+    return pd.DataFrame(rows, columns=["strategy", "n", "runs", "not_converged", "at_cap", "diverged"])
+
+
+def training_cautions(a: Analysis) -> list[str]:
+    """Cautions about training: configurations with runs that did not converge, runs whose convergence was
+    never checked, and a mean Dice that falls from a smaller budget to a larger one beyond the study's noise."""
+    out = []
+    runs = a.runs
+    bad = unconverged(runs)
+    for r in bad.itertuples():
+        how = []
+        if r.at_cap:
+            how.append(f"{r.at_cap} stopped at the cap while validation Dice was still improving")
+        if r.diverged:
+            how.append(f"{r.diverged} diverged")
+        rest = r.not_converged - r.at_cap - r.diverged
+        if rest:
+            how.append(f"{rest} ended their fixed schedule before validation Dice stopped improving")
+        out.append(f"Not converged: {r.not_converged} of {r.runs} runs of {r.strategy} at {_budget(a.settings, r.n)} "
+                   f"({'; '.join(how)}). Their Dice may be below what their data can teach; a guideline that rests on "
+                   "them may change with longer training (--max-checks, or a longer --schedule).")
+    done = runs[(runs["state"] == "done") & runs["steps"].notna()]
+    unknown = done[done["converged"].isna()] if len(done) else done
+    if len(unknown) and len(unknown) == len(done):
+        out.append("No convergence check ran: the runs have no validation subjects (--val-subjects 0) or were made "
+                   "before cine-harness 0.9, so nothing shows that every budget trained until its validation Dice "
+                   "stopped improving.")
+    out += falling_cautions(a, bad)
+    return out
     """First cautions of a study: a source model trained on its test or validation subjects (run with
     --allow-source-overlap), and source models whose training images could not be compared with them."""
     out = []

@@ -78,7 +78,8 @@ def stream_seeds(seed: int, fold: int = 0) -> dict[str, int]:
 
 def fold_splits(subjects: list[str], settings: StudySettings) -> list[dict[str, list[str]]]:
     """Per fold: test, validation and training-pool subjects. With K folds the subjects are partitioned so
-    that each is a test subject exactly once; validation subjects come from the training side of the fold."""
+    that each is a test subject exactly once; fold f's validation subjects are the first of fold f+1's test
+    part (the training side of fold f), so no two folds share a validation subject."""
     if settings.folds <= 1:
         return [split_subjects(subjects, settings)]
     k = settings.folds
@@ -88,10 +89,15 @@ def fold_splits(subjects: list[str], settings: StudySettings) -> list[dict[str, 
     splits = []
     for f in range(k):
         test = [shuffled[i] for i in parts[f]]
-        rest = [shuffled[i] for i in np.concatenate([parts[g] for g in range(k) if g != f])]
+        # the training side, starting with the next fold's part: distinct validation subjects for every fold
+        rest = [shuffled[i] for i in np.concatenate([parts[(f + g) % k] for g in range(1, k)])]
         if len(test) < 1 or len(rest) < settings.val_subjects + 1:
             raise UsageError(f"{len(subjects)} subjects cannot make {k} folds with {settings.val_subjects} validation "
                              f"and at least 1 training subject each; use fewer --folds or --val-subjects")
+        if settings.val_subjects > len(parts[(f + 1) % k]):
+            raise UsageError(f"--val-subjects {settings.val_subjects} is more than a fold's {len(parts[(f + 1) % k])} "
+                             f"test subjects, so folds would share validation subjects; use at most "
+                             f"{min(len(p) for p in parts)} (or fewer --folds)")
         splits.append({"pool": sorted(rest[settings.val_subjects:]), "validation": sorted(rest[:settings.val_subjects]),
                        "test": sorted(test)})
     return splits

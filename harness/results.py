@@ -208,6 +208,10 @@ class Results:
       reason (empty for results made elsewhere);
     - ``images``: per test image and run: strategy, n, seed, fold, subject, slice, frame, Dice per class;
     - ``subjects``: per test subject and run: mean image Dice (and 3D Dice, volumes where known);
+    - ``training``: every fine-tuned run's training record, one row per check (run, strategy, init, n, seed,
+      fold, step, stage, epoch, images seen, learning rate, training loss, validation Dice LV / MY / score,
+      kept); the runs' steps, epochs, stop reason and convergence are in ``runs``. Empty for studies of 0.8
+      and earlier, and for results made elsewhere;
     - ``analysis(...)``: the `harness.analysis.Analysis` of the report (its ``tables()`` as DataFrames), with the
       report's options (``margin=``, ``reference=``, ``test=``, ``alpha=``); computed once per options.
     """
@@ -217,6 +221,7 @@ class Results:
     images: pd.DataFrame
     subjects: pd.DataFrame
     _analyse: Callable = dataclasses.field(repr=False)
+    training: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     _cache: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def analysis(self, **options):
@@ -238,7 +243,7 @@ def open_study(path: str | Path) -> Results:
     empty = study.settings["empty"]
     subjects = stats.subject_scores(study.images, empty)
     return Results(study.settings, study.run_table(subjects), stats.with_dice(study.images, empty), subjects,
-                   lambda options: analyse(Path(path), options, study))
+                   lambda options: analyse(Path(path), options, study), study.training())
 
 
 def open_results(paths: list[str | Path] | str | Path, subset: str | None = "test", method_column: str | None = None,

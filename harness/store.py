@@ -6,6 +6,8 @@
         selection.csv   the training images it used
         images.csv      per-image pixel counts and Dice on the test subjects
         subjects.csv    per test subject: mean image Dice and 3D Dice over all its images
+        train.csv       the training record: step, stage, epoch, images seen, learning rate, training loss and
+                        validation Dice at the start and every check, the kept check marked (0.9 and later)
         status.json     done (with the checksums of the files above) or failed (reason, traceback), timings
     <study>/runs/<run>.claim                   who is running it (owner, host, pid); its mtime is the heartbeat
     <study>/events.jsonl                       claims, take-overs and results, one JSON line each
@@ -91,6 +93,11 @@ class RunSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:
         return cls(**data)
+
+
+#: Columns of a run's train.csv, in order ("kept": the check whose weights the run kept).
+TRAINING_COLUMNS = ["step", "stage", "epoch", "images_seen", "lr", "loss", "val_dice_lv", "val_dice_my",
+                    "val_score", "kept"]
 
 
 def method_label(strategy: str, init: str, study_inits: list[str], base: str = "base") -> str:
@@ -316,6 +323,11 @@ class RunStore:
         return frame.assign(strategy=label or spec.strategy, n=spec.n, seed=spec.seed, fold=spec.fold,
                             init=spec.init, run_id=spec.run_id, **self.cost(spec))
 
+    def training(self, spec: RunSpec) -> pd.DataFrame:
+        """A finished run's training record (train.csv; empty for runs written before 0.9 and base-model runs)."""
+        path = self.folder(spec) / "train.csv"
+        return pd.read_csv(path) if path.exists() else pd.DataFrame(columns=TRAINING_COLUMNS)
+
     def cost(self, spec: RunSpec) -> dict[str, float]:
         """A finished run's labelling cost: images, and expert minutes as it recorded them (runs before 0.8:
         under the built-in contours model from its selection's slice positions, NaN where it has none)."""
@@ -361,15 +373,20 @@ class RunStore:
             raise
 
     def save_run(self, spec: RunSpec, selection: pd.DataFrame, images: pd.DataFrame, subjects: pd.DataFrame,
-                 status: dict[str, Any], examples: dict[str, np.ndarray] | None = None) -> None:
+                 status: dict[str, Any], examples: dict[str, np.ndarray] | None = None,
+                 record: pd.DataFrame | None = None) -> None:
         """Write a finished run: all files and their checksums into a temporary folder, then swap it in.
-        ``examples`` (arrays of a few test images, see evaluate.examples) go to examples.npz."""
+        ``examples`` (arrays of a few test images, see evaluate.examples) go to examples.npz, the training
+        ``record`` to train.csv."""
         def fill(tmp: Path) -> None:
             write_json(tmp / "spec.json", spec.to_dict())
             selection.to_csv(tmp / "selection.csv", index=False)
             images.to_csv(tmp / "images.csv", index=False)
             subjects.to_csv(tmp / "subjects.csv", index=False)
             names = ["spec.json", "selection.csv", "images.csv", "subjects.csv"]
+            if record is not None:
+                record.to_csv(tmp / "train.csv", index=False)
+                names.append("train.csv")
             if examples:
                 with open(tmp / "examples.npz", "wb") as handle:
                     np.savez_compressed(handle, **examples)

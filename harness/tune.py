@@ -26,14 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from harness import pool_view, train
+from harness import pool_view
 from harness.data.dataset import fingerprint
 from harness.errors import TrainingError, UsageError
-from harness.grid import fold_splits, model_aware, select, stream_seeds
+from harness.grid import fold_splits, model_aware, stream_seeds
 from harness.runner import Study
-from harness.worker import set_threads, validation_score
+from harness.worker import set_threads, train_run, validation_score
 from harness.store import RunSpec, write_json
-from harness.train.settings import config_key, stage_steps, with_params
+from harness.train.settings import config_key, with_params
 
 #: name -> [kind, low, high]; kind "log" (log-uniform float), "float" or "int". Names are TrainSettings
 #: fields, plus "augment": one strength in [0, 1] scaling rotation (up to 90 degrees), zoom (up to 1.2),
@@ -47,7 +47,9 @@ SEARCH_SPACE: dict[str, list[Any]] = {
     "weight_decay": ["log", 1e-6, 1e-2],
     "augment": ["float", 0.0, 1.0],
 }
-SCHEDULE_ONLY = {"fast": {"epochs"}, "paper": {"steps_frozen", "steps_unfrozen"}}  # left out per schedule
+# left out per schedule: the plateau schedule has one stage and its rule decides the length
+SCHEDULE_ONLY = {"plateau": {"lr_frozen", "steps_frozen", "steps_unfrozen", "epochs"}, "fast": {"epochs"},
+                 "paper": {"steps_frozen", "steps_unfrozen"}}
 METRICS = {"both": None, "lv": "dice_lv", "my": "dice_my"}
 
 
@@ -233,11 +235,10 @@ class Tuner:
                     if trial.should_prune():
                         raise optuna.TrialPruned(f"validation Dice {value:.3f} at check {offset + number}")
 
-                model, result = self._fine_tune(dataset, split, fold, init_key, settings, seed, on_step, score,
-                                                check)
+                model, result = self._fine_tune(dataset, split, fold, init_key, settings, seed, on_step, check)
                 checks_done += len(result["checks"])
                 chosen = [v for step, v in result["checks"] if step == result["selected_step"]]
-                values.append(chosen[-1] if chosen else score(model))
+                values.append(chosen[-1] if chosen else score(model)["score"])
             return float(np.mean(values))
 
         def progress(study_: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -264,27 +265,32 @@ class Tuner:
         }
 
     def _fine_tune(self, dataset, split, fold: int, init_key: str, settings, seed: int, on_step=None,
-                   validate=None, on_check=None):
-        """One fine-tune of the configuration on ``fold`` at ``seed``: the subset and init a run would use."""
+                   on_check=None):
+        """One fine-tune of the configuration on ``fold`` at ``seed``: the subset, init, image order and stopping
+        rule a run would use, through the runs' own path (``worker.train_run``)."""
         r = self.request
         selection, view = self._view(dataset, split, fold)
         spec = RunSpec(strategy=r.strategy, n=r.n, seed=seed, fold=fold, params={},
                        streams=stream_seeds(seed, fold), dataset=dataset.fingerprint, split=split, init=r.init,
                        init_fingerprint=init_key, train=settings.to_dict(), selection=selection)
-        rows = select(spec, self.study.strategies[r.strategy], dataset, view).index.to_numpy()
         set_threads(settings.threads)
         model = self.study.initial_model(spec, settings)
-        result = train.fine_tune(model, dataset.images[rows], dataset.masks[rows], settings, spec.streams["order"],
-                                 spec.streams["augment"], on_step,
-                                 steps=stage_steps(settings, len(rows), len(dataset.rows_of(split["pool"]))),
-                                 validate=validate, on_check=on_check)
+        random_init = next(i for i in self.study.inits if i.name == r.init).kind == "random"
+        _, result = train_run(spec, settings, dataset, self.study.strategies[r.strategy], view, model,
+                              self.study.settings.empty, on_step, on_check, METRICS[self.request.metric],
+                              random_init=random_init)
         return model, result
 
     def _default_score(self, dataset, split, fold: int, init_key: str, score) -> float:
-        """The untuned settings' validation Dice on the same subsets (seeds) as the trials, for comparison."""
+        """The untuned settings' validation Dice on the same subsets (seeds) as the trials, for comparison: the
+        score of the check each fine-tune kept."""
         settings = self.study.settings.train
-        return float(np.mean([score(self._fine_tune(dataset, split, fold, init_key, settings, seed)[0])
-                              for seed in range(self.request.seeds)]))
+        values = []
+        for seed in range(self.request.seeds):
+            model, result = self._fine_tune(dataset, split, fold, init_key, settings, seed)
+            chosen = [v for step, v in result["checks"] if step == result["selected_step"]]
+            values.append(chosen[-1] if chosen else score(model)["score"])
+        return float(np.mean(values))
 
 
 def record(folder: Path, entry: dict[str, Any]) -> dict[str, Any]:

@@ -75,11 +75,16 @@ def checkpoint_classes(settings: StudySettings) -> tuple[str, ...] | None:
     return parse_classes(settings.checkpoint_classes) if settings.checkpoint_classes else None
 
 
+def init_of(spec: RunSpec, context: RunContext):
+    """The run's init (harness.inits.Init), from the study's --init."""
+    return next(i for i in parse_inits(",".join(context.settings.inits)) if i.name == spec.init)
+
+
 def initial_model(spec: RunSpec, settings: TrainSettings, context: RunContext):
     """The model a run starts from: its init's weights, anything random drawn from its init stream."""
     from harness import train
 
-    init = next(i for i in parse_inits(",".join(context.settings.inits)) if i.name == spec.init)
+    init = init_of(spec, context)
     decoder = tuple(settings.decoder_channels)
     seed = spec.streams["init"]
     if init.kind == "random":
@@ -98,22 +103,56 @@ def initial_model(spec: RunSpec, settings: TrainSettings, context: RunContext):
 
 
 def validation_score(dataset: CineDataset, rows: pd.DataFrame, settings: TrainSettings, empty: str,
-                     metric: str | None = None) -> Callable[[Any], float]:
-    """A model's score on validation images: mean image Dice of ``metric`` (dice_lv or dice_my), or of both.
-    Only validation subjects' images are predicted: checks during training never see test subjects."""
+                     metric: str | None = None) -> Callable[[Any], dict[str, float]]:
+    """A model's Dice on validation images: mean image Dice of LV and MY, and the score the stopping rule and
+    tuning read (``metric``: dice_lv or dice_my, else the mean of both). Only validation subjects' images are
+    predicted: checks during training never see test subjects."""
     from harness import train
 
     if rows.empty:
         raise UsageError("validation needs validation subjects (--val-subjects at least 1)")
     images, masks = dataset.images[rows.index], dataset.masks[rows.index]
 
-    def score(model) -> float:
+    def score(model) -> dict[str, float]:
         metrics = evaluate.image_metrics(rows, train.predict(model, images, settings.precision), masks, empty)
-        columns = [metric] if metric else ["dice_lv", "dice_my"]
-        value = float(np.nanmean([metrics[c].mean() for c in columns]))
-        return value if np.isfinite(value) else 0.0
+        means = {c: float(metrics[c].mean()) for c in ("dice_lv", "dice_my")}
+        value = float(np.nanmean([means[c] for c in ([metric] if metric else ["dice_lv", "dice_my"])]))
+        return {**means, "score": value if np.isfinite(value) else 0.0}
 
     return score
+
+
+def validation_rows(dataset: CineDataset, split: dict[str, list[str]]) -> pd.DataFrame:
+    """The images the checks score: the labelled ED/ES frames of the fold's validation subjects."""
+    val = dataset.rows_of(split["validation"])
+    return val[val["phase"].notna()]
+
+
+def train_run(spec: RunSpec, settings: TrainSettings, dataset: CineDataset, strategy, view, model, empty: str,
+              on_step: Callable[[], None] | None = None, on_check: Callable[[int, float], None] | None = None,
+              metric: str | None = None, on_total: Callable[[int], None] = lambda total: None,
+              random_init: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The one fine-tune path of runs and tuning alike: the run's selection, in canonical order, trained from
+    ``model`` under ``settings`` (with its stopping rule, checked on the fold's validation subjects where it
+    has any). Returns the selection and the training result (``train.fine_tune``)."""
+    from harness import train
+
+    selection = select(spec, strategy, dataset, view)
+    # canonical order: the same images selected by two strategies give the same training (the run's order
+    # stream shuffles them), so paired comparisons share their training noise
+    rows = np.sort(selection.index.to_numpy())
+    val = validation_rows(dataset, spec.split)
+    steps = stage_steps(settings, len(rows), len(dataset.rows_of(spec.split["pool"])))
+    if settings.schedule == "plateau":
+        rule = settings.rule()
+        on_total(rule.max_checks * rule.interval_epochs(len(rows)) * -(-len(rows) // settings.batch_size))
+    else:
+        on_total(sum(steps))
+    validate = validation_score(dataset, val, settings, empty, metric) if len(val) else None
+    result = train.fine_tune(model, dataset.images[rows], dataset.masks[rows], settings, spec.streams["order"],
+                             spec.streams["augment"], on_step, steps=steps, validate=validate, on_check=on_check,
+                             frozen_stage=not random_init)
+    return selection, result
 
 
 def software_versions() -> dict[str, str]:
@@ -155,8 +194,8 @@ def execute(spec: RunSpec, context: RunContext, on_step: Callable[[], None] = la
     status: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid(), "threads": settings.threads,
                               "devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "device": str(train.device()),
                               "software": software_versions()}
-    val = dataset.rows_of(spec.split["validation"])
-    val = val[val["phase"].notna()]
+    val = validation_rows(dataset, spec.split)
+    record = None
     if spec.strategy == BASE:
         selection = dataset.index.iloc[:0]
     else:
@@ -165,19 +204,14 @@ def execute(spec: RunSpec, context: RunContext, on_step: Callable[[], None] = la
             if context.cache is None:
                 raise UsageError("this run reads the selection model's view, but no cache folder was given")
             view = pool_view.load(dataset, spec.split["pool"], spec.selection, Path(context.cache), settings.precision)
-        selection = select(spec, strategies_of(context.settings)[spec.strategy], dataset, view)
-        # canonical order: the same images selected by two strategies give the same training (the run's
-        # order stream shuffles them), so paired comparisons share their training noise
-        rows = np.sort(selection.index.to_numpy())
-        steps = stage_steps(settings, len(rows), len(dataset.rows_of(spec.split["pool"])))
-        on_total(sum(steps))
-        status["train"] = train.fine_tune(model, dataset.images[rows], dataset.masks[rows], settings,
-                                          spec.streams["order"], spec.streams["augment"], on_step, steps=steps,
-                                          validate=validation_score(dataset, val, settings, empty)
-                                          if settings.select == "best-val" else None)
+        random_init = init_of(spec, context).kind == "random"
+        selection, result = train_run(spec, settings, dataset, strategies_of(context.settings)[spec.strategy], view,
+                                      model, empty, on_step, on_total=on_total, random_init=random_init)
+        record = pd.DataFrame(result.pop("record"))
+        status["train"] = result
     t1 = time.perf_counter()
     val_metrics = evaluate.image_metrics(val, train.predict(model, dataset.images[val.index], settings.precision),
-                                         dataset.masks[val.index], empty)
+                                         dataset.masks[val.index], empty) if len(val) else None
     test = evaluate.test_frames(dataset.rows_of(spec.split["test"]), spec.test_stride)
     pixels, reference = dataset.images[test.index], dataset.masks[test.index]
     predicted = train.predict(model, pixels, settings.precision)
@@ -189,14 +223,16 @@ def execute(spec: RunSpec, context: RunContext, on_step: Callable[[], None] = la
     status.update({
         "labelled_images": len(selection),
         "cost": annotation_cost(selection, context.settings.cost_model),
+        # what the checks read: the labels a lab must also draw (validation subjects' ED/ES)
+        "validation_cost": annotation_cost(val, context.settings.cost_model) if len(val) else None,
         "labelled_subjects": int(selection["subject"].nunique()),
-        "validation_dice_lv": float(val_metrics["dice_lv"].mean()),
-        "validation_dice_my": float(val_metrics["dice_my"].mean()),
+        "validation_dice_lv": float(val_metrics["dice_lv"].mean()) if val_metrics is not None else None,
+        "validation_dice_my": float(val_metrics["dice_my"].mean()) if val_metrics is not None else None,
         "train_seconds": round(t1 - t0, 2),
         "evaluate_seconds": round(time.perf_counter() - t1, 2),
     })
     context.store().save_run(spec, selection[["subject", "slice", "frame", "phase", "slice_pos"]], images,
-                             evaluate.subject_metrics(images, empty), status, shown)
+                             evaluate.subject_metrics(images, empty), status, shown, record)
 
 
 def annotation_cost(selection: pd.DataFrame, model: dict[str, Any]) -> dict[str, Any]:

@@ -202,3 +202,60 @@ def cost_curves(costs: pd.DataFrame, base: pd.DataFrame, cheapest: pd.DataFrame 
         ax.set_ylabel(f"{metric.replace('dice_', '').upper()} Dice (mean over test subjects)")
         ax.grid(alpha=0.3)
     return _png(fig, axes)
+
+
+def training_curves(training: pd.DataFrame, budget_text=lambda n: f"n = {n}") -> bytes:
+    """PNG bytes: one column per budget; validation Dice (mean of LV and MY, top) and training loss (bottom)
+    against training images seen, median (line) and range (band) over each configuration's runs, every run's
+    kept check marked. Each run's record is interpolated onto a common grid of images seen; a run counts up
+    to its last check (a run that stopped early leaves the band)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    budgets = sorted(int(n) for n in training["n"].unique())
+    fig, axes = plt.subplots(2, len(budgets), figsize=(3.6 * len(budgets) + 1.0, 6.4), squeeze=False,
+                             sharey="row")
+    methods = sorted(training["strategy"].unique())
+    colours = {s: f"C{i}" for i, s in enumerate(methods)}
+    for col, n in enumerate(budgets):
+        at = training[training["n"] == n]
+        for method, part in at.groupby("strategy", sort=True):
+            runs = [r.sort_values("images_seen") for _, r in part.groupby("run", sort=True)]
+            end = max(float(r["images_seen"].max()) for r in runs)
+            grid = np.linspace(0.0, end, 60)
+            for row, column in enumerate(("val_score", "loss")):
+                curves = []
+                for r in runs:
+                    known = r[r[column].notna()]
+                    if len(known) < 2:
+                        continue
+                    x, y = known["images_seen"].to_numpy(float), known[column].to_numpy(float)
+                    curves.append(np.where((grid >= x.min()) & (grid <= x.max()), np.interp(grid, x, y), np.nan))
+                if not curves:
+                    continue
+                stack = np.vstack(curves)
+                alive = np.isfinite(stack).any(axis=0)
+                ax = axes[row][col]
+                with np.errstate(all="ignore"):
+                    median = np.nanmedian(stack[:, alive], axis=0)
+                    low, high = np.nanmin(stack[:, alive], axis=0), np.nanmax(stack[:, alive], axis=0)
+                colour = colours[method]
+                ax.plot(grid[alive], median, color=colour, label=f"{method} ({len(curves)} runs)")
+                ax.fill_between(grid[alive], low, high, color=colour, alpha=0.2)
+                if column == "val_score":
+                    kept = part[part["kept"].astype(bool) & part["val_score"].notna()]
+                    ax.plot(kept["images_seen"], kept["val_score"], linestyle="none", marker="v", markersize=4,
+                            color=colour, alpha=0.8)
+        axes[0][col].set_title(budget_text(n))
+        axes[1][col].set_xlabel("training images seen")
+        for row in (0, 1):
+            axes[row][col].grid(alpha=0.3)
+    axes[0][0].set_ylabel("validation Dice (mean of LV and MY)")
+    axes[1][0].set_ylabel("training loss (cross-entropy)")
+    if np.isfinite(training["loss"].to_numpy(float)).any() and (training["loss"] > 0).any():
+        for ax in axes[1]:
+            ax.set_yscale("log")
+    return _png(fig, axes)

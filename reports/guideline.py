@@ -143,12 +143,14 @@ def _strategy_sentence(row, part: pd.DataFrame, a) -> str:
         minutes = lv["expert_minutes"].get((row.strategy, n), float("nan")) if "expert_minutes" in lv else float("nan")
         cost = [f"{count:.0f} labelled images"] if count == count else []
         cost += [f"{minutes:.0f} expert minutes of contouring"] if minutes == minutes else []
+        cost += [validation_labels(a)] if validation_labels(a) else []
         what = f"**{config_text(row.strategy, n)}**" + (f" ({', '.join(cost)})" if cost else "")
         below = [_below(part, m, n) for m in stats.METRICS if (part[(part["metric"] == m) & (part["n"] < n)]["n"]).any()]
         smaller = f" Smaller budgets: {'; '.join(below)}." if below else ""
         return (f"{what} is non-inferior to {ref_text} on both LV and MY (" +
                 "; ".join(ni_clause(r, named=True) for r in chosen.itertuples()) +
-                f"; margin {margin:g}; {_design(chosen, a.seeds)}).{smaller}{caveat}")
+                f"; margin {margin:g}; {_design(chosen, a.seeds)}).{smaller}{caveat}"
+                + unconverged_note(a, [(row.strategy, n), (ref_strategy, int(ref_n))]))
     outcomes = "; ".join(metric_outcome(part, m) for m in stats.METRICS if (part["metric"] == m).any())
     if not part["tested"].any():
         return f"**{row.strategy}**: non-inferiority to {ref_text} could not be tested: {outcomes}."
@@ -156,8 +158,39 @@ def _strategy_sentence(row, part: pd.DataFrame, a) -> str:
         return (f"**{row.strategy}** was not shown non-inferior to {ref_text} on both LV and MY within margin "
                 f"{margin:g}: {outcomes}.{caveat}")
     budgets = "No budget" + (f" below {n_text(int(ref_n))}" if ref_strategy == row.strategy else " studied")
+    tested = [(row.strategy, int(n)) for n in part["n"].unique()] + [(ref_strategy, int(ref_n))]
     return (f"**{row.strategy}**: {budgets} was non-inferior to {ref_text} on both LV and MY within margin "
-            f"{margin:g}: {outcomes}.{caveat}")
+            f"{margin:g}: {outcomes}.{caveat}" + unconverged_note(a, tested))
+
+
+def validation_labels(a) -> str:
+    """'plus 38 validation images of 2 subjects per fold': the labels the checks read, which a lab draws too."""
+    runs = getattr(a, "runs", None)
+    if runs is None or not len(runs) or "validation_images" not in runs:
+        return ""
+    images = runs.loc[runs["state"] == "done", "validation_images"].dropna().astype(float)
+    if not len(images):
+        return ""
+    splits = a.settings.get("splits") or [a.settings.get("split") or {}]
+    subjects = len(splits[0].get("validation", []))
+    count = f"{images.median():.0f}" if images.min() == images.max() else f"about {images.median():.0f}"
+    return f"plus {count} validation images of {subjects} subjects per fold"
+
+
+def unconverged_note(a, configs: list[tuple[str, int]]) -> str:
+    """' It rests on runs that did not converge (...)': where a sentence's configurations have such runs."""
+    from harness.analysis import unconverged
+
+    runs = getattr(a, "runs", None)
+    if runs is None or not len(runs) or "converged" not in runs:
+        return ""
+    bad = unconverged(runs)
+    hit = [r for r in bad.itertuples() if (r.strategy, int(r.n)) in set(configs)]
+    if not hit:
+        return ""
+    each = ", ".join(f"{config_text(r.strategy, int(r.n))} {r.not_converged} of {r.runs}" for r in hit)
+    return (f" It rests on runs that did not converge ({each}; see the cautions): longer training may change "
+            "it.")
 
 
 def replication_probability(p: float, alpha: float) -> float:

@@ -197,11 +197,15 @@ def methods_paragraph(a: Analysis) -> str:
                         "domain", "imagenet": "an ImageNet encoder", "random": "random weights"}
     inits = " and ".join(origin.get(models[name]["kind"], f"the checkpoint `{name}`")
                          for name in (s.get("init_names") or list(models)))
+    schedule = t.get("schedule", "fast")
     steps = (f"{t['steps_frozen']} steps with the encoder frozen (BatchNorm trainable) and {t['steps_unfrozen']} "
              f"with all layers, one-cycle learning rates to {t['lr_frozen']:g} and {t['lr_unfrozen']:g}"
-             if t.get("schedule", "fast") == "fast" else
+             if schedule == "fast" else
              f"the published two-stage schedule ({t['epochs']} epochs of the whole pool's size per stage, one-cycle "
-             f"to {t['lr_frozen']:g} and {t['lr_unfrozen']:g})")
+             f"to {t['lr_frozen']:g} and {t['lr_unfrozen']:g})" if schedule == "paper" else
+             f"as long as its validation Dice improved, all layers at a constant learning rate of {t['lr_unfrozen']:g} "
+             f"after a warm-up: {rule_text(t)}")
+    steps += training_ranges(a)
     scored = _scored_frames(s.get("test_stride", 1))
     checked = [name for name, found in (s.get("source_overlap") or {}).items()
                if found.get("checked") and not found.get("subjects")]
@@ -245,6 +249,37 @@ def methods_paragraph(a: Analysis) -> str:
         f"per 2D test image ({scored} of each test subject) for the LV blood pool and LV myocardium "
         f"({EMPTY_TEXT[o.empty]}). " + statistics
         + f" The study comprised {len(a.runs)} fine-tuning and base-model runs (cine-harness).{software}")
+
+
+def training_ranges(a: Analysis) -> str:
+    """' (runs at n = 2: 60-140 steps, 12-28 epochs; ...; 18 of 18 converged)': what the runs actually trained."""
+    runs = a.runs[(a.runs["state"] == "done") & a.runs["steps"].notna()] if len(a.runs) else a.runs
+    if not len(runs):
+        return ""
+    unit = "expert minutes" if a.settings.get("budget_minutes") else "n ="
+    parts = []
+    for n, part in runs.groupby("n", sort=True):
+        steps, epochs = part["steps"].astype(float), part["epochs"].astype(float)
+        at = f"{int(n)} {unit}" if unit != "n =" else f"n = {int(n)}"
+        parts.append(f"at {at} {steps.min():.0f}–{steps.max():.0f} steps, {epochs.min():.1f}–{epochs.max():.1f} epochs")
+    known = runs[runs["converged"].notna()]
+    converged = (f"; {int(known['converged'].astype(bool).sum())} of {len(known)} runs stopped on a plateau"
+                 if len(known) else "; convergence was not checked (no validation subjects)")
+    return " (runs " + "; ".join(parts) + converged + ")"
+
+
+def validation_text(a: Analysis) -> str:
+    """The validation labels a run needs beside its training labels (they are contoured too)."""
+    runs = a.runs[(a.runs["state"] == "done") & a.runs["validation_images"].notna()] if len(a.runs) else a.runs
+    if not len(runs):
+        return ""
+    splits = a.settings.get("splits") or [a.settings.get("split") or {}]
+    count = len(splits[0].get("validation", []))
+    images = runs["validation_images"].astype(float)
+    span = f"{images.min():.0f}" if images.min() == images.max() else f"{images.min():.0f}–{images.max():.0f}"
+    return (f" Validation labels: {count} subjects per fold, distinct between folds and never test or training "
+            f"subjects of that fold, their labelled ED and ES frames ({span} images) scored at every check; a lab "
+            "contours them besides the training subsets.")
 
 
 def _scored_frames(stride: int) -> str:
@@ -310,9 +345,26 @@ def init_lines(s: dict) -> list[str]:
     return lines
 
 
+def rule_text(t: dict) -> str:
+    """The stopping rule of the plateau schedule, in words (harness.train.stopping)."""
+    from harness.train.settings import TrainSettings
+
+    rule = TrainSettings.from_dict({**TrainSettings().to_dict(), **t}).rule()
+    return (f"validation Dice (mean of LV and MY on the fold's validation subjects) checked before the first step "
+            f"and after every max(1, ⌈{rule.check_images} / subset images⌉) epochs, of an exponential moving average "
+            f"of the weights (decay 0.95 per step); training stopped when it had not improved on its best by more than "
+            f"{rule.min_delta:g} for max({rule.patience}, {rule.patience_fraction:g} × the checks its last improvement "
+            f"took) checks (plateau), or at a cap of {rule.max_checks} checks (not "
+            "converged), or when the loss diverged; the weights of the best check were kept, the starting weights "
+            "included")
+
+
 def fine_tuning_text(t: dict) -> str:
     schedule = t.get("schedule", "fast")
-    if schedule == "paper":
+    if schedule == "plateau":
+        steps = (f"the plateau schedule: all layers trained at a constant learning rate of {t['lr_unfrozen']:g} after "
+                 f"a linear warm-up over the first check's steps; {rule_text(t)}")
+    elif schedule == "paper":
         steps = (f"the published schedule: stage 1 encoder frozen (BatchNorm trainable), one-cycle, max lr "
                  f"{t['lr_frozen']:g}; stage 2 unfrozen, one-cycle, max lr {t['lr_unfrozen']:g}; each stage "
                  f"E = round({t['epochs']} × pool images / subset images) epochs, so every subset gets about the same "
@@ -322,8 +374,9 @@ def fine_tuning_text(t: dict) -> str:
                  f"one-cycle, max lr {t['lr_frozen']:g}; stage 2 unfrozen, {t['steps_unfrozen']} steps, one-cycle, "
                  f"max lr {t['lr_unfrozen']:g}; equal optimiser steps for every subset")
     kept = ("last step kept" if t.get("select", "last") == "last" else
-            f"the weights with the best validation Dice (LV and MY averaged, validation subjects only, "
-            f"{t.get('checks', 10)} checks per stage) kept")
+            "the best check kept" if schedule == "plateau" else
+            f"the weights with the best validation Dice (LV and MY averaged, validation subjects only, at the start "
+            f"and {t.get('checks', 10)} checks per stage) kept")
     return (f"Fine-tuning: {steps}; AdamW (weight decay {t['weight_decay']:g}), batch {t['batch_size']}, "
             f"cross-entropy; {kept}. Images {t['size']} px (zero-padded to square, resampled, scaled per image to "
             f"its 1st-99th percentiles). Augmentation: flips, rotation ±{t['rotate_deg']:g}°, zoom up to "

@@ -14,7 +14,7 @@ import pandas as pd
 
 from harness import stats
 from harness.analysis import Analysis, Options, analyse
-from harness.reports.figures import cost_curves, learning_curves, overlays, subject_lines
+from harness.reports.figures import cost_curves, learning_curves, overlays, subject_lines, training_curves
 from harness.reports.guideline import BUDGET_UNIT, budget_unit, config_text, guideline, n_text, unit_word
 from harness.reports.methods import caveats, methods_paragraph, settings_lines
 from harness.reports.tables import named_cheapest, tables
@@ -73,6 +73,13 @@ def _write(a: Analysis, folder: Path, title: str) -> tuple[Path, Path]:
                         "beside them: the range over seeds of that mean (seed spread)"
                         + (f"; dotted: {'the inter-observer agreement, ' + observer + ' against the main reference' if observer else 'the given reference Dice'} ({drawn})" if drawn else "")
                         + "."))
+    if len(a.training) and a.training["n"].nunique():
+        figures.append(("training_curves.png", training_curves(a.training, n_text),
+                        "Training curves, one panel per budget: validation Dice (mean of LV and MY on the fold's "
+                        "validation subjects, the score the stopping rule reads; top) and training loss (bottom) "
+                        "against training images seen; lines: median over the configuration's runs, bands: their "
+                        "range; triangles: the check whose weights each run kept. A curve still rising at its right "
+                        "end is a budget that did not finish learning."))
     if a.examples:
         e = a.examples
         figures.append(("examples.png", overlays(e),
@@ -86,6 +93,7 @@ def _write(a: Analysis, folder: Path, title: str) -> tuple[Path, Path]:
     tables_dir = folder / "tables"
     tables_dir.mkdir(exist_ok=True)
     names = ["image_means", "images", "subjects", *(["runs"] if len(a.runs) else []),
+             *(["training"] if len(a.training) else []),
              *(["costs", "cheapest"] if len(a.costs) else []), "summary", "base", "extra",
              "noninferiority", "enough", "versus_base", "budgets", "strategies", "friedman", "curves", "planning",
              "image_level"]

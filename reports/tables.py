@@ -283,14 +283,21 @@ def _run_rows_table(a: Analysis) -> Table:
     def cell(value, spec: str = "") -> str:
         return "–" if value is None or value != value or value == "" else format(value, spec)
 
+    def converged(value) -> str:
+        return "–" if value is None or value != value else "yes" if bool(value) else "**no**"
+
     rows = [[r.strategy, cell(r.init), cell(r.n), cell(r.seed), cell(r.fold), r.state, cell(r.host), cell(r.device),
-             cell(r.seconds, ".0f"), cell(r.labelled_images, ".0f"), cell(r.dice_lv, ".3f"), cell(r.dice_my, ".3f"),
+             cell(r.seconds, ".0f"), cell(r.labelled_images, ".0f"), cell(r.steps, ".0f"), cell(r.epochs, ".1f"),
+             cell(r.stop_reason), converged(r.converged), cell(r.dice_lv, ".3f"), cell(r.dice_my, ".3f"),
              cell(r.reason)] for r in a.runs.itertuples()]
     return Table("Runs", ["strategy", "init", "n", "seed", "fold", "state", "host", "device", "seconds",
-                          "labelled images", "LV", "MY", "reason"], rows,
+                          "labelled images", "steps", "epochs", "stopped", "converged", "LV", "MY", "reason"], rows,
                  "Every run of the study: where it ran, its wall time (fine-tuning and evaluation), the images it "
-                 "trained on and its mean subject Dice on its fold's test subjects; failed runs with their reason. "
-                 "Also in `tables/runs.csv`, with each run's folder and software versions.")
+                 "trained on, the optimiser steps and epochs it ran, why it stopped (plateau: validation Dice stopped "
+                 "improving; cap: the rule's cap while still improving; diverged; schedule: a fixed schedule's end) "
+                 "and whether it converged, and its mean subject Dice on its fold's test subjects; failed runs with "
+                 "their reason. Also in `tables/runs.csv`, with each run's folder and software versions; every "
+                 "check of every run in `tables/training.csv`.")
 
 
 def named_cheapest(a: Analysis) -> list[tuple[str, int]]:

@@ -25,7 +25,8 @@ def data():
     return images, masks
 
 
-SMALL = train.TrainSettings(size=32, batch_size=4, steps_frozen=2, steps_unfrozen=2, precision="fp32")
+SMALL = train.TrainSettings(size=32, batch_size=4, schedule="fast", select="last", steps_frozen=2, steps_unfrozen=2,
+                            precision="fp32")
 
 
 def _weights(model) -> torch.Tensor:
@@ -61,7 +62,7 @@ def test_frozen_stage_leaves_encoder_convolutions_unchanged(data):
     model = train.build_model("resnet18")
     before = model.encoder.conv1.weight.detach().clone()
     head_before = model.segmentation_head[0].weight.detach().clone()
-    settings = train.TrainSettings(size=32, batch_size=4, steps_frozen=3, steps_unfrozen=0, precision="fp32")
+    settings = dataclasses.replace(SMALL, steps_frozen=3, steps_unfrozen=0)
     train.fine_tune(model, images, masks, settings, 0, 0)
     assert torch.equal(before, model.encoder.conv1.weight.detach().cpu())
     assert not torch.equal(head_before, model.segmentation_head[0].weight.detach().cpu())
@@ -158,30 +159,102 @@ def test_unreachable_hub_fails_in_seconds(monkeypatch):
 
 def test_a_nan_or_diverging_loss_stops_the_run_with_its_reason(data):
     images, masks = data
-    bad = train.TrainSettings(size=32, batch_size=4, steps_frozen=0, steps_unfrozen=30, lr_unfrozen=1e4,
+    bad = dataclasses.replace(SMALL, steps_frozen=0, steps_unfrozen=30, lr_unfrozen=1e4,
                               precision="fp32")
     with pytest.raises(TrainingError, match="training diverged: the loss .* of stage 2 .*lower the learning rate"):
         train.fine_tune(train.build_model("resnet18", seed=0), images, masks, bad, 0, 0)
 
 
-def test_best_val_keeps_the_weights_of_the_best_check_and_last_keeps_the_last(data):
-    images, masks = data
-    scores = iter([0.2, 0.9, 0.1, 0.3])  # the second check (step 4, end of stage 1) is best
-    seen = []
+def _scripted(scores, seen):
+    """A validation function that returns ``scores`` in turn and keeps the weights it was shown."""
+    values = iter(scores)
 
     def validate(model):
         seen.append(_weights(model).clone())
-        return next(scores)
+        value = next(values)
+        return {"dice_lv": value, "dice_my": value, "score": value}
 
-    settings = train.TrainSettings(size=32, batch_size=4, steps_frozen=4, steps_unfrozen=4, precision="fp32",
-                                   select="best-val", checks=2)
+    return validate
+
+
+def test_best_val_keeps_the_weights_of_the_best_check_and_last_keeps_the_last(data):
+    images, masks = data
+    seen = []
+    # the start, then the checks after steps 2, 4 (end of stage 1), 6 and 8: the one after step 4 is best
+    settings = dataclasses.replace(SMALL, steps_frozen=4, steps_unfrozen=4, select="best-val", checks=2)
     model = train.build_model("resnet18", seed=0)
-    result = train.fine_tune(model, images, masks, settings, 0, 0, validate=validate)
-    assert [step for step, _ in result["checks"]] == [2, 4, 6, 8]
-    assert result["selected_step"] == 4
-    assert torch.equal(_weights(model), seen[1])
+    result = train.fine_tune(model, images, masks, settings, 0, 0, validate=_scripted([0.1, 0.2, 0.9, 0.1, 0.3], seen))
+    assert [step for step, _ in result["checks"]] == [0, 2, 4, 6, 8]
+    assert result["selected_step"] == 4 and result["stop_reason"] == "schedule"
+    assert torch.equal(_weights(model), seen[2])
+    assert [r["kept"] for r in result["record"]] == [False, False, True, False, False]
     last = train.build_model("resnet18", seed=0)
-    scores = iter([0.2, 0.9, 0.1, 0.3])
     result = train.fine_tune(last, images, masks, dataclasses.replace(settings, select="last"), 0, 0,
-                             validate=validate)
+                             validate=_scripted([0.1, 0.2, 0.9, 0.1, 0.3], []))
     assert result["selected_step"] == 8 and not torch.equal(_weights(last), _weights(model))
+
+
+def test_best_val_can_keep_the_starting_weights(data):
+    images, masks = data
+    model = train.build_model("resnet18", seed=0)
+    start = _weights(model).clone()
+    settings = dataclasses.replace(SMALL, steps_frozen=2, steps_unfrozen=2, select="best-val", checks=1)
+    result = train.fine_tune(model, images, masks, settings, 0, 0, validate=_scripted([0.8, 0.5, 0.6], []))
+    assert result["selected_step"] == 0 and torch.equal(_weights(model), start)
+
+
+PLATEAU = dataclasses.replace(SMALL, schedule="plateau", select="best-val", check_images=6, patience=2,
+                              max_checks=5, lr_unfrozen=1e-3)
+
+
+def test_plateau_schedule_stops_when_validation_stops_improving_and_keeps_the_best_check(data):
+    images, masks = data
+    seen = []
+    model = train.build_model("resnet18", seed=0)
+    # start 0.5; checks 0.6, 0.7 (best), 0.7005 (no gain above 0.002), 0.69: plateau after 2 checks without one
+    result = train.fine_tune(model, images, masks, PLATEAU, 0, 0,
+                             validate=_scripted([0.5, 0.6, 0.7, 0.7005, 0.69, 0.9, 0.9], seen))
+    assert result["stop_reason"] == "plateau" and result["converged"] is True
+    steps_per_check = 2  # 6 images between checks: one epoch of 6 images in batches of 4
+    assert [r["step"] for r in result["record"]] == [0, 2, 4, 6, 8]
+    assert result["steps_run"] == 4 * steps_per_check and result["epochs"] == pytest.approx(8 * 4 / 6, abs=0.01)
+    # the kept check is the one with the best score (0.7005 > 0.7, though below the minimum improvement)
+    assert result["kept_step"] == 6 and torch.equal(_weights(model), seen[3])
+    record = result["record"]
+    assert all(np.isfinite(r["loss"]) for r in record[1:]) and not np.isfinite(record[0]["loss"])
+    assert record[0]["lr"] < record[-1]["lr"] == pytest.approx(1e-3)  # warm-up over the first check, then constant
+
+
+def test_plateau_schedule_keeps_the_starting_weights_when_no_check_beats_them(data):
+    images, masks = data
+    model = train.build_model("resnet18", seed=0)
+    start = _weights(model).clone()
+    result = train.fine_tune(model, images, masks, PLATEAU, 0, 0, validate=_scripted([0.8, 0.7, 0.75, 0.9], []))
+    assert result["stop_reason"] == "plateau" and result["kept_step"] == 0
+    assert torch.equal(_weights(model), start)  # fine-tuning never ends below its start on validation
+
+
+def test_plateau_schedule_that_is_still_improving_at_its_cap_is_not_converged(data):
+    images, masks = data
+    result = train.fine_tune(train.build_model("resnet18", seed=0), images, masks, PLATEAU, 0, 0,
+                             validate=_scripted([0.1 * i for i in range(7)], []))
+    assert result["stop_reason"] == "cap" and result["converged"] is False
+    assert len(result["record"]) == 1 + PLATEAU.max_checks and result["kept_step"] == result["steps_run"]
+
+
+def test_plateau_schedule_that_diverges_stops_and_keeps_its_best_weights(data):
+    images, masks = data
+    model = train.build_model("resnet18", seed=0)
+    start = _weights(model).clone()
+    bad = dataclasses.replace(PLATEAU, lr_unfrozen=1e4, check_images=60)  # 15 steps a check
+    result = train.fine_tune(model, images, masks, bad, 0, 0, validate=_scripted([0.5] + [0.9] * 5, []))
+    assert result["stop_reason"] == "diverged" and result["converged"] is False
+    assert np.isnan(result["record"][-1]["val_score"]) and torch.equal(_weights(model), start)
+
+
+def test_plateau_schedule_without_validation_trains_a_fixed_number_of_checks(data):
+    images, masks = data
+    settings = dataclasses.replace(PLATEAU, check_images=4)
+    result = train.fine_tune(train.build_model("resnet18", seed=0), images, masks, settings, 0, 0)
+    assert result["stop_reason"] == "fixed" and result["converged"] is None
+    assert result["steps_run"] == loop.FIXED_CHECKS * 2  # one epoch (2 batches of 4) per check

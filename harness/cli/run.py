@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from typing import Any
 from pathlib import Path
@@ -14,7 +15,7 @@ from harness.cli.report import add_statistics_arguments, options_from
 from harness.cli.options import add_model_arguments, parse_ns, parse_params, parse_strategies, settings_from
 from harness.errors import UsageError
 from harness.inits import parse_inits
-from harness.train.settings import SCHEDULES
+from harness.train.settings import SCHEDULES, TrainSettings
 from harness.cli.console import LogReporter, RichReporter, summary_table
 from harness.grid import StudySettings
 from harness.store import RunStore
@@ -68,20 +69,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-classes", default=None, metavar="background,rv,my,lv",
                    help="classes of a plain state_dict's head, in order, when it has other than "
                         "background, LV, MY (harness checkpoints say it in their card)")
-    p.add_argument("--schedule", choices=sorted(SCHEDULES), default="fast",
-                   help="fast (default): fixed steps per stage; paper: the published protocol (lr 1e-4 then 1e-5, "
-                        "E = round(epochs x pool images / subset images) epochs per stage)")
+    p.add_argument("--schedule", choices=sorted(SCHEDULES), default="plateau",
+                   help="plateau (default): every layer trained until validation Dice stops improving (the stopping "
+                        "rule: --patience, --min-delta, --max-checks), the best check's weights kept, the start "
+                        "included; fast: fixed steps per stage (--steps); paper: the published protocol (lr 1e-4 then "
+                        "1e-5, E = round(epochs x pool images / subset images) epochs per stage, last weights)")
+    d = TrainSettings()
+    p.add_argument("--patience", type=int, default=None,
+                   help=f"plateau schedule: checks without an improvement before stopping (default {d.patience})")
+    p.add_argument("--min-delta", type=float, default=None,
+                   help=f"plateau schedule: validation Dice an improvement must exceed (default {d.min_delta:g})")
+    p.add_argument("--max-checks", type=int, default=None,
+                   help=f"plateau schedule: the cap, in checks of at least one epoch (default {d.max_checks}); a run "
+                        "that reaches it while still improving is reported as not converged")
     p.add_argument("--steps", type=int, default=None,
                    help="fast schedule: optimiser steps per fine-tuning stage (default 100 + 100 on real data; "
-                        "50 + 50 on the phantom, so the default study takes about 5 minutes on 2 CPU cores)")
+                        "50 + 50 on the phantom)")
     p.add_argument("--epochs", type=int, default=None,
                    help="paper schedule: epochs per stage on the whole pool (default 10, as published)")
     p.add_argument("--tuned", action="store_true",
                    help="use the best parameters `harness tune` found for each strategy / init / n (tuned.json "
                         "in --out)")
-    p.add_argument("--select", choices=["last", "best-val"], default="last",
-                   help="keep the last weights (default, as published) or those with the best validation Dice "
-                        "(checked 10 times a stage, on validation subjects only)")
+    p.add_argument("--select", choices=["last", "best-val"], default=None,
+                   help="keep the weights with the best validation Dice at the checks, the starting ones included "
+                        "(default of the plateau schedule), or the last (default of fast and paper, as published)")
     p.add_argument("--empty", choices=["both-one", "ignore"], default="both-one",
                    help="Dice when both masks are empty: 1 (both-one, as published) or left out (ignore)")
     p.add_argument("--target-subjects", type=int, default=24, help="phantom target subjects (default 24)")
@@ -169,10 +180,25 @@ PHANTOM_TEST_STRIDE = 3
 def training_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The schedule's settings, then the flags that override them."""
     if args.steps is not None and args.schedule != "fast":
-        raise UsageError("--steps sets the fast schedule's steps; with --schedule paper use --epochs")
+        raise UsageError(f"--steps sets the fast schedule's steps; add --schedule fast"
+                         + (", or use --epochs" if args.schedule == "paper" else " (the default schedule, plateau, "
+                            "trains until validation stops improving)"))
     if args.epochs is not None and args.schedule != "paper":
         raise UsageError("--epochs sets the paper schedule's epochs; with --schedule fast use --steps")
-    out: dict[str, Any] = {"schedule": args.schedule, **SCHEDULES[args.schedule], "select": args.select}
+    out: dict[str, Any] = {"schedule": args.schedule, **SCHEDULES[args.schedule]}
+    if args.select is not None:
+        out["select"] = args.select
+    for flag, name in (("--patience", "patience"), ("--min-delta", "min_delta"), ("--max-checks", "max_checks")):
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if args.schedule != "plateau":
+            raise UsageError(f"{flag} belongs to the stopping rule of --schedule plateau (the default); leave it "
+                             f"out with --schedule {args.schedule}")
+        out[name] = value
+    rule = {k: out[k] for k in ("patience", "min_delta", "max_checks") if k in out}
+    if rule:
+        dataclasses.replace(TrainSettings(), **rule).rule()  # a bad value fails here, before any work
     if args.steps is None and args.schedule == "fast" and not getattr(args, "data", None):
         out.update(steps_frozen=PHANTOM_STEPS, steps_unfrozen=PHANTOM_STEPS)
     if args.steps is not None:

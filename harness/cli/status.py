@@ -26,11 +26,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def runs(store: RunStore) -> list[dict]:
     """One row per run of the study: its state and, for running or failed runs, where, since when and why."""
+    from harness.analysis import training_summary
+
     rows = []
     for name in store.read_study()["runs"]:
         state = store.state(name)
         row = {"run": name, "state": state.state, "detail": ""}
         claim = store.read_claim(name)
+        if state.state == "done":
+            try:
+                train = json.loads((store.folder(name) / "status.json").read_text()).get("train")
+            except (OSError, ValueError):
+                train = None
+            if train:  # fine-tuned runs: steps run, why they stopped, whether they converged
+                summary = training_summary(train)
+                row.update({k: summary[k] for k in ("steps", "epochs", "stop_reason", "converged")})
         if state.state in ("done", "failed"):
             if state.state == "failed":
                 row["detail"] = state.reason.strip().splitlines()[-1] if state.reason.strip() else "unknown"
@@ -60,6 +70,10 @@ def execute(args: argparse.Namespace, console: Console) -> int:
         if count or state in ("done", "pending"):
             summary.add_row(state, str(count))
     Console().print(summary)
+    unfinished = [r for r in rows if r.get("converged") is False]
+    if unfinished:
+        Console().print(f"{len(unfinished)} finished runs did not converge (stopped at the cap or diverged): "
+                        + ", ".join(escape(r["run"]) for r in unfinished[:5]) + (", ..." if len(unfinished) > 5 else ""))
     details = [r for r in rows if r["state"] not in ("done", "pending")]
     if details:
         table = Table("run", "state", "where / why")

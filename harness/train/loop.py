@@ -1,8 +1,11 @@
 """Fine-tuning and pre-training loops, and prediction.
 
-Stage 1 trains with the encoder frozen (its BatchNorm layers stay trainable), stage 2 with everything
-unfrozen; each stage is one one-cycle schedule over the steps its schedule gives (``settings.stage_steps``).
-A loss that becomes NaN/inf or diverges stops the run with ``TrainingError``; the grid records it as failed.
+The default (plateau) schedule trains every layer until the stopping rule (``harness.train.stopping``) finds
+that validation stopped improving, and keeps the best check's weights, the starting ones included; a loss
+that becomes NaN/inf or explodes stops it there (reason "diverged"). The fixed schedules (fast, paper) train
+stage 1 with the encoder frozen (its BatchNorm layers trainable) and stage 2 with everything unfrozen, each one
+one-cycle schedule over the steps the schedule gives (``settings.stage_steps``); a loss that diverges stops
+them with ``TrainingError`` (the grid records the run as failed). Every fine-tune returns its training record.
 """
 from __future__ import annotations
 
@@ -119,22 +122,33 @@ def _batches(n_images: int, batch_size: int, steps: int, rng: np.random.Generato
 
 DIVERGED = 20.0  # a loss this many times the stage's first (and above 10 nats) means the run diverged
 WATCH_EVERY = 25  # steps between looks at the losses: each look waits for the device, so not every step
+EMA_DECAY = 0.95  # weight averaging of the plateau schedule: a half-life of about 14 steps
 
 
 class _Stage:
-    """One stage's optimiser, one-cycle schedule and loss watch. Losses stay on the device; every
-    ``WATCH_EVERY`` steps (and at the end) they are read at once and checked for NaN/inf or divergence."""
+    """One stage's optimiser, learning-rate schedule and loss watch. Losses stay on the device; every
+    ``WATCH_EVERY`` steps (and at each look) they are read at once and checked for NaN/inf or divergence.
+    ``steps`` None: an open-ended stage (the plateau schedule) at a constant rate after a linear warm-up of
+    ``warmup`` steps; else one one-cycle schedule over ``steps``."""
 
-    def __init__(self, model: torch.nn.Module, steps: int, lr: float, settings: TrainSettings, frozen: bool,
-                 number: int):
+    def __init__(self, model: torch.nn.Module, steps: int | None, lr: float, settings: TrainSettings, frozen: bool,
+                 number: int, warmup: int = 0):
         self.params = _set_stage(model, frozen)
         # one fused kernel updates every parameter (element-wise, so deterministic): on the CPU 5x faster
         # than the default per-tensor loop, which took a quarter of a default-model step there
         self.optimiser = torch.optim.AdamW(self.params, lr=lr, weight_decay=settings.weight_decay, fused=True)
-        self.schedule = torch.optim.lr_scheduler.OneCycleLR(self.optimiser, max_lr=lr, total_steps=steps)
+        if steps is None:
+            ramp = max(1, warmup)
+            self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimiser, lambda i: min(1.0, (i + 1) / ramp))
+        else:
+            self.schedule = torch.optim.lr_scheduler.OneCycleLR(self.optimiser, max_lr=lr, total_steps=steps)
         self.lr, self.number = lr, number
         self.pending: list[torch.Tensor] = []
         self.losses: list[float] = []
+        self.looked = 0  # losses already handed to the training record
+
+    def rate(self) -> float:
+        return float(self.optimiser.param_groups[0]["lr"])
 
     def step(self, loss: torch.Tensor) -> None:
         self.optimiser.zero_grad(set_to_none=True)
@@ -159,32 +173,106 @@ class _Stage:
                                     f"{self.number} (max lr {self.lr:g}); lower the learning rate")
             self.losses.append(value)
 
+    def mean_loss(self) -> float:
+        """Mean training loss since the previous call (NaN where no step ran)."""
+        self.watch()
+        recent = self.losses[self.looked:]
+        self.looked = len(self.losses)
+        return float(np.mean(recent)) if recent else float("nan")
+
+
+class _Average:
+    """An exponential moving average of a model's weights and BatchNorm statistics, updated after every step
+    with one fused kernel per kind: the plateau schedule checks and keeps the average, whose validation score
+    moves smoothly where the raw weights of a constant learning rate jump from step to step."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.model = copy.deepcopy(model)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.decay = decay
+        self.pairs = [(a, m) for a, m in zip(self.model.parameters(), model.parameters())]
+        floats = [(a, m) for a, m in zip(self.model.buffers(), model.buffers())]
+        self.float_buffers = [(a, m) for a, m in floats if a.is_floating_point()]
+        self.other_buffers = [(a, m) for a, m in floats if not a.is_floating_point()]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        weight = 1.0 - self.decay
+        pairs = self.pairs + self.float_buffers
+        torch._foreach_lerp_([a for a, _ in pairs], [m for _, m in pairs], weight)
+        for a, m in self.other_buffers:
+            a.copy_(m)
+
 
 def _check_points(steps: int, checks: int) -> set[int]:
     """Steps (1-based) after which validation runs: ``checks`` evenly spaced, the last step included."""
     return {max(1, round(steps * (i + 1) / checks)) for i in range(max(1, min(checks, steps)))}
 
 
+class _Record:
+    """The training record of one fine-tune (train.csv): a row at the start and at every check, with the mean
+    training loss since the row before, and the validation Dice where there are validation subjects; the
+    weights of the best check (the start included) are kept in memory while training goes on."""
+
+    def __init__(self, model: torch.nn.Module, images: int, batch_size: int,
+                 validate: Callable[[torch.nn.Module], dict[str, float]] | None,
+                 on_check: Callable[[int, float], None] | None):
+        self.model, self.images, self.batch_size = model, images, batch_size
+        self.validate, self.on_check = validate, on_check
+        self.rows: list[dict[str, float | int | str]] = []
+        self.scores: list[float] = []
+        self.steps = 0
+        self.best: tuple[float, int, dict] | None = None  # score, row, state_dict
+
+    def check(self, stage: int, lr: float, loss: float, scored: torch.nn.Module | None = None,
+              diverged: bool = False) -> None:
+        row: dict[str, float | int | str] = {
+            "step": self.steps, "stage": stage, "epoch": round(self.steps * self.batch_size / self.images, 4),
+            "images_seen": self.steps * self.batch_size, "lr": lr, "loss": loss}
+        if self.validate is not None:
+            scored = scored if scored is not None else self.model
+            values = ({"dice_lv": math.nan, "dice_my": math.nan, "score": math.nan} if diverged
+                      else self.validate(scored))
+            row.update(val_dice_lv=values["dice_lv"], val_dice_my=values["dice_my"], val_score=values["score"])
+            score = float(values["score"])
+            self.scores.append(score)
+            if math.isfinite(score) and (self.best is None or score > self.best[0]):
+                self.best = (score, len(self.rows), copy.deepcopy(scored.state_dict()))
+            if self.on_check and not diverged:
+                self.on_check(len(self.scores) - 1, score)
+        self.rows.append(row)
+        self.model.train()
+
+
 def fine_tune(model: torch.nn.Module, images: np.ndarray, masks: np.ndarray, settings: TrainSettings,
               order_seed: int, augment_seed: int, on_step: Callable[[], None] | None = None,
-              steps: tuple[int, int] | None = None, validate: Callable[[torch.nn.Module], float] | None = None,
-              on_check: Callable[[int, float], None] | None = None, loss: str = "ce") -> dict:
-    """Two-stage fine-tuning in place; returns losses, steps, epochs and the validation checks.
+              steps: tuple[int, int] | None = None,
+              validate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+              on_check: Callable[[int, float], None] | None = None, loss: str = "ce",
+              frozen_stage: bool = True) -> dict:
+    """Fine-tuning in place; returns the training record, the stop reason, the kept check and steps run.
 
-    ``steps`` (stage 1, stage 2) defaults to the settings' fixed steps. With ``validate`` (a score of the
-    model on validation subjects, higher is better) the model is checked ``settings.checks`` times per
-    stage; ``on_check(check number, score)`` hears each (a tuner may raise there to prune), and with
-    ``settings.select == "best-val"`` the best-scoring weights are kept instead of the last. ``loss`` is
-    cross-entropy ("ce", the published protocol's) or "ce+dice" (pre-training's option).
+    The plateau schedule (``settings.schedule == "plateau"``, the default) trains all layers at a constant rate
+    after a warm-up, checks the weight average on the validation subjects before the first step and every
+    ``StoppingRule.interval_epochs`` epochs, and stops as the rule (``harness.train.stopping``) decides, keeping
+    the best check's weights, the starting weights included. Without ``validate`` it trains a fixed number of
+    checks' epochs and keeps the last weights. The fixed schedules (fast, paper) run their two stages' ``steps``
+    (stage 1 with the encoder frozen, skipped with ``frozen_stage=False``: a random encoder is not frozen);
+    with ``validate`` they are checked ``settings.checks`` times a stage (and at the start), and
+    ``settings.select == "best-val"`` keeps the best check instead of the last. ``validate`` returns
+    ``{"dice_lv", "dice_my", "score"}`` of a model; ``on_check(check number, score)`` hears each check (a tuner
+    may raise there to prune). ``loss``: "ce" (the published protocol's) or "ce+dice" (pre-training's option).
     """
+    from harness.train.stopping import decide
+
     if loss not in LOSSES:
         raise TrainingError(f"loss '{loss}' is not known; choose one of {', '.join(LOSSES)}")
     loss_fn = LOSSES[loss]
     if settings.select not in ("last", "best-val"):
         raise TrainingError(f"select '{settings.select}' is not known; choose last or best-val")
-    if settings.select == "best-val" and validate is None:
+    if settings.select == "best-val" and validate is None and settings.schedule != "plateau":
         raise TrainingError("select best-val needs validation subjects")
-    steps = steps or (settings.steps_frozen, settings.steps_unfrozen)
     precision = resolve_precision(settings.precision)
     memory = torch.channels_last if settings.channels_last else torch.contiguous_format
     model.to(device(), memory_format=memory)
@@ -194,20 +282,13 @@ def fine_tune(model: torch.nn.Module, images: np.ndarray, masks: np.ndarray, set
     # the whole training subset lives on the training device; a step only indexes it there
     x_all = torch.from_numpy(np.ascontiguousarray(images)).to(dev)
     y_all = torch.from_numpy(to_classes(masks).astype(np.int16)).to(dev)  # int16 holds IGNORE; 1/4 of int64
-    checks: list[list[float]] = []
-    best: tuple[float, int, dict] | None = None
-    losses = []
-    done = 0
-    for number, (stage_steps, lr, frozen) in enumerate(
-            [(steps[0], settings.lr_frozen, True), (steps[1], settings.lr_unfrozen, False)], start=1):
-        if stage_steps == 0:
-            losses.append(float("nan"))
-            continue
-        stage = _Stage(model, stage_steps, lr, settings, frozen, number)
-        points = _check_points(stage_steps, settings.checks) if validate else set()
+    record = _Record(model, len(images), settings.batch_size, validate, on_check)
+
+    def train_steps(stage: _Stage, count: int, average: _Average | None = None, points: set[int] = frozenset(),
+                    on_point: Callable[[], None] = lambda: None) -> None:
         model.train()
-        # the stage's batches go to the device at once: no host-to-device copy per step
-        batches = torch.from_numpy(np.stack(list(_batches(len(images), settings.batch_size, stage_steps,
+        # the steps' batches go to the device at once: no host-to-device copy per step
+        batches = torch.from_numpy(np.stack(list(_batches(len(images), settings.batch_size, count,
                                                           order_rng)))).to(dev)
         for i, index in enumerate(batches, start=1):
             x, y = augment(x_all[index].float()[:, None], y_all[index].long())
@@ -215,25 +296,82 @@ def fine_tune(model: torch.nn.Module, images: np.ndarray, masks: np.ndarray, set
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 value = loss_fn(model(x), y)
             stage.step(value)
-            done += 1
+            if average is not None:
+                average.update()
+            record.steps += 1
             if on_step:
                 on_step()
             if i in points:
-                stage.watch()
-                score = float(validate(model))
-                checks.append([done, score])
-                if settings.select == "best-val" and (best is None or score > best[0]):
-                    best = (score, done, copy.deepcopy(model.state_dict()))
-                if on_check:
-                    on_check(len(checks), score)
-                model.train()
-        stage.watch()
-        losses.append(float(np.mean(stage.losses[-10:])))
-    if best is not None:
-        model.load_state_dict(best[2])
-    return {"loss_frozen": losses[0], "loss_unfrozen": losses[1], "steps": list(steps),
-            "epochs": sum(steps) * settings.batch_size / len(images), "precision": precision,
-            "checks": checks, "selected_step": best[1] if best else done}
+                on_point()
+
+    if settings.schedule == "plateau":
+        rule = settings.rule()
+        per_check = rule.interval_epochs(len(images)) * math.ceil(len(images) / settings.batch_size)
+        stage = _Stage(model, None, settings.lr_unfrozen, settings, False, 2, warmup=per_check)
+        average = _Average(model, EMA_DECAY)
+        record.check(2, stage.rate(), math.nan, average.model)
+        reason = "fixed"
+        for _ in range(rule.max_checks if validate is not None else FIXED_CHECKS):
+            try:
+                train_steps(stage, per_check, average)
+                record.check(2, stage.rate(), stage.mean_loss(), average.model)
+            except TrainingError:
+                if validate is None:
+                    raise
+                record.check(2, stage.rate(), math.nan, diverged=True)
+            if validate is not None:
+                decision = decide(record.scores, rule)
+                if decision.stop:
+                    reason = decision.reason
+                    break
+        else:
+            reason = "cap" if validate is not None else "fixed"
+        last = (settings.select == "last" or validate is None) and reason != "diverged"
+        kept = average.model.state_dict() if last else None
+        run_steps = [0, record.steps]
+    else:
+        steps = steps or (settings.steps_frozen, settings.steps_unfrozen)
+        if not frozen_stage:
+            steps = (0, steps[0] + steps[1])
+        if validate is not None:
+            record.check(0, math.nan, math.nan)
+        for number, (count, lr, frozen) in enumerate(
+                [(steps[0], settings.lr_frozen, True), (steps[1], settings.lr_unfrozen, False)], start=1):
+            if count == 0:
+                continue
+            stage = _Stage(model, count, lr, settings, frozen, number)
+            points = _check_points(count, settings.checks)
+            train_steps(stage, count, points=points,
+                        on_point=lambda stage=stage, number=number: record.check(number, stage.rate(),
+                                                                                 stage.mean_loss()))
+        reason = "schedule"
+        kept = model.state_dict() if settings.select == "last" else None
+        run_steps = list(steps)
+    if kept is None:  # the best check's weights
+        kept_row = record.best[1] if record.best is not None else len(record.rows) - 1
+        model.load_state_dict(record.best[2])
+    else:
+        kept_row = len(record.rows) - 1
+        model.load_state_dict(kept)
+    if settings.schedule == "plateau" or validate is None:
+        converged = reason == "plateau" if validate is not None else None
+    else:  # a fixed schedule: had validation stopped improving for the rule's patience before it ended?
+        decision = decide(record.scores, settings.rule())
+        converged = decision.since >= decision.needed
+    rows = record.rows
+    for i, row in enumerate(rows):
+        row["kept"] = i == kept_row
+    checks = [[r["step"], r["val_score"]] for r in rows if "val_score" in r]
+    losses = [r["loss"] for r in rows]
+    return {"steps": run_steps, "steps_run": record.steps, "epochs": round(record.steps * settings.batch_size /
+                                                                          len(images), 2),
+            "precision": precision, "record": rows, "stop_reason": reason, "converged": converged,
+            "kept_step": rows[kept_row]["step"] if rows else record.steps, "checks": checks,
+            "selected_step": rows[kept_row]["step"] if rows else record.steps,
+            "loss_last": next((v for v in reversed(losses) if v == v), float("nan"))}
+
+
+FIXED_CHECKS = 20  # the plateau schedule without validation subjects: this many check intervals, last weights kept
 
 
 def pretrain(images: np.ndarray, masks: np.ndarray, settings: PretrainSettings,
@@ -241,28 +379,31 @@ def pretrain(images: np.ndarray, masks: np.ndarray, settings: PretrainSettings,
     """Train a base model from scratch (or ImageNet) on source-domain data, all layers at once."""
     model = build_model(settings.encoder, settings.encoder_weights, settings.decoder_channels, seed=settings.seed)
     train = TrainSettings(encoder=settings.encoder, decoder_channels=settings.decoder_channels, size=settings.size,
-                          batch_size=settings.batch_size, steps_frozen=0, steps_unfrozen=settings.steps,
+                          batch_size=settings.batch_size, schedule="fast", select="last", steps_frozen=0,
+                          steps_unfrozen=settings.steps,
                           lr_unfrozen=settings.lr)
     seeds = np.random.SeedSequence(settings.seed).generate_state(2)
     fine_tune(model, images, masks, train, int(seeds[0]), int(seeds[1]), on_step, loss=settings.loss)
     return model
 
 
-@torch.inference_mode()
 def predict(model: torch.nn.Module, images: np.ndarray, precision: str = "auto", batch_size: int = 32,
             on_batch: Callable[[int], None] | None = None) -> np.ndarray:
-    """Class labels (N, H, W) uint8 after argmax."""
+    """Class labels (N, H, W) uint8 after argmax. The model moves to the device channels-last outside inference
+    mode, so that a model checked during training keeps trainable parameters."""
     dev = device()
     precision = resolve_precision(precision, dev)
-    model.to(dev, memory_format=torch.channels_last).eval()
+    model.to(dev, memory_format=torch.channels_last)
+    memory = torch.channels_last
+    model.eval()
     out = np.empty(images.shape, np.uint8)
-    for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(images[start:start + batch_size].astype(np.float32))[:, None]
-        x = x.to(dev, memory_format=torch.channels_last)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            logits = model(x)
-        out[start:start + len(x)] = logits.argmax(1).to(torch.uint8).cpu().numpy()
-        if on_batch:
-            on_batch(len(x))
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            x = torch.from_numpy(images[start:start + batch_size].astype(np.float32))[:, None]
+            x = x.to(dev, memory_format=memory)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                logits = model(x)
+            out[start:start + len(x)] = logits.argmax(1).to(torch.uint8).cpu().numpy()
+            if on_batch:
+                on_batch(len(x))
     return out
-

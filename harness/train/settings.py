@@ -27,15 +27,24 @@ class TrainSettings:
     decoder_channels: tuple[int, ...] = DECODER_CHANNELS
     size: int = 128
     batch_size: int = 8
-    schedule: str = "fast"  # "fast": fixed steps per stage; "paper": epochs scaled to the subset (see SCHEDULES)
+    # "plateau": until validation stops improving (harness.train.stopping); "fast": fixed steps per stage;
+    # "paper": the published epochs scaled to the subset (see SCHEDULES)
+    schedule: str = "plateau"
     steps_frozen: int = 100  # fast schedule: optimiser steps with the encoder frozen
     steps_unfrozen: int = 100
     epochs: int = 10  # paper schedule: epochs per stage on the whole pool (E_full); subsets get more
     lr_frozen: float = 1e-3
     lr_unfrozen: float = 3e-4
     weight_decay: float = 1e-4
-    select: str = "last"  # "last" step's weights, or "best-val": the best validation Dice at the checks
-    checks: int = 10  # validation checks per stage for best-val selection and for tuning's pruner
+    select: str = "best-val"  # "best-val": the best validation Dice at the checks (the start included); "last"
+    checks: int = 10  # fixed schedules: validation checks per stage (the training record, best-val, tuning's pruner)
+    # the stopping rule of the plateau schedule (harness.train.stopping.StoppingRule; fixed schedules are judged
+    # by its patience and delta): checks every max(1 epoch, check_images images), patience, delta, cap
+    patience: int = 5
+    min_delta: float = 0.002
+    patience_fraction: float = 0.5
+    max_checks: int = 40
+    check_images: int = 160
     precision: str = "auto"  # "bf16", "fp32" or "auto" (bf16 where the CPU has native bf16)
     channels_last: bool = True
     # CPU threads of a run: CPU kernels split their sums by thread, so the count changes the last digits of
@@ -49,8 +58,17 @@ class TrainSettings:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def rule(self):
+        """The stopping rule these settings give (``harness.train.stopping.StoppingRule``)."""
+        from harness.train.stopping import StoppingRule
+
+        return StoppingRule(self.patience, self.min_delta, self.patience_fraction, self.max_checks,
+                            self.check_images)
+
     @classmethod
     def from_dict(cls, data: dict) -> TrainSettings:
+        """Settings of a run spec; specs written before 0.9 (no "schedule" plateau) keep what they ran:
+        their schedule and selection were recorded, the rule's fields take their defaults."""
         fields = {**data, "decoder_channels": tuple(data["decoder_channels"])}
         return cls(**{k: v for k, v in fields.items() if k in cls.__dataclass_fields__})
 
@@ -60,14 +78,18 @@ class TrainSettings:
 #: one-cycle to 1e-5; E = round(epochs * pool images / subset images) epochs each; batch 8; flips, rotation
 #: up to 90 degrees, brightness/contrast 0.4, zoom up to 1.2; last epoch kept.
 SCHEDULES: dict[str, dict[str, object]] = {
-    "fast": {"lr_frozen": 1e-3, "lr_unfrozen": 3e-4},
+    "plateau": {"lr_unfrozen": 3e-4, "select": "best-val"},
+    "fast": {"lr_frozen": 1e-3, "lr_unfrozen": 3e-4, "select": "last"},
     "paper": {"lr_frozen": 1e-4, "lr_unfrozen": 1e-5, "batch_size": 8, "epochs": 10, "rotate_deg": 90.0,
-              "zoom": 1.2, "brightness": 0.4, "contrast": 0.4},
+              "zoom": 1.2, "brightness": 0.4, "contrast": 0.4, "select": "last"},
 }
 
 
 def stage_steps(settings: TrainSettings, subset_images: int, pool_images: int) -> tuple[int, int]:
-    """Optimiser steps of stage 1 (encoder frozen) and stage 2 for a subset of ``subset_images``."""
+    """Optimiser steps of stage 1 (encoder frozen) and stage 2 for a subset of ``subset_images`` under a fixed
+    schedule; the plateau schedule has none fixed (0, 0): its rule decides while it trains."""
+    if settings.schedule == "plateau":
+        return 0, 0
     if settings.schedule == "fast":
         return settings.steps_frozen, settings.steps_unfrozen
     if settings.schedule != "paper":
