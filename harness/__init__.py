@@ -6,7 +6,7 @@ made elsewhere) gives the runs, the per-image and per-subject tables and the rep
 """
 from __future__ import annotations
 
-__version__ = "0.8.0"
+__version__ = "0.9.0"
 
 __all__ = ["open_results", "open_study"]
 

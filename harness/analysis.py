@@ -444,6 +444,9 @@ def training_cautions(a: Analysis) -> list[str]:
                    "stopped improving.")
     out += falling_cautions(a, bad)
     return out
+
+
+def source_cautions(settings: dict) -> list[str]:
     """First cautions of a study: a source model trained on its test or validation subjects (run with
     --allow-source-overlap), and source models whose training images could not be compared with them."""
     out = []

@@ -244,8 +244,9 @@ def methods_paragraph(a: Analysis) -> str:
         + f"strateg{'y' if len(s['strategies']) == 1 else 'ies'} {', '.join(s['strategies'])}. A U-Net "
         f"(segmentation-models-pytorch, {t['encoder']} encoder) initialised from {inits} was fine-tuned for "
         f"{steps}, AdamW (weight decay {t['weight_decay']:g}), batch {t['batch_size']}, cross-entropy, "
-        f"flip/rotation/zoom/intensity augmentation, {t['precision']} precision, at {t['size']} px; the "
-        f"{'last' if t.get('select', 'last') == 'last' else 'best-validation'} weights were kept.{leakage} Dice was computed "
+        f"flip/rotation/zoom/intensity augmentation, {t['precision']} precision, at {t['size']} px"
+        + (f"; the {'last' if t.get('select', 'last') == 'last' else 'best-validation'} weights were kept"
+           if schedule != "plateau" else "") + f".{validation_text(a)}{leakage} Dice was computed "
         f"per 2D test image ({scored} of each test subject) for the LV blood pool and LV myocardium "
         f"({EMPTY_TEXT[o.empty]}). " + statistics
         + f" The study comprised {len(a.runs)} fine-tuning and base-model runs (cine-harness).{software}")

@@ -9,7 +9,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 # A study small enough to train in seconds on 2 CPU cores; the numbers mean nothing, the plumbing is real.
 # in this process, so that tests' monkeypatches reach the runs (the executors have tests of their own)
-TINY_RUN = ["--executor", "inprocess", "--size", "64", "--schedule", "fast", "--steps", "3", "--pretrain-steps", "4",
+TINY_RUN = ["--executor", "inprocess", "--size", "64", "--steps", "3", "--pretrain-steps", "4",
             "--target-subjects", "6", "--source-subjects", "3", "--test-subjects", "2", "--seeds", "2",
             "--folds", "1"]
 

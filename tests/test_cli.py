@@ -255,6 +255,8 @@ def test_cross_validation_tests_every_subject_once_and_keeps_validation_on_the_t
     for split in splits:
         assert not set(split["validation"]) & set(split["test"])
         assert not set(split["pool"]) & (set(split["test"]) | set(split["validation"]))
+    validation = [s for split in splits for s in split["validation"]]
+    assert len(validation) == 3 and len(set(validation)) == 3  # no two folds share a validation subject
     runs = [json.loads(p.read_text()) for p in (out / "runs").glob("*/spec.json")]
     assert sorted((r["strategy"], r["fold"]) for r in runs) == sorted(
         [("base", f) for f in range(3)] + [("ed_es", f) for f in range(3)])
@@ -286,8 +288,9 @@ def test_quiet_logs_plain_lines_and_json_prints_the_verdicts(tiny_study, capsys)
 
 
 def test_phantom_and_real_data_get_their_own_defaults_for_steps_and_test_frames():
-    """The phantom's default study is smaller (50 + 50 steps, every 3rd test frame); real data keep the
-    harness's 100 + 100 steps and every labelled frame; flags win over both."""
+    """The default schedule is the plateau rule everywhere; the fast schedule's phantom default is smaller
+    (50 + 50 steps) than real data's 100 + 100; the phantom scores every 3rd test frame, real data every
+    labelled one; flags win over all."""
     from harness.cli import parser
     from harness.cli.run import stride_from, training_overrides
     from harness.errors import UsageError
@@ -295,13 +298,33 @@ def test_phantom_and_real_data_get_their_own_defaults_for_steps_and_test_frames(
 
     phantom = parser().parse_args(["run"])
     real = parser().parse_args(["run", "--data", "/data/my7T"])
-    assert training_overrides(phantom)["steps_frozen"] == 50 and stride_from(phantom) == 3
-    assert "steps_frozen" not in training_overrides(real) and TrainSettings().steps_frozen == 100
+    assert training_overrides(phantom)["schedule"] == "plateau" and training_overrides(phantom)["select"] == "best-val"
+    assert "steps_frozen" not in training_overrides(phantom) and stride_from(phantom) == 3
+    fast = parser().parse_args(["run", "--schedule", "fast"])
+    assert training_overrides(fast)["steps_frozen"] == 50 and training_overrides(fast)["select"] == "last"
+    fast_real = parser().parse_args(["run", "--schedule", "fast", "--data", "/data/my7T"])
+    assert "steps_frozen" not in training_overrides(fast_real) and TrainSettings().steps_frozen == 100
     assert stride_from(real) == 1
-    given = parser().parse_args(["run", "--steps", "7", "--test-stride", "2"])
+    given = parser().parse_args(["run", "--schedule", "fast", "--steps", "7", "--test-stride", "2"])
     assert training_overrides(given)["steps_unfrozen"] == 7 and stride_from(given) == 2
     with pytest.raises(UsageError, match="--test-stride 0"):
         stride_from(parser().parse_args(["run", "--test-stride", "0"]))
+
+
+def test_stopping_rule_flags_are_checked_and_belong_to_the_plateau_schedule():
+    from harness.cli import parser
+    from harness.cli.run import training_overrides
+    from harness.errors import UsageError
+
+    doubled = training_overrides(parser().parse_args(["run", "--patience", "10", "--max-checks", "80"]))
+    assert (doubled["patience"], doubled["max_checks"]) == (10, 80)
+    with pytest.raises(UsageError, match="--patience belongs to the stopping rule of --schedule plateau"):
+        training_overrides(parser().parse_args(["run", "--schedule", "paper", "--patience", "3"]))
+    with pytest.raises(UsageError, match="stopping rule .* must be at least 1"):
+        training_overrides(parser().parse_args(["run", "--max-checks", "0"]))
+    assert training_overrides(parser().parse_args(["run", "--steps", "10"]))["schedule"] == "fast"  # --steps: fast
+    with pytest.raises(UsageError, match="--steps sets the fast schedule's steps; leave out --schedule plateau"):
+        training_overrides(parser().parse_args(["run", "--schedule", "plateau", "--steps", "10"]))
 
 
 def test_slurm_missing_from_path_is_one_line(capsys, monkeypatch, tmp_path):

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from harness import registry
+from harness.errors import UsageError
 from harness.executors.base import Executor
 from harness.grid import BASE, StudySettings, select
 from harness.runner import Study
@@ -166,3 +167,24 @@ def test_the_cached_base_model_is_keyed_by_the_training_arithmetic(monkeypatch):
     assert grid.base_fingerprint(StudySettings()) == before  # stable
     monkeypatch.setattr(grid, "TRAINING_REVISION", grid.TRAINING_REVISION + 1)
     assert grid.base_fingerprint(settings) != before
+
+
+@pytest.mark.parametrize("subjects, folds, val", [(24, 3, 2), (10, 5, 2), (7, 3, 2), (9, 3, 3)])
+def test_every_fold_has_its_own_validation_subjects_outside_its_test_and_pool(subjects, folds, val):
+    from harness.grid import fold_splits
+
+    names = [f"s{i:02d}" for i in range(subjects)]
+    splits = fold_splits(names, StudySettings(folds=folds, val_subjects=val))
+    validation = [s for split in splits for s in split["validation"]]
+    assert len(validation) == folds * val and len(set(validation)) == folds * val
+    for split in splits:
+        assert len(split["validation"]) == val
+        assert not set(split["validation"]) & (set(split["test"]) | set(split["pool"]))
+        assert sorted(split["validation"] + split["test"] + split["pool"]) == names
+
+
+def test_more_validation_subjects_than_a_fold_holds_is_refused():
+    from harness.grid import fold_splits
+
+    with pytest.raises(UsageError, match="folds would share validation subjects"):
+        fold_splits([f"s{i}" for i in range(6)], StudySettings(folds=3, val_subjects=3))

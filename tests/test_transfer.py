@@ -28,7 +28,7 @@ def test_source_model_is_worse_on_target_and_fine_tuning_helps(cache):
     on_source = _dice_lv(model, source, source_test)
     on_target = _dice_lv(model, target, test)
     chosen = ed_es[ed_es["subject"].isin(subjects[:3])].index.to_numpy()
-    settings = train.TrainSettings(size=size, steps_frozen=60, steps_unfrozen=60)
+    settings = train.TrainSettings(size=size, schedule="fast", select="last", steps_frozen=60, steps_unfrozen=60)
     train.fine_tune(model, target.images[chosen], target.masks[chosen], settings, 0, 1)
     fine_tuned = _dice_lv(model, target, test)
     print(f"LV Dice: base on source {on_source:.3f}, base on target {on_target:.3f}, fine-tuned {fine_tuned:.3f}")

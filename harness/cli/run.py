@@ -69,14 +69,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-classes", default=None, metavar="background,rv,my,lv",
                    help="classes of a plain state_dict's head, in order, when it has other than "
                         "background, LV, MY (harness checkpoints say it in their card)")
-    p.add_argument("--schedule", choices=sorted(SCHEDULES), default="plateau",
+    p.add_argument("--schedule", choices=sorted(SCHEDULES), default=None,
                    help="plateau (default): every layer trained until validation Dice stops improving (the stopping "
                         "rule: --patience, --min-delta, --max-checks), the best check's weights kept, the start "
-                        "included; fast: fixed steps per stage (--steps); paper: the published protocol (lr 1e-4 then "
+                        "included; fast: fixed steps per stage (--steps, which implies it); paper: the published protocol (lr 1e-4 then "
                         "1e-5, E = round(epochs x pool images / subset images) epochs per stage, last weights)")
     d = TrainSettings()
     p.add_argument("--patience", type=int, default=None,
-                   help=f"plateau schedule: checks without an improvement before stopping (default {d.patience})")
+                   help=f"plateau schedule: checks without an improvement before stopping, at least (default {d.patience}; "
+                        f"more where the last improvement took longer: {d.patience_fraction:g} x its checks)")
     p.add_argument("--min-delta", type=float, default=None,
                    help=f"plateau schedule: validation Dice an improvement must exceed (default {d.min_delta:g})")
     p.add_argument("--max-checks", type=int, default=None,
@@ -179,27 +180,28 @@ PHANTOM_TEST_STRIDE = 3
 
 def training_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The schedule's settings, then the flags that override them."""
-    if args.steps is not None and args.schedule != "fast":
-        raise UsageError(f"--steps sets the fast schedule's steps; add --schedule fast"
-                         + (", or use --epochs" if args.schedule == "paper" else " (the default schedule, plateau, "
-                            "trains until validation stops improving)"))
-    if args.epochs is not None and args.schedule != "paper":
-        raise UsageError("--epochs sets the paper schedule's epochs; with --schedule fast use --steps")
-    out: dict[str, Any] = {"schedule": args.schedule, **SCHEDULES[args.schedule]}
+    schedule = args.schedule or ("fast" if args.steps is not None else "plateau")  # --steps alone: fast
+    if args.steps is not None and schedule != "fast":
+        raise UsageError(f"--steps sets the fast schedule's steps; leave out --schedule {schedule}"
+                         + (", or use --epochs" if schedule == "paper" else " (plateau trains until validation stops "
+                            "improving)"))
+    if args.epochs is not None and schedule != "paper":
+        raise UsageError("--epochs sets the paper schedule's epochs; add --schedule paper")
+    out: dict[str, Any] = {"schedule": schedule, **SCHEDULES[schedule]}
     if args.select is not None:
         out["select"] = args.select
     for flag, name in (("--patience", "patience"), ("--min-delta", "min_delta"), ("--max-checks", "max_checks")):
         value = getattr(args, name, None)
         if value is None:
             continue
-        if args.schedule != "plateau":
+        if schedule != "plateau":
             raise UsageError(f"{flag} belongs to the stopping rule of --schedule plateau (the default); leave it "
-                             f"out with --schedule {args.schedule}")
+                             f"out with --schedule {schedule}")
         out[name] = value
     rule = {k: out[k] for k in ("patience", "min_delta", "max_checks") if k in out}
     if rule:
         dataclasses.replace(TrainSettings(), **rule).rule()  # a bad value fails here, before any work
-    if args.steps is None and args.schedule == "fast" and not getattr(args, "data", None):
+    if args.steps is None and schedule == "fast" and not getattr(args, "data", None):
         out.update(steps_frozen=PHANTOM_STEPS, steps_unfrozen=PHANTOM_STEPS)
     if args.steps is not None:
         if args.steps < 1:

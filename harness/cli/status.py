@@ -21,7 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("study", metavar="STUDY", help="a study folder (the --out of `harness run`)")
     p.add_argument("--stale-after", type=float, default=600.0, metavar="SECONDS",
                    help="a claim without a heartbeat for this long counts as abandoned (default 600)")
-    p.add_argument("--json", action="store_true", help="print the runs as JSON on stdout")
+    p.add_argument("--json", action="store_true",
+                   help="print the runs as JSON on stdout (finished fine-tunes with steps, epochs, stop reason and "
+                        "converged)")
 
 
 def runs(store: RunStore) -> list[dict]:
