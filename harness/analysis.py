@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +47,8 @@ class Options:
 DEFAULT_MARGIN = 0.02
 
 
-RUN_COLUMNS = ["run", "strategy", "init", "n", "seed", "fold", "state", "host", "device", "seconds",
-               "labelled_images", "validation_images", "steps", "epochs", "stop_reason", "converged", "kept_step",
+RUN_COLUMNS = ["run", "strategy", "method", "init", "n", "seed", "fold", "state", "host", "device", "seconds",
+               "labelled_images", "validation_images", "validation_minutes", "steps", "epochs", "stop_reason", "converged", "kept_step",
                "dice_lv", "dice_my", "reason", "software"]
 #: Identity columns before a run's train.csv columns in the study's training table.
 TRAINING_KEYS = ["run", "strategy", "init", "n", "seed", "fold"]
@@ -86,6 +87,10 @@ class Analysis:
     examples: dict = dataclasses.field(default_factory=dict)  # overlays of one configuration (example_panels)
     # every fine-tuned run's training record (train.csv) under its method's name; empty before 0.9
     training: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    # per method x n with runs that did not converge: runs, not converged, at the cap, diverged (unconverged)
+    unconverged: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    # the validation labels of a run: subjects per fold, images and expert minutes (median, min, max over runs)
+    validation: dict = dataclasses.field(default_factory=dict)
     # per strategy x n x metric: expert minutes, Dice, gain over base per expert hour (stats.cost_table)
     costs: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     cheapest: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # non-inferior configs by cost
@@ -134,6 +139,9 @@ class StudyRuns:
         runs = run_table(self.store, self.specs, self.inits, subjects, self.label)
         oracle = runs["strategy"].isin(oracles(self.settings))
         runs.loc[oracle, "strategy"] = runs.loc[oracle, "strategy"] + ORACLE
+        named = runs["strategy"].notna() & runs["init"].notna()
+        runs.loc[named, "method"] = [self.label(SimpleNamespace(strategy=str(s).removesuffix(ORACLE), init=i))
+                                     for s, i in zip(runs.loc[named, "strategy"], runs.loc[named, "init"])]
         return runs
 
     def training(self) -> pd.DataFrame:
@@ -183,7 +191,8 @@ def analyse(study_dir: Path, options: Options | None = None, study: StudyRuns | 
                 "not error-controlled. The study's own verdicts: `harness report` with the design's margin and "
                 "reference."])
     runs = study.run_table(analysis.subjects)
-    analysis = dataclasses.replace(analysis, runs=runs, training=study.training())
+    analysis = dataclasses.replace(analysis, runs=runs, training=study.training(), unconverged=unconverged(runs),
+                                   validation=validation_labels(runs, settings))
     analysis = dataclasses.replace(analysis, cautions=analysis.cautions + training_cautions(analysis))
     return dataclasses.replace(analysis, examples=example_panels(store, specs, inits, analysis, label))
 
@@ -360,6 +369,7 @@ def run_table(store: RunStore, specs: list, inits: list[str], subjects: pd.DataF
             "state": state.state, "host": status.get("host"), "device": status.get("device"),
             "seconds": seconds, "labelled_images": status.get("labelled_images"),
             "validation_images": (status.get("validation_cost") or {}).get("images"),
+            "validation_minutes": (status.get("validation_cost") or {}).get("minutes"),
             **training_summary(status.get("train")), **dice,
             "reason": state.reason.strip().splitlines()[-1] if state.reason.strip() else "",
             "software": ", ".join(f"{k} {v}" for k, v in software.items())})
@@ -374,6 +384,20 @@ def training_summary(train: dict | None) -> dict:
     steps = train.get("steps_run", sum(train.get("steps") or []))
     return {"steps": steps, "epochs": train.get("epochs"), "stop_reason": train.get("stop_reason", "schedule"),
             "converged": train.get("converged"), "kept_step": train.get("kept_step", train.get("selected_step"))}
+
+
+def validation_labels(runs: pd.DataFrame, settings: dict) -> dict:
+    """What the checks of a study's runs read, which a lab contours too: validation subjects per fold, and the
+    images and expert minutes of a run's validation labels (median, min, max over finished runs); {} without."""
+    done = runs[(runs["state"] == "done") & runs["validation_images"].notna()] if len(runs) else runs
+    if not len(done):
+        return {}
+    splits = settings.get("splits") or [settings.get("split") or {}]
+    images = done["validation_images"].astype(float)
+    minutes = done["validation_minutes"].astype(float)
+    return {"subjects": len(splits[0].get("validation", [])), "images": float(images.median()),
+            "images_min": float(images.min()), "images_max": float(images.max()),
+            "minutes": float(minutes.median()) if minutes.notna().any() else float("nan")}
 
 
 def _budget(settings: dict, n: int) -> str:
@@ -404,12 +428,14 @@ def falling_cautions(a: Analysis, bad: pd.DataFrame) -> list[str]:
 
 
 def unconverged(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration (strategy, n) with fine-tuned runs that did not converge: how many, of how many, and
-    how they stopped. Runs whose convergence is unknown (no validation subjects, or written before 0.9) are
-    not counted here (``unchecked`` says where convergence was never checked)."""
+    """Per configuration (method, as the statistics name it, and n) with fine-tuned runs that did not converge:
+    how many, of how many, and how they stopped. Runs whose convergence is unknown (no validation subjects, or
+    written before 0.9) are not counted here."""
     done = runs[(runs["state"] == "done") & runs["steps"].notna()]
+    done = done.assign(method=done["method"].fillna(done["strategy"])) if "method" in done else \
+        done.assign(method=done["strategy"])
     rows = []
-    for (strategy, n), part in done.groupby(["strategy", "n"], sort=True):
+    for (strategy, n), part in done.groupby(["method", "n"], sort=True):
         bad = part[part["converged"].map(lambda v: v is False or v == 0)]
         if len(bad):
             rows.append({"strategy": strategy, "n": int(n), "runs": len(part), "not_converged": len(bad),
@@ -423,7 +449,7 @@ def training_cautions(a: Analysis) -> list[str]:
     never checked, and a mean Dice that falls from a smaller budget to a larger one beyond the study's noise."""
     out = []
     runs = a.runs
-    bad = unconverged(runs)
+    bad = a.unconverged if len(a.unconverged.columns) else unconverged(runs)
     for r in bad.itertuples():
         how = []
         if r.at_cap:
@@ -439,9 +465,11 @@ def training_cautions(a: Analysis) -> list[str]:
     done = runs[(runs["state"] == "done") & runs["steps"].notna()]
     unknown = done[done["converged"].isna()] if len(done) else done
     if len(unknown) and len(unknown) == len(done):
-        out.append("No convergence check ran: the runs have no validation subjects (--val-subjects 0) or were made "
-                   "before cine-harness 0.9, so nothing shows that every budget trained until its validation Dice "
-                   "stopped improving.")
+        splits = a.settings.get("splits") or [a.settings.get("split") or {}]
+        why = ("the runs have no validation subjects (--val-subjects 0)" if not splits[0].get("validation")
+               else "the runs were made before cine-harness 0.9, which kept no training record")
+        out.append(f"No convergence check ran: {why}, so nothing shows that every budget trained until its "
+                   "validation Dice stopped improving.")
     out += falling_cautions(a, bad)
     return out
 

@@ -80,6 +80,8 @@ def fold_splits(subjects: list[str], settings: StudySettings) -> list[dict[str, 
     """Per fold: test, validation and training-pool subjects. With K folds the subjects are partitioned so
     that each is a test subject exactly once; fold f's validation subjects are the first of fold f+1's test
     part (the training side of fold f), so no two folds share a validation subject."""
+    if settings.val_subjects < 0:
+        raise UsageError(f"--val-subjects {settings.val_subjects}: give 0 (no convergence check) or more")
     if settings.folds <= 1:
         return [split_subjects(subjects, settings)]
     k = settings.folds

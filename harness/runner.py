@@ -52,6 +52,13 @@ class Study:
         evaluate.dice(0, 0, 0, settings.empty)  # validates the convention before any work
         if settings.folds < 1:
             raise UsageError(f"--folds {settings.folds}: need at least 1 (1 = a single train/test split)")
+        if settings.val_subjects < 0:
+            raise UsageError(f"--val-subjects {settings.val_subjects}: give 0 (no convergence check) or more")
+        t = settings.train
+        if settings.val_subjects == 0 and t.select == "best-val" and t.schedule != "plateau":
+            raise UsageError(f"--select best-val needs validation subjects, but --val-subjects is 0; give "
+                             f"--val-subjects 1 or more, or --select last")
+        t.rule()  # a stopping rule that cannot stop fails here, before any work
         if settings.data is None:  # the phantom's size is known before it is made
             test = -(-settings.target_subjects // settings.folds) if settings.folds > 1 else settings.test_subjects
             held_out = test + settings.val_subjects

@@ -31,7 +31,7 @@ from harness.data.dataset import fingerprint
 from harness.errors import TrainingError, UsageError
 from harness.grid import fold_splits, model_aware, stream_seeds
 from harness.runner import Study
-from harness.worker import set_threads, train_run, validation_score
+from harness.worker import set_threads, train_run, validation_rows, validation_score
 from harness.store import RunSpec, write_json
 from harness.train.settings import config_key, with_params
 
@@ -207,8 +207,7 @@ class Tuner:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         r = self.request
-        val = dataset.rows_of(split["validation"])
-        val = val[val["phase"].notna()]
+        val = validation_rows(dataset, split)
         name = self.study_name(dataset.fingerprint, init_key, fold, split)
         study = optuna.create_study(study_name=name, storage=self.storage, direction="maximize", load_if_exists=True,
                                     sampler=optuna.samplers.TPESampler(seed=r.sampler_seed),
@@ -217,8 +216,16 @@ class Tuner:
                                                           optuna.trial.TrialState.PRUNED,
                                                           optuna.trial.TrialState.FAIL)]
         remaining = max(0, r.trials - len(settled))
-        score = validation_score(dataset, val, self.study.settings.train, self.study.settings.empty,
-                                 METRICS[r.metric])
+        score = validation_score(dataset, val, self.study.settings.train, self.study.settings.empty)
+
+        def objective_of(scores: dict[str, float]) -> float:
+            """The trial's objective at a check: the --metric's Dice (the rule stops on the runs' own score)."""
+            return float(scores[METRICS[r.metric]] if METRICS[r.metric] else scores["score"])
+
+        def kept_value(result: dict, rescore) -> float:
+            kept = [row for row in result["record"] if row["kept"] and row["val_score"] == row["val_score"]]
+            return objective_of({"dice_lv": kept[0]["val_dice_lv"], "dice_my": kept[0]["val_dice_my"],
+                                 "score": kept[0]["val_score"]} if kept else rescore())
 
         def objective(trial: optuna.Trial) -> float:
             params = {}
@@ -230,15 +237,15 @@ class Tuner:
             settings = with_params(self.study.settings.train, params)
             values, checks_done = [], 0
             for seed in range(r.seeds):
-                def check(number: int, value: float, offset: int = checks_done) -> None:
+                def check(number: int, scores: dict[str, float], offset: int = checks_done) -> None:
+                    value = objective_of(scores)
                     trial.report(value, offset + number)
                     if trial.should_prune():
                         raise optuna.TrialPruned(f"validation Dice {value:.3f} at check {offset + number}")
 
                 model, result = self._fine_tune(dataset, split, fold, init_key, settings, seed, on_step, check)
                 checks_done += len(result["checks"])
-                chosen = [v for step, v in result["checks"] if step == result["selected_step"]]
-                values.append(chosen[-1] if chosen else score(model)["score"])
+                values.append(kept_value(result, lambda: score(model)))
             return float(np.mean(values))
 
         def progress(study_: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -255,8 +262,8 @@ class Tuner:
         same = not remaining and earlier and earlier.get("study_name") == name and "default_value" in earlier
         return {
             "params": best.params, "value": best.value,
-            "default_value": earlier["default_value"] if same else self._default_score(dataset, split, fold,
-                                                                                       init_key, score),
+            "default_value": earlier["default_value"] if same else self._default_score(
+                dataset, split, fold, init_key, lambda tuned: kept_value(tuned[1], lambda: score(tuned[0]))),
             "trials": len(study.trials), "complete": len(complete),
             "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
             "failed": sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials),
@@ -277,20 +284,15 @@ class Tuner:
         model = self.study.initial_model(spec, settings)
         random_init = next(i for i in self.study.inits if i.name == r.init).kind == "random"
         _, result = train_run(spec, settings, dataset, self.study.strategies[r.strategy], view, model,
-                              self.study.settings.empty, on_step, on_check, METRICS[self.request.metric],
-                              random_init=random_init)
+                              self.study.settings.empty, on_step, on_check, random_init=random_init)
         return model, result
 
-    def _default_score(self, dataset, split, fold: int, init_key: str, score) -> float:
-        """The untuned settings' validation Dice on the same subsets (seeds) as the trials, for comparison: the
-        score of the check each fine-tune kept."""
+    def _default_score(self, dataset, split, fold: int, init_key: str, objective) -> float:
+        """The untuned settings' objective on the same subsets (seeds) as the trials, for comparison: that of the
+        check each fine-tune kept (``objective``: a result -> its kept check's value)."""
         settings = self.study.settings.train
-        values = []
-        for seed in range(self.request.seeds):
-            model, result = self._fine_tune(dataset, split, fold, init_key, settings, seed)
-            chosen = [v for step, v in result["checks"] if step == result["selected_step"]]
-            values.append(chosen[-1] if chosen else score(model)["score"])
-        return float(np.mean(values))
+        return float(np.mean([objective(self._fine_tune(dataset, split, fold, init_key, settings, seed))
+                              for seed in range(self.request.seeds)]))
 
 
 def record(folder: Path, entry: dict[str, Any]) -> dict[str, Any]:

@@ -102,11 +102,11 @@ def initial_model(spec: RunSpec, settings: TrainSettings, context: RunContext):
     return train.model_from_checkpoint(checkpoint, settings.encoder, decoder)
 
 
-def validation_score(dataset: CineDataset, rows: pd.DataFrame, settings: TrainSettings, empty: str,
-                     metric: str | None = None) -> Callable[[Any], dict[str, float]]:
-    """A model's Dice on validation images: mean image Dice of LV and MY, and the score the stopping rule and
-    tuning read (``metric``: dice_lv or dice_my, else the mean of both). Only validation subjects' images are
-    predicted: checks during training never see test subjects."""
+def validation_score(dataset: CineDataset, rows: pd.DataFrame, settings: TrainSettings,
+                     empty: str) -> Callable[[Any], dict[str, float]]:
+    """A model's Dice on validation images: mean image Dice of LV and MY, and their mean, the score the stopping
+    rule reads (the same for runs and tuning). Only validation subjects' images are predicted: checks during
+    training never see test subjects."""
     from harness import train
 
     if rows.empty:
@@ -116,7 +116,7 @@ def validation_score(dataset: CineDataset, rows: pd.DataFrame, settings: TrainSe
     def score(model) -> dict[str, float]:
         metrics = evaluate.image_metrics(rows, train.predict(model, images, settings.precision), masks, empty)
         means = {c: float(metrics[c].mean()) for c in ("dice_lv", "dice_my")}
-        value = float(np.nanmean([means[c] for c in ([metric] if metric else ["dice_lv", "dice_my"])]))
+        value = float(np.nanmean([means["dice_lv"], means["dice_my"]]))
         return {**means, "score": value if np.isfinite(value) else 0.0}
 
     return score
@@ -129,8 +129,9 @@ def validation_rows(dataset: CineDataset, split: dict[str, list[str]]) -> pd.Dat
 
 
 def train_run(spec: RunSpec, settings: TrainSettings, dataset: CineDataset, strategy, view, model, empty: str,
-              on_step: Callable[[], None] | None = None, on_check: Callable[[int, float], None] | None = None,
-              metric: str | None = None, on_total: Callable[[int], None] = lambda total: None,
+              on_step: Callable[[], None] | None = None,
+              on_check: Callable[[int, dict[str, float]], None] | None = None,
+              on_total: Callable[[int], None] = lambda total: None,
               random_init: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The one fine-tune path of runs and tuning alike: the run's selection, in canonical order, trained from
     ``model`` under ``settings`` (with its stopping rule, checked on the fold's validation subjects where it
@@ -143,12 +144,15 @@ def train_run(spec: RunSpec, settings: TrainSettings, dataset: CineDataset, stra
     rows = np.sort(selection.index.to_numpy())
     val = validation_rows(dataset, spec.split)
     steps = stage_steps(settings, len(rows), len(dataset.rows_of(spec.split["pool"])))
-    if settings.schedule == "plateau":
+    validate = validation_score(dataset, val, settings, empty) if len(val) else None
+    if settings.schedule == "plateau":  # at most: the cap (without validation, the fixed checks)
+        from harness.train.loop import FIXED_CHECKS
+
         rule = settings.rule()
-        on_total(rule.max_checks * rule.interval_epochs(len(rows)) * -(-len(rows) // settings.batch_size))
+        checks = rule.max_checks if validate is not None else FIXED_CHECKS
+        on_total(checks * rule.interval_epochs(len(rows)) * -(-len(rows) // settings.batch_size))
     else:
         on_total(sum(steps))
-    validate = validation_score(dataset, val, settings, empty, metric) if len(val) else None
     result = train.fine_tune(model, dataset.images[rows], dataset.masks[rows], settings, spec.streams["order"],
                              spec.streams["augment"], on_step, steps=steps, validate=validate, on_check=on_check,
                              frozen_stage=not random_init)

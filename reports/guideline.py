@@ -164,27 +164,21 @@ def _strategy_sentence(row, part: pd.DataFrame, a) -> str:
 
 
 def validation_labels(a) -> str:
-    """'plus 38 validation images of 2 subjects per fold': the labels the checks read, which a lab draws too."""
-    runs = getattr(a, "runs", None)
-    if runs is None or not len(runs) or "validation_images" not in runs:
+    """'plus 38 validation images (26 expert minutes) of 2 subjects per fold': the labels the checks read, which a
+    lab draws too."""
+    v = getattr(a, "validation", None) or {}
+    if not v:
         return ""
-    images = runs.loc[runs["state"] == "done", "validation_images"].dropna().astype(float)
-    if not len(images):
-        return ""
-    splits = a.settings.get("splits") or [a.settings.get("split") or {}]
-    subjects = len(splits[0].get("validation", []))
-    count = f"{images.median():.0f}" if images.min() == images.max() else f"about {images.median():.0f}"
-    return f"plus {count} validation images of {subjects} subjects per fold"
+    count = f"{v['images']:.0f}" if v["images_min"] == v["images_max"] else f"about {v['images']:.0f}"
+    minutes = f" ({v['minutes']:.0f} expert minutes)" if v["minutes"] == v["minutes"] else ""
+    return f"plus {count} validation images{minutes} of {v['subjects']} subjects per fold"
 
 
 def unconverged_note(a, configs: list[tuple[str, int]]) -> str:
     """' It rests on runs that did not converge (...)': where a sentence's configurations have such runs."""
-    from harness.analysis import unconverged
-
-    runs = getattr(a, "runs", None)
-    if runs is None or not len(runs) or "converged" not in runs:
+    bad = getattr(a, "unconverged", None)
+    if bad is None or not len(bad):
         return ""
-    bad = unconverged(runs)
     hit = [r for r in bad.itertuples() if (r.strategy, int(r.n)) in set(configs)]
     if not hit:
         return ""

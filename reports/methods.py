@@ -110,7 +110,7 @@ def _study_lines(a: Analysis) -> list[str]:
         f"Model: U-Net ({t['encoder']} encoder, decoder widths {', '.join(map(str, t['decoder_channels']))}; "
         "segmentation-models-pytorch).",
         *init_lines(s),
-        fine_tuning_text(t),
+        fine_tuning_text(t, bool((s.get("splits") or [s.get("split") or {}])[0].get("validation"))),
         *tuned_lines(s),
         software_line,
     ]
@@ -204,7 +204,7 @@ def methods_paragraph(a: Analysis) -> str:
              f"the published two-stage schedule ({t['epochs']} epochs of the whole pool's size per stage, one-cycle "
              f"to {t['lr_frozen']:g} and {t['lr_unfrozen']:g})" if schedule == "paper" else
              f"as long as its validation Dice improved, all layers at a constant learning rate of {t['lr_unfrozen']:g} "
-             f"after a warm-up: {rule_text(t)}")
+             f"after a warm-up: {rule_text(t, bool(splits[0].get('validation')))}")
     steps += training_ranges(a)
     scored = _scored_frames(s.get("test_stride", 1))
     checked = [name for name, found in (s.get("source_overlap") or {}).items()
@@ -264,23 +264,29 @@ def training_ranges(a: Analysis) -> str:
         at = f"{int(n)} {unit}" if unit != "n =" else f"n = {int(n)}"
         parts.append(f"at {at} {steps.min():.0f}–{steps.max():.0f} steps, {epochs.min():.1f}–{epochs.max():.1f} epochs")
     known = runs[runs["converged"].notna()]
-    converged = (f"; {int(known['converged'].astype(bool).sum())} of {len(known)} runs stopped on a plateau"
-                 if len(known) else "; convergence was not checked (no validation subjects)")
+    if not len(known):
+        splits = a.settings.get("splits") or [a.settings.get("split") or {}]
+        converged = ("; convergence was not checked (no validation subjects)" if not splits[0].get("validation")
+                     else "; convergence unknown (runs made before cine-harness 0.9)")
+    elif set(known["stop_reason"]) <= {"plateau", "cap", "diverged"}:
+        converged = f"; {int(known['converged'].astype(bool).sum())} of {len(known)} runs stopped on a plateau"
+    else:
+        converged = (f"; in {int(known['converged'].astype(bool).sum())} of {len(known)} runs validation Dice had "
+                     "stopped improving, by the stopping rule's patience, before the schedule ended")
     return " (runs " + "; ".join(parts) + converged + ")"
 
 
 def validation_text(a: Analysis) -> str:
     """The validation labels a run needs beside its training labels (they are contoured too)."""
-    runs = a.runs[(a.runs["state"] == "done") & a.runs["validation_images"].notna()] if len(a.runs) else a.runs
-    if not len(runs):
+    v = a.validation
+    if not v:
         return ""
-    splits = a.settings.get("splits") or [a.settings.get("split") or {}]
-    count = len(splits[0].get("validation", []))
-    images = runs["validation_images"].astype(float)
-    span = f"{images.min():.0f}" if images.min() == images.max() else f"{images.min():.0f}–{images.max():.0f}"
-    return (f" Validation labels: {count} subjects per fold, distinct between folds and never test or training "
-            f"subjects of that fold, their labelled ED and ES frames ({span} images) scored at every check; a lab "
-            "contours them besides the training subsets.")
+    span = f"{v['images_min']:.0f}" if v["images_min"] == v["images_max"] else \
+        f"{v['images_min']:.0f}–{v['images_max']:.0f}"
+    minutes = f", about {v['minutes']:.0f} expert minutes" if v["minutes"] == v["minutes"] else ""
+    return (f" Validation labels: {v['subjects']} subjects per fold, distinct between folds and never test or "
+            f"training subjects of that fold, their labelled ED and ES frames ({span} images{minutes}) scored at "
+            "every check; a lab contours them besides the training subsets.")
 
 
 def _scored_frames(stride: int) -> str:
@@ -346,25 +352,28 @@ def init_lines(s: dict) -> list[str]:
     return lines
 
 
-def rule_text(t: dict) -> str:
-    """The stopping rule of the plateau schedule, in words (harness.train.stopping)."""
-    from harness.train.settings import TrainSettings
-
-    rule = TrainSettings.from_dict({**TrainSettings().to_dict(), **t}).rule()
+def rule_text(t: dict, checked: bool = True) -> str:
+    """The stopping rule of the plateau schedule, in words (harness.train.stopping), from a run's training
+    settings; ``checked`` False: the study had no validation subjects, so no check could run."""
+    if not checked:
+        return (f"with no validation subjects no check could run: each run trained 20 intervals of max(1, "
+                f"⌈{t['check_images']} / subset images⌉) epochs and kept its last weights (their moving average, "
+                f"decay {t['average_decay']:g} a step); no convergence check ran")
+    kept = ("the weights of the best check were kept, the starting weights included" if t.get("select") != "last"
+            else "the last check's weights were kept")
     return (f"validation Dice (mean of LV and MY on the fold's validation subjects) checked before the first step "
-            f"and after every max(1, ⌈{rule.check_images} / subset images⌉) epochs, of an exponential moving average "
-            f"of the weights (decay 0.95 per step); training stopped when it had not improved on its best by more than "
-            f"{rule.min_delta:g} for max({rule.patience}, {rule.patience_fraction:g} × the checks its last improvement "
-            f"took) checks (plateau), or at a cap of {rule.max_checks} checks (not "
-            "converged), or when the loss diverged; the weights of the best check were kept, the starting weights "
-            "included")
+            f"and after every max(1, ⌈{t['check_images']} / subset images⌉) epochs, of an exponential moving "
+            f"average of the weights (decay {t['average_decay']:g} a step); training stopped when it had not improved "
+            f"on its best by more than {t['min_delta']:g} for max({t['patience']}, {t['patience_fraction']:g} × the "
+            f"checks its last improvement took) checks (plateau), or at a cap of {t['max_checks']} checks (not "
+            f"converged), or when the loss diverged; {kept}")
 
 
-def fine_tuning_text(t: dict) -> str:
+def fine_tuning_text(t: dict, checked: bool = True) -> str:
     schedule = t.get("schedule", "fast")
     if schedule == "plateau":
         steps = (f"the plateau schedule: all layers trained at a constant learning rate of {t['lr_unfrozen']:g} after "
-                 f"a linear warm-up over the first check's steps; {rule_text(t)}")
+                 f"a linear warm-up over the first check's steps; {rule_text(t, checked)}")
     elif schedule == "paper":
         steps = (f"the published schedule: stage 1 encoder frozen (BatchNorm trainable), one-cycle, max lr "
                  f"{t['lr_frozen']:g}; stage 2 unfrozen, one-cycle, max lr {t['lr_unfrozen']:g}; each stage "
@@ -374,8 +383,8 @@ def fine_tuning_text(t: dict) -> str:
         steps = (f"the fast schedule: stage 1 encoder frozen (BatchNorm trainable), {t['steps_frozen']} steps, "
                  f"one-cycle, max lr {t['lr_frozen']:g}; stage 2 unfrozen, {t['steps_unfrozen']} steps, one-cycle, "
                  f"max lr {t['lr_unfrozen']:g}; equal optimiser steps for every subset")
-    kept = ("last step kept" if t.get("select", "last") == "last" else
-            "the best check kept" if schedule == "plateau" else
+    kept = ("the weights kept as above" if schedule == "plateau" else
+            "last step kept" if t.get("select", "last") == "last" else
             f"the weights with the best validation Dice (LV and MY averaged, validation subjects only, at the start "
             f"and {t.get('checks', 10)} checks per stage) kept")
     return (f"Fine-tuning: {steps}; AdamW (weight decay {t['weight_decay']:g}), batch {t['batch_size']}, "

@@ -217,7 +217,7 @@ def test_plateau_schedule_stops_when_validation_stops_improving_and_keeps_the_be
     assert result["stop_reason"] == "plateau" and result["converged"] is True
     steps_per_check = 2  # 6 images between checks: one epoch of 6 images in batches of 4
     assert [r["step"] for r in result["record"]] == [0, 2, 4, 6, 8]
-    assert result["steps_run"] == 4 * steps_per_check and result["epochs"] == pytest.approx(8 * 4 / 6, abs=0.01)
+    assert result["steps_run"] == 4 * steps_per_check and result["epochs"] == 4  # batches of 4: 2 an epoch
     # the kept check is the one with the best score (0.7005 > 0.7, though below the minimum improvement)
     assert result["kept_step"] == 6 and torch.equal(_weights(model), seen[3])
     record = result["record"]
@@ -258,3 +258,41 @@ def test_plateau_schedule_without_validation_trains_a_fixed_number_of_checks(dat
     result = train.fine_tune(train.build_model("resnet18", seed=0), images, masks, settings, 0, 0)
     assert result["stop_reason"] == "fixed" and result["converged"] is None
     assert result["steps_run"] == loop.FIXED_CHECKS * 2  # one epoch (2 batches of 4) per check
+
+
+def test_plateau_checks_and_keeps_the_moving_average_of_weights_and_batchnorm_statistics(data):
+    images, masks = data
+    shown = []
+
+    def validate(m):
+        shown.append((m, {k: v.detach().clone() for k, v in m.state_dict().items()}))
+        return {"dice_lv": 0.5, "dice_my": 0.5, "score": 0.1 * len(shown)}  # improving: runs to the cap
+
+    settings = dataclasses.replace(PLATEAU, select="last", max_checks=2)
+    model = train.build_model("resnet18", seed=0)
+    result = train.fine_tune(model, images, masks, settings, 0, 0, validate=validate)
+    assert result["stop_reason"] == "cap" and all(m is not model for m, _ in shown)  # the average is checked
+    final, last = model.state_dict(), shown[-1][1]
+    assert all(torch.equal(final[k].cpu(), last[k].cpu()) for k in final)  # and kept, buffers included
+    raw = train.build_model("resnet18", seed=0)  # decay 0: the average is the live model
+    train.fine_tune(raw, images, masks, dataclasses.replace(settings, average_decay=0.0), 0, 0,
+                    validate=_scripted([0.1, 0.2, 0.3], []))
+    for name in ("encoder.bn1.running_mean", "segmentation_head.0.weight"):
+        assert not torch.equal(model.state_dict()[name].cpu(), raw.state_dict()[name].cpu())
+
+
+@pytest.mark.parametrize("scores, converged", [([0.1, 0.9] + [0.5] * 7, True), ([0.1 * i for i in range(9)], False)])
+def test_a_fixed_schedule_is_converged_when_validation_stopped_improving_before_its_end(data, scores, converged):
+    images, masks = data
+    settings = dataclasses.replace(SMALL, steps_frozen=4, steps_unfrozen=4, checks=4)
+    result = train.fine_tune(train.build_model("resnet18", seed=0), images, masks, settings, 0, 0,
+                             validate=_scripted(scores, []))
+    assert result["stop_reason"] == "schedule" and result["converged"] is converged
+    assert len(result["record"]) == 9 and result["selected_step"] == 8  # select last
+
+
+def test_without_validation_a_fixed_schedule_records_losses_and_leaves_convergence_unknown(data):
+    images, masks = data
+    result = train.fine_tune(train.build_model("resnet18", seed=0), images, masks, SMALL, 0, 0)
+    assert result["converged"] is None and result["checks"] == []
+    assert all(np.isnan(r["val_score"]) and np.isfinite(r["loss"]) for r in result["record"])

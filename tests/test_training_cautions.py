@@ -17,12 +17,14 @@ def _analysis(effects: dict, converged: dict | None = None):
     images = study(np.random.default_rng(5), effects, seeds=2)
     a = analyse_images(images, {"kind": "table"}, Options())
     rows = []
-    for (strategy, n, seed, fold), _ in images.groupby(["strategy", "n", "seed", "fold"]):
-        ok, reason = (converged or {}).get((strategy, n), (True, "plateau"))
-        rows.append({**{c: None for c in RUN_COLUMNS}, "run": f"{strategy}-{n}-{seed}-{fold}", "strategy": strategy,
-                     "n": n, "seed": seed, "fold": fold, "state": "done", "steps": 100 * n, "epochs": 10.0,
-                     "stop_reason": reason, "converged": ok})
-    return dataclasses.replace(a, runs=pd.DataFrame(rows, columns=RUN_COLUMNS))
+    for (method, n, seed, fold), _ in images.groupby(["strategy", "n", "seed", "fold"]):
+        ok, reason = (converged or {}).get((method, n), (True, "plateau"))
+        strategy, _, init = method.partition("+")
+        rows.append({**{c: None for c in RUN_COLUMNS}, "run": f"{method}-{n}-{seed}-{fold}", "strategy": strategy,
+                     "method": method, "init": init or "source", "n": n, "seed": seed, "fold": fold, "state": "done",
+                     "steps": 100 * n, "epochs": 10.0, "stop_reason": reason, "converged": ok})
+    runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    return dataclasses.replace(a, runs=runs, unconverged=unconverged(runs))
 
 
 def test_a_configuration_with_runs_that_stopped_at_the_cap_is_named_and_so_is_every_sentence_on_it():
@@ -64,3 +66,15 @@ def test_runs_without_any_convergence_check_are_said_so():
     runs = a.runs.assign(converged=None, stop_reason="fixed")
     said = training_cautions(dataclasses.replace(a, runs=runs))
     assert any(c.startswith("No convergence check ran") for c in said)
+
+
+def test_with_several_inits_each_method_is_judged_on_its_own_runs():
+    effects = {(f"ed_es+{init}", n): (0.0 if init == "source" else -0.1 + 0.01 * n) for init in ("source", "random")
+               for n in (2, 5, 10)}
+    a = _analysis(effects, {("ed_es+random", 10): (False, "cap")})
+    (caution,) = [c for c in training_cautions(a) if c.startswith("Not converged")]
+    assert "6 of 6 runs of ed_es+random at n = 10" in caution
+    random = next(s for s in guideline(a) if s.startswith("**ed_es+random"))
+    assert "It rests on runs that did not converge (ed_es+random at n = 10 6 of 6" in random
+    source = next(s for s in guideline(a) if s.startswith("**ed_es+source"))
+    assert "did not converge" not in source

@@ -86,3 +86,29 @@ def test_a_study_written_before_the_training_record_still_reads(tiny_study, tmp_
     assert main(["report", str(old)]) == 0
     md = (old / "report.md").read_text()
     assert "No convergence check ran" in md and "training_curves.png" not in md
+
+
+@pytest.mark.slow
+def test_a_study_without_validation_subjects_runs_and_says_no_convergence_check_ran(tmp_path, cache):
+    out = tmp_path / "noval"
+    args = [a for a in TINY_PLATEAU if a not in ("--max-checks", "2")]
+    args[args.index("--val-subjects") + 1] = "0"
+    assert main(["run", *args, "--schedule", "fast", "--steps", "2", "--out", str(out), "--cache-dir", str(cache)]) == 0
+    results = harness.open_study(out)
+    tuned = results.runs[results.runs["strategy"] != "base"]
+    assert tuned["converged"].isna().all() and tuned["validation_images"].isna().all()
+    assert results.training["val_score"].isna().all() and results.training["loss"].notna().any()
+    md = (out / "report.md").read_text()
+    assert "No convergence check ran: the runs have no validation subjects (--val-subjects 0)" in md
+    assert "training_curves.png" in md  # the losses are drawn; no validation curve
+
+
+def test_bad_training_options_are_one_line(tmp_path, capsys):
+    for args, message in ((["--min-delta", "1.5"], "minimum improvement 1.5 must lie in [0, 1)"),
+                          (["--patience", "0"], "must be at least 1"),
+                          (["--val-subjects", "-1"], "--val-subjects -1: give 0 (no convergence check) or more"),
+                          (["--schedule", "fast", "--select", "best-val", "--val-subjects", "0"],
+                           "--select best-val needs validation subjects, but --val-subjects is 0")):
+        assert main(["run", *TINY_PLATEAU[:2], "--out", str(tmp_path / "x"), *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err

@@ -74,7 +74,8 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     Console().print(summary)
     unfinished = [r for r in rows if r.get("converged") is False]
     if unfinished:
-        Console().print(f"{len(unfinished)} finished runs did not converge (stopped at the cap or diverged): "
+        Console().print(f"{len(unfinished)} finished runs did not converge (at the cap while still improving, "
+                        "diverged, or a fixed schedule that ended first): "
                         + ", ".join(escape(r["run"]) for r in unfinished[:5]) + (", ..." if len(unfinished) > 5 else ""))
     details = [r for r in rows if r["state"] not in ("done", "pending")]
     if details:

@@ -122,7 +122,6 @@ def _batches(n_images: int, batch_size: int, steps: int, rng: np.random.Generato
 
 DIVERGED = 20.0  # a loss this many times the stage's first (and above 10 nats) means the run diverged
 WATCH_EVERY = 25  # steps between looks at the losses: each look waits for the device, so not every step
-EMA_DECAY = 0.95  # weight averaging of the plateau schedule: a half-life of about 14 steps
 
 
 class _Stage:
@@ -217,8 +216,9 @@ class _Record:
 
     def __init__(self, model: torch.nn.Module, images: int, batch_size: int,
                  validate: Callable[[torch.nn.Module], dict[str, float]] | None,
-                 on_check: Callable[[int, float], None] | None):
+                 on_check: Callable[[int, dict[str, float]], None] | None):
         self.model, self.images, self.batch_size = model, images, batch_size
+        self.per_epoch = math.ceil(images / batch_size)  # batches of an epoch (the last one padded)
         self.validate, self.on_check = validate, on_check
         self.rows: list[dict[str, float | int | str]] = []
         self.scores: list[float] = []
@@ -228,8 +228,9 @@ class _Record:
     def check(self, stage: int, lr: float, loss: float, scored: torch.nn.Module | None = None,
               diverged: bool = False) -> None:
         row: dict[str, float | int | str] = {
-            "step": self.steps, "stage": stage, "epoch": round(self.steps * self.batch_size / self.images, 4),
-            "images_seen": self.steps * self.batch_size, "lr": lr, "loss": loss}
+            "step": self.steps, "stage": stage, "epoch": round(self.steps / self.per_epoch, 4),
+            "images_seen": self.steps * self.batch_size, "lr": lr, "loss": loss,
+            "val_dice_lv": math.nan, "val_dice_my": math.nan, "val_score": math.nan}
         if self.validate is not None:
             scored = scored if scored is not None else self.model
             values = ({"dice_lv": math.nan, "dice_my": math.nan, "score": math.nan} if diverged
@@ -240,7 +241,7 @@ class _Record:
             if math.isfinite(score) and (self.best is None or score > self.best[0]):
                 self.best = (score, len(self.rows), copy.deepcopy(scored.state_dict()))
             if self.on_check and not diverged:
-                self.on_check(len(self.scores) - 1, score)
+                self.on_check(len(self.scores) - 1, values)
         self.rows.append(row)
         self.model.train()
 
@@ -249,7 +250,7 @@ def fine_tune(model: torch.nn.Module, images: np.ndarray, masks: np.ndarray, set
               order_seed: int, augment_seed: int, on_step: Callable[[], None] | None = None,
               steps: tuple[int, int] | None = None,
               validate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
-              on_check: Callable[[int, float], None] | None = None, loss: str = "ce",
+              on_check: Callable[[int, dict[str, float]], None] | None = None, loss: str = "ce",
               frozen_stage: bool = True) -> dict:
     """Fine-tuning in place; returns the training record, the stop reason, the kept check and steps run.
 
@@ -261,8 +262,8 @@ def fine_tune(model: torch.nn.Module, images: np.ndarray, masks: np.ndarray, set
     (stage 1 with the encoder frozen, skipped with ``frozen_stage=False``: a random encoder is not frozen);
     with ``validate`` they are checked ``settings.checks`` times a stage (and at the start), and
     ``settings.select == "best-val"`` keeps the best check instead of the last. ``validate`` returns
-    ``{"dice_lv", "dice_my", "score"}`` of a model; ``on_check(check number, score)`` hears each check (a tuner
-    may raise there to prune). ``loss``: "ce" (the published protocol's) or "ce+dice" (pre-training's option).
+    ``{"dice_lv", "dice_my", "score"}`` of a model (the rule reads "score"); ``on_check(check number, those
+    values)`` hears each check (a tuner may raise there to prune). ``loss``: "ce" (the published protocol's) or "ce+dice" (pre-training's option).
     """
     from harness.train.stopping import decide
 
@@ -308,7 +309,7 @@ def fine_tune(model: torch.nn.Module, images: np.ndarray, masks: np.ndarray, set
         rule = settings.rule()
         per_check = rule.interval_epochs(len(images)) * math.ceil(len(images) / settings.batch_size)
         stage = _Stage(model, None, settings.lr_unfrozen, settings, False, 2, warmup=per_check)
-        average = _Average(model, EMA_DECAY)
+        average = _Average(model, settings.average_decay)
         record.check(2, stage.rate(), math.nan, average.model)
         reason = "fixed"
         for _ in range(rule.max_checks if validate is not None else FIXED_CHECKS):
@@ -347,8 +348,10 @@ def fine_tune(model: torch.nn.Module, images: np.ndarray, masks: np.ndarray, set
         reason = "schedule"
         kept = model.state_dict() if settings.select == "last" else None
         run_steps = list(steps)
+    if kept is None and record.best is None:  # no check had a finite score: nothing better than the last
+        kept = average.model.state_dict() if settings.schedule == "plateau" else model.state_dict()
     if kept is None:  # the best check's weights
-        kept_row = record.best[1] if record.best is not None else len(record.rows) - 1
+        kept_row = record.best[1]
         model.load_state_dict(record.best[2])
     else:
         kept_row = len(record.rows) - 1
@@ -356,15 +359,14 @@ def fine_tune(model: torch.nn.Module, images: np.ndarray, masks: np.ndarray, set
     if settings.schedule == "plateau" or validate is None:
         converged = reason == "plateau" if validate is not None else None
     else:  # a fixed schedule: had validation stopped improving for the rule's patience before it ended?
-        decision = decide(record.scores, settings.rule())
-        converged = decision.since >= decision.needed
+        decision = decide(record.scores, settings.rule()) if record.scores else None
+        converged = decision.since >= decision.needed if decision is not None else None
     rows = record.rows
     for i, row in enumerate(rows):
         row["kept"] = i == kept_row
-    checks = [[r["step"], r["val_score"]] for r in rows if "val_score" in r]
+    checks = [[r["step"], r["val_score"]] for r in rows] if validate is not None else []
     losses = [r["loss"] for r in rows]
-    return {"steps": run_steps, "steps_run": record.steps, "epochs": round(record.steps * settings.batch_size /
-                                                                          len(images), 2),
+    return {"steps": run_steps, "steps_run": record.steps, "epochs": round(record.steps / record.per_epoch, 2),
             "precision": precision, "record": rows, "stop_reason": reason, "converged": converged,
             "kept_step": rows[kept_row]["step"] if rows else record.steps, "checks": checks,
             "selected_step": rows[kept_row]["step"] if rows else record.steps,

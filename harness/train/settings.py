@@ -45,6 +45,7 @@ class TrainSettings:
     patience_fraction: float = 0.5
     max_checks: int = 40
     check_images: int = 160
+    average_decay: float = 0.95  # plateau schedule: the checked weights' moving average (half-life ~14 steps)
     precision: str = "auto"  # "bf16", "fp32" or "auto" (bf16 where the CPU has native bf16)
     channels_last: bool = True
     # CPU threads of a run: CPU kernels split their sums by thread, so the count changes the last digits of
