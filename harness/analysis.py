@@ -140,6 +140,7 @@ class StudyRuns:
         oracle = runs["strategy"].isin(oracles(self.settings))
         runs.loc[oracle, "strategy"] = runs.loc[oracle, "strategy"] + ORACLE
         named = runs["strategy"].notna() & runs["init"].notna()
+        runs["method"] = runs["method"].astype(object)
         runs.loc[named, "method"] = [self.label(SimpleNamespace(strategy=str(s).removesuffix(ORACLE), init=i))
                                      for s, i in zip(runs.loc[named, "strategy"], runs.loc[named, "init"])]
         return runs

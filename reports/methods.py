@@ -358,12 +358,12 @@ def rule_text(t: dict, checked: bool = True) -> str:
     if not checked:
         return (f"with no validation subjects no check could run: each run trained 20 intervals of max(1, "
                 f"⌈{t['check_images']} / subset images⌉) epochs and kept its last weights (their moving average, "
-                f"decay {t['average_decay']:g} a step); no convergence check ran")
+                f"decay {t.get('average_decay', 0.95):g} a step); no convergence check ran")
     kept = ("the weights of the best check were kept, the starting weights included" if t.get("select") != "last"
             else "the last check's weights were kept")
     return (f"validation Dice (mean of LV and MY on the fold's validation subjects) checked before the first step "
             f"and after every max(1, ⌈{t['check_images']} / subset images⌉) epochs, of an exponential moving "
-            f"average of the weights (decay {t['average_decay']:g} a step); training stopped when it had not improved "
+            f"average of the weights (decay {t.get('average_decay', 0.95):g} a step); training stopped when it had not improved "
             f"on its best by more than {t['min_delta']:g} for max({t['patience']}, {t['patience_fraction']:g} × the "
             f"checks its last improvement took) checks (plateau), or at a cap of {t['max_checks']} checks (not "
             f"converged), or when the loss diverged; {kept}")
