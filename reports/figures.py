@@ -258,4 +258,9 @@ def training_curves(training: pd.DataFrame, budget_text=lambda n: f"n = {n}") ->
     if np.isfinite(training["loss"].to_numpy(float)).any() and (training["loss"] > 0).any():
         for ax in axes[1]:
             ax.set_yscale("log")
+    if not training["val_score"].notna().any():  # no validation subjects: the losses alone
+        for ax in axes[0]:
+            ax.text(0.5, 0.5, "no validation subjects:\nno convergence check ran", ha="center", va="center",
+                    transform=ax.transAxes, color="grey")
+        return _png(fig, [axes[1]])
     return _png(fig, axes)

@@ -210,11 +210,11 @@ def test_parameters_tuned_on_another_split_are_refused(tmp_path, cache, capsys):
 def test_nested_tuning_never_predicts_a_fold_test_subject_while_choosing_its_parameters(tmp_path, cache,
                                                                                        monkeypatch):
     """Every image predicted while fold f is tuned is traced to its subject: none is a test subject of f."""
-    from harness import tune
+    from harness import tune, worker
 
     loaded, current, predicted, trained = [], [], [], []
     real_load, real_tune_fold, real_predict = runner.Study.load_target, tune.Tuner.tune_fold, train.predict
-    real_select = tune.select
+    real_select = worker.select  # tuning trains through the runs' own path (worker.train_run)
 
     def select(spec, strategy, dataset, view=None):
         rows = real_select(spec, strategy, dataset, view)
@@ -238,7 +238,7 @@ def test_nested_tuning_never_predicts_a_fold_test_subject_while_choosing_its_par
     monkeypatch.setattr(runner.Study, "load_target", load_target)
     monkeypatch.setattr(tune.Tuner, "tune_fold", tune_fold)
     monkeypatch.setattr(train, "predict", spy)
-    monkeypatch.setattr(tune, "select", select)
+    monkeypatch.setattr(worker, "select", select)
     space = tmp_path / "space.json"
     space.write_text(json.dumps(TUNE_SPACE))
     out = tmp_path / "study"
