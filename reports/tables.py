@@ -10,7 +10,7 @@ import pandas as pd
 from harness import stats
 from harness.analysis import DEFAULT_MARGIN, Analysis
 from harness.reports.guideline import (BUDGET_UNIT, METRIC_NAMES, budget_unit, ci_text, level_text, n_text, p_text,
-                                       repeated, signed, unit_word, x_interval)
+                                       repeated, signed, unit_word, validation_labels, x_interval)
 
 
 TEST_TEXT = {
@@ -335,7 +335,13 @@ def _cost_table(a: Analysis) -> Table:
                  f"Expert minutes: mean over a configuration's runs of what its selected images cost under the "
                  f"{timed} cost model (Settings). Gain per expert hour = (mean Dice − base model's) / expert hours: "
                  "what an hour of contouring bought, descriptive. ★: the cheapest label-free configurations non-inferior "
-                 "to the reference on both LV and MY (the guideline).")
+                 "to the reference on both LV and MY (the guideline)." + _validation_note(a))
+
+
+def _validation_note(a: Analysis) -> str:
+    """The labels the convergence checks read, which these columns leave out and a lab contours too."""
+    text = validation_labels(a)
+    return f" Not in these columns: every run's validation labels, {text.removeprefix('plus ')}." if text else ""
 
 
 def tables(a: Analysis) -> list[Table]:

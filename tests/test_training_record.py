@@ -59,6 +59,8 @@ def test_every_fine_tune_writes_its_training_record_and_the_api_gives_it(tiny_st
     assert "training_curves.png" in md and (tiny_study / "tables" / "training.csv").exists()
     assert "| steps | epochs | stopped | converged |" in md
     assert "Validation labels: 1 subjects per fold" in md and "max(5, 0.5 × the checks" in md
+    images = runs["validation_images"].dropna().median()
+    assert f"Not in these columns: every run's validation labels, {images:.0f} validation images" in md  # cost table
 
 
 @pytest.mark.slow
