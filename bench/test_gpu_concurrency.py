@@ -41,7 +41,7 @@ def _worker(model: dict, index: int, barrier, results) -> None:
 
     def settings(steps: int) -> TrainSettings:
         return TrainSettings(encoder=model["encoder"], size=model["size"], decoder_channels=model["decoder"],
-                             steps_frozen=0, steps_unfrozen=steps)
+                             schedule="fast", select="last", steps_frozen=0, steps_unfrozen=steps)
 
     rng = np.random.default_rng(index)
     images = rng.random((64, model["size"], model["size"])).astype(np.float16)

@@ -58,7 +58,11 @@ class Study:
         if settings.val_subjects == 0 and t.select == "best-val" and t.schedule != "plateau":
             raise UsageError(f"--select best-val needs validation subjects, but --val-subjects is 0; give "
                              f"--val-subjects 1 or more, or --select last")
-        t.rule()  # a stopping rule that cannot stop fails here, before any work
+        rule = t.rule()  # a stopping rule that cannot stop fails here, before any work
+        if t.schedule == "plateau" and settings.val_subjects > 0 and rule.patience >= rule.max_checks:
+            self.reporter.warn(f"patience {rule.patience} checks is not below the cap of {rule.max_checks}: no run "
+                               "can stop on a plateau, every run will end at the cap, not converged (raise "
+                               "--max-checks or lower --patience)")
         if settings.data is None:  # the phantom's size is known before it is made
             test = -(-settings.target_subjects // settings.folds) if settings.folds > 1 else settings.test_subjects
             held_out = test + settings.val_subjects

@@ -146,7 +146,7 @@ def train_run(spec: RunSpec, settings: TrainSettings, dataset: CineDataset, stra
     steps = stage_steps(settings, len(rows), len(dataset.rows_of(spec.split["pool"])))
     validate = validation_score(dataset, val, settings, empty) if len(val) else None
     if settings.schedule == "plateau":  # at most: the cap (without validation, the fixed checks)
-        from harness.train.loop import FIXED_CHECKS
+        from harness.train.settings import FIXED_CHECKS
 
         rule = settings.rule()
         checks = rule.max_checks if validate is not None else FIXED_CHECKS

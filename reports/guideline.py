@@ -255,7 +255,7 @@ def _versus_base(a, descriptive: bool = False) -> list[str]:
                                f"better in {r.better} of {r.subjects} test subjects{p}")
         tail = "" if descriptive else " (p Holm-adjusted over all comparisons with the base model)"
         caveat = f" Caveat: {ONE_SEED}." if a.seeds <= 1 and not table_input and not descriptive else ""
-        out.append(f"{lead}: " + "; ".join(clauses) + f"{tail}.{caveat}")
+        out.append(f"{lead}: " + "; ".join(clauses) + f"{tail}.{caveat}" + unconverged_note(a, [(strategy, n)]))
     return out
 
 
@@ -412,7 +412,9 @@ def _cheapest(a) -> list[str]:
     lead = "Cheapest configuration" if len(named) == 1 else "Cheapest configurations, at equal cost,"
     return [f"{lead} a lab can run before labelling that {'is' if len(named) == 1 else 'are'} non-inferior to "
             f"{config_text(*a.reference)} on both LV and MY: {'; '.join(named)}: {best['expert_minutes'] / 60:.1f} h "
-            f"of contouring{saving} (cost model in Settings)."]
+            f"of contouring{saving}" + (f", {validation_labels(a)}" if validation_labels(a) else "")
+            + " (cost model in Settings)."
+            + unconverged_note(a, [(r.strategy, int(r.n)) for r in cheapest[same].itertuples()] + [tuple(a.reference)])]
 
 
 def _predicted_vs_oracle(a) -> list[str]:

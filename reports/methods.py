@@ -363,8 +363,9 @@ def rule_text(t: dict, checked: bool = True) -> str:
             else "the last check's weights were kept")
     return (f"validation Dice (mean of LV and MY on the fold's validation subjects) checked before the first step "
             f"and after every max(1, ⌈{t['check_images']} / subset images⌉) epochs, of an exponential moving "
-            f"average of the weights (decay {t.get('average_decay', 0.95):g} a step); training stopped when it had not improved "
-            f"on its best by more than {t['min_delta']:g} for max({t['patience']}, {t['patience_fraction']:g} × the "
+            f"average of the weights (decay {t.get('average_decay', 0.95):g} a step); training stopped when it had not "
+            f"improved by more than {t['min_delta']:g} over its last improvement for max({t['patience']}, "
+            f"{t['patience_fraction']:g} × the "
             f"checks its last improvement took) checks (plateau), or at a cap of {t['max_checks']} checks (not "
             f"converged), or when the loss diverged; {kept}")
 

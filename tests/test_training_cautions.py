@@ -78,3 +78,11 @@ def test_with_several_inits_each_method_is_judged_on_its_own_runs():
     assert "It rests on runs that did not converge (ed_es+random at n = 10 6 of 6" in random
     source = next(s for s in guideline(a) if s.startswith("**ed_es+source"))
     assert "did not converge" not in source
+
+
+def test_the_comparison_with_the_base_model_says_when_its_budget_did_not_converge():
+    effects = {("base", 0): -0.2, ("ed_es", 2): -0.05, ("ed_es", 5): 0.0, ("ed_es", 10): 0.0}
+    for converged, noted in (({("ed_es", 2): (False, "cap")}, True), ({("ed_es", 10): (False, "cap")}, False)):
+        a = _analysis(effects, converged)
+        (sentence,) = [s for s in guideline(a) if "against the base model" in s]
+        assert ("It rests on runs that did not converge (ed_es at n = 2 6 of 6" in sentence) == noted, sentence

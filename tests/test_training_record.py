@@ -111,7 +111,29 @@ def test_bad_training_options_are_one_line(tmp_path, capsys):
                           (["--patience", "0"], "must be at least 1"),
                           (["--val-subjects", "-1"], "--val-subjects -1: give 0 (no convergence check) or more"),
                           (["--schedule", "fast", "--select", "best-val", "--val-subjects", "0"],
-                           "--select best-val needs validation subjects, but --val-subjects is 0")):
+                           "--select best-val needs validation subjects, but --val-subjects is 0"),
+                          (["--val-subjects", "0", "--patience", "3", "--select", "best-val"],
+                           "--patience, --select best-val: the stopping rule reads validation Dice, but --val-subjects "
+                           "is 0")):
         assert main(["run", *TINY_PLATEAU[:2], "--out", str(tmp_path / "x"), *args]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_rule_whose_patience_reaches_its_cap_is_warned_before_any_work(tmp_path):
+    from harness.grid import StudySettings
+    from harness.progress import Reporter
+    from harness.runner import Study
+    from harness.train.settings import TrainSettings
+
+    class Warnings(Reporter):
+        def __init__(self):
+            self.seen: list[str] = []
+
+        def warn(self, text: str) -> None:
+            self.seen.append(text)
+
+    for cap, warned in ((5, True), (6, False)):
+        reporter = Warnings()
+        Study(StudySettings(train=TrainSettings(patience=5, max_checks=cap)), None, reporter, tmp_path)
+        assert any("no run can stop on a plateau" in w for w in reporter.seen) == warned, reporter.seen

@@ -15,7 +15,7 @@ from harness.cli.report import add_statistics_arguments, options_from
 from harness.cli.options import add_model_arguments, parse_ns, parse_params, parse_strategies, settings_from
 from harness.errors import UsageError
 from harness.inits import parse_inits
-from harness.train.settings import SCHEDULES, TrainSettings
+from harness.train.settings import FIXED_CHECKS, SCHEDULES, TrainSettings
 from harness.cli.console import LogReporter, RichReporter, summary_table
 from harness.grid import StudySettings
 from harness.store import RunStore
@@ -199,6 +199,13 @@ def training_overrides(args: argparse.Namespace) -> dict[str, Any]:
                              f"out with --schedule {schedule}")
         out[name] = value
     rule = {k: out[k] for k in ("patience", "min_delta", "max_checks") if k in out}
+    if schedule == "plateau" and getattr(args, "val_subjects", None) == 0 and (rule or args.select == "best-val"):
+        flags = (("--patience", "patience"), ("--min-delta", "min_delta"), ("--max-checks", "max_checks"))
+        given = [f for f, k in flags if k in rule] + (["--select best-val"] if args.select == "best-val" else [])
+        raise UsageError(f"{', '.join(given)}: the stopping rule reads validation Dice, but --val-subjects is 0 (the "
+                         f"plateau schedule "
+                         f"then trains {FIXED_CHECKS} fixed intervals and keeps the last weights); leave them out or "
+                         "give --val-subjects 1 or more")
     if rule:
         dataclasses.replace(TrainSettings(), **rule).rule()  # a bad value fails here, before any work
     if args.steps is None and schedule == "fast" and not getattr(args, "data", None):

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from harness.errors import TrainingError
 from harness.train.model import build_model, device, resolve_precision
-from harness.train.settings import PretrainSettings, TrainSettings
+from harness.train.settings import FIXED_CHECKS, PretrainSettings, TrainSettings
 
 IGNORE = -100  # cross-entropy's ignore_index: pixels whose class was never contoured
 
@@ -373,7 +373,6 @@ def fine_tune(model: torch.nn.Module, images: np.ndarray, masks: np.ndarray, set
             "loss_last": next((v for v in reversed(losses) if v == v), float("nan"))}
 
 
-FIXED_CHECKS = 20  # the plateau schedule without validation subjects: this many check intervals, last weights kept
 
 
 def pretrain(images: np.ndarray, masks: np.ndarray, settings: PretrainSettings,

@@ -17,6 +17,8 @@ SMP_DECODER_CHANNELS = (256, 128, 64, 32, 16)
 # bumped whenever the training arithmetic changes (2: fused AdamW on the CPU too): part of the cached base
 # model's identity, so a cache never serves weights the current code would not produce
 TRAINING_REVISION = 2
+# the plateau schedule without validation subjects: this many check intervals, the last weights kept
+FIXED_CHECKS = 20
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ A run is checked on its validation subjects before its first step (check 0: the 
 every ``StoppingRule.interval_epochs(images)`` epochs of its training subset. ``decide`` reads the sequence
 of validation scores so far and says whether to stop, why, and which check's weights to keep:
 
-- **plateau**: the score has not improved on its best by more than ``min_delta`` for ``patience`` checks, or
+- **plateau**: no score has exceeded the last improvement's by more than ``min_delta`` for ``patience`` checks, or
   for ``patience_fraction`` of the checks it took to reach that best, whichever is more (a run that needed
   20 checks to get somewhere is given 10 to improve again: the rule is the same at every pace, from a
   pre-trained start that peaks in two checks to a random one that stays flat for five);
@@ -84,8 +84,9 @@ class Decision:
 
 def decide(scores: Sequence[float], rule: StoppingRule) -> Decision:
     """Whether to stop after the checks ``scores`` (``scores[0]``: the starting weights), and the weights to
-    keep: the first check with the best score. Improvements count against the best score so far plus
-    ``min_delta``, so a slow creep of tiny gains ends in a plateau, not at the cap."""
+    keep: the first check with the best score. An improvement is a score more than ``min_delta`` above the
+    last improvement's score (as Keras' EarlyStopping counts), so a slow creep of tiny gains ends in a plateau,
+    not at the cap; the kept check may lie after the last improvement by less than ``min_delta``."""
     if not scores:
         raise ValueError("decide needs at least the starting weights' score")
     best, reference, improved = None, -math.inf, 0
