@@ -405,6 +405,10 @@ def _budget(settings: dict, n: int) -> str:
     return f"{int(n)} expert minutes" if settings.get("budget_minutes") else f"n = {int(n)}"
 
 
+def _test_name(test: str) -> str:
+    return {"t": "t-test", "wilcoxon": "Wilcoxon signed-rank", "permutation": "permutation"}.get(test, test)
+
+
 def falling_cautions(a: Analysis, bad: pd.DataFrame) -> list[str]:
     """Where mean Dice falls from a budget to the next larger one by more than the study's noise allows (the
     two-sided comparison of budgets below alpha after Holm): more labels should not hurt, so the first suspect
@@ -418,7 +422,9 @@ def falling_cautions(a: Analysis, bad: pd.DataFrame) -> list[str]:
     fell = table[(table["difference"] < 0) & (table["p_holm"] < a.options.alpha)]
     for (strategy, small, large), part in fell.groupby(["strategy", "n_small", "n_large"], sort=True):
         each = "; ".join(f"{names.get(r.metric, r.metric)} {r.difference:+.3f} (95% CI {r.ci_low:+.3f} to "
-                         f"{r.ci_high:+.3f}, Holm p {r.p_holm:.2g})" for r in part.itertuples())
+                         f"{r.ci_high:+.3f}, {_test_name(r.test)} p "
+                         f"{'< 0.001' if r.p_holm < 0.001 else f'= {r.p_holm:.3f}'} Holm-adjusted)"
+                         for r in part.itertuples())
         suspect = (f" Runs at {_budget(a.settings, large)} stopped at the cap while still improving: unfinished "
                    "training is the first suspect; rerun with a larger --max-checks." if (strategy, int(large)) in capped
                    else " The first suspect is unfinished training (see the training curves and the runs' stop "

@@ -33,7 +33,7 @@ from harness.grid import fold_splits, model_aware, stream_seeds
 from harness.runner import Study
 from harness.worker import set_threads, train_run, validation_rows, validation_score
 from harness.store import RunSpec, write_json
-from harness.train.settings import config_key, with_params
+from harness.train.settings import FIXED_CHECKS, config_key, with_params
 
 #: name -> [kind, low, high]; kind "log" (log-uniform float), "float" or "int". Names are TrainSettings
 #: fields, plus "augment": one strength in [0, 1] scaling rotation (up to 90 degrees), zoom (up to 1.2),
@@ -235,16 +235,18 @@ class Tuner:
                 else:
                     params[pname] = trial.suggest_float(pname, float(low), float(high), log=kind == "log")
             settings = with_params(self.study.settings.train, params)
-            values, checks_done = [], 0
+            # each seed's checks report at steps of their own, the same in every trial (runs stop at different
+            # checks, so counting the checks done would compare one trial's seed 1 with another's seed 0)
+            stride = max(settings.max_checks, FIXED_CHECKS, 2 * settings.checks) + 1
+            values = []
             for seed in range(r.seeds):
-                def check(number: int, scores: dict[str, float], offset: int = checks_done) -> None:
+                def check(number: int, scores: dict[str, float], offset: int = seed * stride) -> None:
                     value = objective_of(scores)
                     trial.report(value, offset + number)
                     if trial.should_prune():
                         raise optuna.TrialPruned(f"validation Dice {value:.3f} at check {offset + number}")
 
                 model, result = self._fine_tune(dataset, split, fold, init_key, settings, seed, on_step, check)
-                checks_done += len(result["checks"])
                 values.append(kept_value(result, lambda: score(model)))
             return float(np.mean(values))
 

@@ -110,7 +110,7 @@ def _study_lines(a: Analysis) -> list[str]:
         f"Model: U-Net ({t['encoder']} encoder, decoder widths {', '.join(map(str, t['decoder_channels']))}; "
         "segmentation-models-pytorch).",
         *init_lines(s),
-        fine_tuning_text(t, bool((s.get("splits") or [s.get("split") or {}])[0].get("validation"))),
+        fine_tuning_text(t, bool((s.get("splits") or [s.get("split") or {}])[0].get("validation")), _random_init(s)),
         *tuned_lines(s),
         software_line,
     ]
@@ -203,8 +203,11 @@ def methods_paragraph(a: Analysis) -> str:
              if schedule == "fast" else
              f"the published two-stage schedule ({t['epochs']} epochs of the whole pool's size per stage, one-cycle "
              f"to {t['lr_frozen']:g} and {t['lr_unfrozen']:g})" if schedule == "paper" else
-             f"as long as its validation Dice improved, all layers at a constant learning rate of {t['lr_unfrozen']:g} "
-             f"after a warm-up: {rule_text(t, bool(splits[0].get('validation')))}")
+             f"as long as its validation Dice improved, all layers at "
+             f"{'a learning rate of' if t.get('reductions') and splits[0].get('validation') else 'a constant learning rate of'} "
+             f"{t['lr_unfrozen']:g} after a warm-up: {rule_text(t, bool(splits[0].get('validation')))}")
+    if schedule != "plateau" and _random_init(s):
+        steps += RANDOM_STAGES
     steps += training_ranges(a)
     scored = _scored_frames(s.get("test_stride", 1))
     checked = [name for name, found in (s.get("source_overlap") or {}).items()
@@ -361,19 +364,36 @@ def rule_text(t: dict, checked: bool = True) -> str:
                 f"decay {t.get('average_decay', 0.95):g} a step); no convergence check ran")
     kept = ("the weights of the best check were kept, the starting weights included" if t.get("select") != "last"
             else "the last check's weights were kept")
+    plateau = (f"it had not improved by more than {t['min_delta']:g} over its last improvement for "
+               f"max({t['patience']}, {t['patience_fraction']:g} × the checks its last improvement took) checks")
+    reductions = t.get("reductions", 0)
+    if reductions:  # counted in a phase: from the start or the last reduction
+        plateau = (f"{plateau.replace('the checks its last', 'the checks of the phase its last')}; the first "
+                   f"{reductions} such plateau(s) multiplied the learning rate by {t.get('reduce_factor', 0.2):g} and "
+                   "began a new phase, counted from that check; training stopped at the next")
+        stop = f"a plateau (when {plateau})"
+    else:
+        stop = f"a plateau (when {plateau}; training stopped there)"
     return (f"validation Dice (mean of LV and MY on the fold's validation subjects) checked before the first step "
             f"and after every max(1, ⌈{t['check_images']} / subset images⌉) epochs, of an exponential moving "
-            f"average of the weights (decay {t.get('average_decay', 0.95):g} a step); training stopped when it had not "
-            f"improved by more than {t['min_delta']:g} over its last improvement for max({t['patience']}, "
-            f"{t['patience_fraction']:g} × the "
-            f"checks its last improvement took) checks (plateau), or at a cap of {t['max_checks']} checks (not "
-            f"converged), or when the loss diverged; {kept}")
+            f"average of the weights (decay {t.get('average_decay', 0.95):g} a step); a run ended at {stop}, at a "
+            f"cap of {t['max_checks']} checks (not converged), or when the loss diverged; {kept}")
 
 
-def fine_tuning_text(t: dict, checked: bool = True) -> str:
+def _random_init(s: dict) -> bool:
+    models = s.get("init_models") or {}
+    return any(m.get("kind") == "random" for m in models.values())
+
+
+#: fixed two-stage schedules from random weights: a frozen random encoder would learn nothing (worker.train_run)
+RANDOM_STAGES = "; runs from random weights trained all layers for both stages' steps (no frozen stage)"
+
+
+def fine_tuning_text(t: dict, checked: bool = True, random_init: bool = False) -> str:
     schedule = t.get("schedule", "fast")
     if schedule == "plateau":
-        steps = (f"the plateau schedule: all layers trained at a constant learning rate of {t['lr_unfrozen']:g} after "
+        rate = ("a learning rate of" if t.get("reductions") and checked else "a constant learning rate of")
+        steps = (f"the plateau schedule: all layers trained at {rate} {t['lr_unfrozen']:g} after "
                  f"a linear warm-up over the first check's steps; {rule_text(t, checked)}")
     elif schedule == "paper":
         steps = (f"the published schedule: stage 1 encoder frozen (BatchNorm trainable), one-cycle, max lr "
@@ -384,6 +404,8 @@ def fine_tuning_text(t: dict, checked: bool = True) -> str:
         steps = (f"the fast schedule: stage 1 encoder frozen (BatchNorm trainable), {t['steps_frozen']} steps, "
                  f"one-cycle, max lr {t['lr_frozen']:g}; stage 2 unfrozen, {t['steps_unfrozen']} steps, one-cycle, "
                  f"max lr {t['lr_unfrozen']:g}; equal optimiser steps for every subset")
+    if schedule != "plateau" and random_init:
+        steps += RANDOM_STAGES
     kept = ("the weights kept as above" if schedule == "plateau" else
             "last step kept" if t.get("select", "last") == "last" else
             f"the weights with the best validation Dice (LV and MY averaged, validation subjects only, at the start "

@@ -120,3 +120,18 @@ def test_markdown_text_cannot_start_a_block_and_numbers_stay_plain():
     assert _markdown("```") == "\\```" and _markdown("- x") == "\\- x" and _markdown("> q") == "\\> q"
     assert _markdown("**ed_es**: p < 0.05, n = 5") == "**ed_es**: p < 0.05, n = 5"
     assert _markdown("+0.006", cell=True) == "+0.006" and _markdown("0.786 (0.7-0.8)") == "0.786 (0.7-0.8)"
+
+
+def test_methods_say_how_random_init_and_the_plateau_rule_trained():
+    from harness.reports.methods import fine_tuning_text
+    from harness.train.settings import SCHEDULES, TrainSettings
+
+    fast = {**TrainSettings().to_dict(), "schedule": "fast", **SCHEDULES["fast"]}
+    assert "no frozen stage" in fine_tuning_text(fast, random_init=True)
+    assert "no frozen stage" not in fine_tuning_text(fast, random_init=False)
+    plateau = {**TrainSettings().to_dict(), **SCHEDULES["plateau"]}
+    text = fine_tuning_text(plateau, random_init=True)
+    assert "no frozen stage" not in text and "multiplied the learning rate by 0.2" in text
+    assert "constant learning rate" not in text
+    fixed = fine_tuning_text({**plateau, "reductions": 0})
+    assert "constant learning rate" in fixed and "multiplied" not in fixed and "training stopped there" in fixed

@@ -207,6 +207,31 @@ def test_parameters_tuned_on_another_split_are_refused(tmp_path, cache, capsys):
 
 
 @pytest.mark.slow
+def test_every_tuning_seed_reports_its_checks_at_steps_of_its_own(tmp_path, cache):
+    """The median pruner compares trials at equal steps: seed 1's check k is at the same step in every trial,
+    however many checks seed 0 ran (its steps do not follow on from seed 0's)."""
+    import optuna
+
+    from harness.train.settings import FIXED_CHECKS, TrainSettings
+
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(TUNE_SPACE))
+    out = tmp_path / "study"
+    assert main(["tune", *TINY, *SMALL_MODEL, "--trials", "2", "--tune-seeds", "2", "--space", str(space),
+                 "--out", str(out), "--cache-dir", str(cache)]) == 0
+    d = TrainSettings()
+    stride = max(d.max_checks, FIXED_CHECKS, 2 * d.checks) + 1
+    storage = f"sqlite:///{out / 'tune.db'}"
+    trials = [t for name in optuna.get_all_study_names(storage)
+              for t in optuna.load_study(study_name=name, storage=storage).trials]
+    assert trials
+    for trial in trials:
+        steps = sorted(trial.intermediate_values)
+        first, second = [s for s in steps if s < stride], [s - stride for s in steps if s >= stride]
+        assert first and second == first, steps  # the same check numbers, one stride apart
+
+
+@pytest.mark.slow
 def test_nested_tuning_never_predicts_a_fold_test_subject_while_choosing_its_parameters(tmp_path, cache,
                                                                                        monkeypatch):
     """Every image predicted while fold f is tuned is traced to its subject: none is a test subject of f."""

@@ -204,7 +204,7 @@ def test_best_val_can_keep_the_starting_weights(data):
 
 
 PLATEAU = dataclasses.replace(SMALL, schedule="plateau", select="best-val", check_images=6, patience=2,
-                              max_checks=5, lr_unfrozen=1e-3)
+                              max_checks=5, lr_unfrozen=1e-3, reductions=0)
 
 
 def test_plateau_schedule_stops_when_validation_stops_improving_and_keeps_the_best_check(data):
@@ -223,6 +223,20 @@ def test_plateau_schedule_stops_when_validation_stops_improving_and_keeps_the_be
     record = result["record"]
     assert all(np.isfinite(r["loss"]) for r in record[1:]) and not np.isfinite(record[0]["loss"])
     assert record[0]["lr"] < record[-1]["lr"] == pytest.approx(1e-3)  # warm-up over the first check, then constant
+
+
+def test_a_plateau_with_reductions_left_lowers_the_learning_rate_and_the_next_one_stops(data):
+    images, masks = data
+    settings = dataclasses.replace(PLATEAU, reductions=1, reduce_factor=0.25, max_checks=10)
+    # checks 1-2 flat after the start's 0.5 and check 1's 0.6: a plateau at check 3 lowers the rate; check 4
+    # improves (0.7 > 0.6 + 0.002), checks 5-6 do not: the second plateau stops the run at check 6
+    result = train.fine_tune(train.build_model("resnet18", seed=0), images, masks, settings, 0, 0,
+                             validate=_scripted([0.5, 0.6, 0.6, 0.6, 0.7, 0.7, 0.7, 0.9, 0.9], []))
+    assert result["stop_reason"] == "plateau" and result["converged"] is True
+    record = result["record"]
+    assert len(record) == 7 and result["kept_step"] == record[4]["step"]
+    rates = [r["lr"] for r in record[1:]]  # the rate each check's steps ended at
+    assert rates[:3] == pytest.approx([1e-3] * 3) and rates[3:] == pytest.approx([2.5e-4] * 3)
 
 
 def test_plateau_schedule_keeps_the_starting_weights_when_no_check_beats_them(data):
@@ -246,7 +260,7 @@ def test_plateau_schedule_that_diverges_stops_and_keeps_its_best_weights(data):
     images, masks = data
     model = train.build_model("resnet18", seed=0)
     start = _weights(model).clone()
-    bad = dataclasses.replace(PLATEAU, lr_unfrozen=1e4, check_images=60)  # 15 steps a check
+    bad = dataclasses.replace(PLATEAU, lr_unfrozen=1e4, check_images=60)  # 20 steps a check (10 epochs of 2)
     result = train.fine_tune(model, images, masks, bad, 0, 0, validate=_scripted([0.5] + [0.9] * 5, []))
     assert result["stop_reason"] == "diverged" and result["converged"] is False
     assert np.isnan(result["record"][-1]["val_score"]) and torch.equal(_weights(model), start)

@@ -48,7 +48,7 @@ def test_dice_falling_with_the_budget_beyond_noise_is_a_caution_naming_the_cap_f
     falling = {("ed_es", 2): 0.0, ("ed_es", 5): 0.0, ("ed_es", 10): -0.06}
     a = _analysis(falling, {("ed_es", 10): (False, "cap")})
     (caution,) = [c for c in training_cautions(a) if c.startswith("Dice falls")]
-    assert "ed_es at n = 10 is below n = 5 (LV -0.0" in caution and "Holm p" in caution
+    assert "ed_es at n = 10 is below n = 5 (LV -0.0" in caution and "t-test p " in caution and "Holm-adjusted" in caution
     assert "stopped at the cap while still improving: unfinished training is the first suspect" in caution
     converged = _analysis(falling)
     (caution,) = [c for c in training_cautions(converged) if c.startswith("Dice falls")]

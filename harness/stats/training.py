@@ -16,12 +16,13 @@ from harness.train.stopping import StoppingRule, stop_point
 def rule_on_logs(log: pd.DataFrame, rule: StoppingRule, run: str = "model", epoch: str = "epoch",
                  scores: tuple[str, ...] = ("diceLV", "diceMY")) -> pd.DataFrame:
     """Per run of ``log`` (one row per check, in epoch order): where ``rule`` stops (its cap: the log's own
-    length), the reason, and the kept, best and last checks' scores (the mean of ``scores``) and each score."""
+    length), the reason, and the kept, best and last checks' scores (the mean of ``scores``) and each score.
+    A log ran under its own learning-rate schedule, which the rule cannot lower: its first plateau stops it."""
     rows = []
     for name, part in log.groupby(run, sort=False):
         part = part.sort_values(epoch)
         score = part[list(scores)].mean(axis=1).to_numpy(float)
-        bounded = dataclasses.replace(rule, max_checks=max(len(score) - 1, 1))
+        bounded = dataclasses.replace(rule, max_checks=max(len(score) - 1, 1), reductions=0)
         index, decision = stop_point(list(score), bounded)
         best = int(score.argmax())
         row = {run: name, "epochs": len(part), "stop_epoch": int(part[epoch].iloc[index]), "reason": decision.reason,

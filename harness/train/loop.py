@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -136,9 +137,11 @@ class _Stage:
         # one fused kernel updates every parameter (element-wise, so deterministic): on the CPU 5x faster
         # than the default per-tensor loop, which took a quarter of a default-model step there
         self.optimiser = torch.optim.AdamW(self.params, lr=lr, weight_decay=settings.weight_decay, fused=True)
+        self.scale = 1.0  # an open-ended stage's rate, lowered by the stopping rule at a plateau
         if steps is None:
             ramp = max(1, warmup)
-            self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimiser, lambda i: min(1.0, (i + 1) / ramp))
+            self.schedule = torch.optim.lr_scheduler.LambdaLR(
+                self.optimiser, lambda i: self.scale * min(1.0, (i + 1) / ramp))
         else:
             self.schedule = torch.optim.lr_scheduler.OneCycleLR(self.optimiser, max_lr=lr, total_steps=steps)
         self.lr, self.number = lr, number
@@ -148,6 +151,12 @@ class _Stage:
 
     def rate(self) -> float:
         return float(self.optimiser.param_groups[0]["lr"])
+
+    def lower(self, factor: float) -> None:
+        """Multiply an open-ended stage's learning rate by ``factor`` from the next step on."""
+        self.scale *= factor
+        for group in self.optimiser.param_groups:
+            group["lr"] *= factor
 
     def step(self, loss: torch.Tensor) -> None:
         self.optimiser.zero_grad(set_to_none=True)
@@ -325,6 +334,8 @@ def fine_tune(model: torch.nn.Module, images: np.ndarray, masks: np.ndarray, set
                 if decision.stop:
                     reason = decision.reason
                     break
+                if decision.reduce:
+                    stage.lower(rule.reduce_factor)
         else:
             reason = "cap" if validate is not None else "fixed"
         last = (settings.select == "last" or validate is None) and reason != "diverged"
@@ -359,7 +370,7 @@ def fine_tune(model: torch.nn.Module, images: np.ndarray, masks: np.ndarray, set
     if settings.schedule == "plateau" or validate is None:
         converged = reason == "plateau" if validate is not None else None
     else:  # a fixed schedule: had validation stopped improving for the rule's patience before it ended?
-        decision = decide(record.scores, settings.rule()) if record.scores else None
+        decision = decide(record.scores, replace(settings.rule(), reductions=0)) if record.scores else None
         converged = decision.since >= decision.needed if decision is not None else None
     rows = record.rows
     for i, row in enumerate(rows):

@@ -47,6 +47,8 @@ class TrainSettings:
     patience_fraction: float = 0.5
     max_checks: int = 40
     check_images: int = 160
+    reductions: int = 2  # plateau schedule: plateaus that lower the learning rate (x reduce_factor) before one stops
+    reduce_factor: float = 0.2
     average_decay: float = 0.95  # plateau schedule: the checked weights' moving average (half-life ~14 steps)
     precision: str = "auto"  # "bf16", "fp32" or "auto" (bf16 where the CPU has native bf16)
     channels_last: bool = True
@@ -66,13 +68,15 @@ class TrainSettings:
         from harness.train.stopping import StoppingRule
 
         return StoppingRule(self.patience, self.min_delta, self.patience_fraction, self.max_checks,
-                            self.check_images)
+                            self.check_images, self.reductions, self.reduce_factor)
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainSettings:
         """Settings of a run spec; specs written before 0.9 (no "schedule" plateau) keep what they ran:
         their schedule and selection were recorded, the rule's fields take their defaults."""
         fields = {**data, "decoder_channels": tuple(data["decoder_channels"])}
+        if "reductions" not in data:  # written before the rule lowered the rate: every plateau stopped
+            fields["reductions"] = 0
         return cls(**{k: v for k, v in fields.items() if k in cls.__dataclass_fields__})
 
 
@@ -81,7 +85,7 @@ class TrainSettings:
 #: one-cycle to 1e-5; E = round(epochs * pool images / subset images) epochs each; batch 8; flips, rotation
 #: up to 90 degrees, brightness/contrast 0.4, zoom up to 1.2; last epoch kept.
 SCHEDULES: dict[str, dict[str, object]] = {
-    "plateau": {"lr_unfrozen": 3e-4, "select": "best-val"},
+    "plateau": {"lr_unfrozen": 1e-3, "select": "best-val"},
     "fast": {"lr_frozen": 1e-3, "lr_unfrozen": 3e-4, "select": "last"},
     "paper": {"lr_frozen": 1e-4, "lr_unfrozen": 1e-5, "batch_size": 8, "epochs": 10, "rotate_deg": 90.0,
               "zoom": 1.2, "brightness": 0.4, "contrast": 0.4, "select": "last"},
