@@ -12,7 +12,7 @@ RUN_GROUPS = {
              "--cost-model", "--selection-model", "--seeds", "--until-decided", "--max-seeds", "--spending",
              "--folds", "--test-stride", "--empty", "--out"],
     "Source model and training": ["--init", "--allow-source-overlap", "--checkpoint-classes", "--schedule",
-             "--patience", "--min-delta", "--max-checks", "--steps", "--epochs", "--select", "--tuned", "--encoder", "--decoder-channels", "--encoder-weights",
+             "--patience", "--patience-fraction", "--min-delta", "--max-checks", "--steps", "--epochs", "--select", "--tuned", "--encoder", "--decoder-channels", "--encoder-weights",
              "--size", "--pretrain-steps", "--precision"],
     "Report (also `report` and `analyze`)": ["--margin", "--reference", "--reference-dice", "--test"],
     "Output": ["--quiet", "--json"],

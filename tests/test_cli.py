@@ -300,6 +300,10 @@ def test_phantom_and_real_data_get_their_own_defaults_for_steps_and_test_frames(
     real = parser().parse_args(["run", "--data", "/data/my7T"])
     assert training_overrides(phantom)["schedule"] == "plateau" and training_overrides(phantom)["select"] == "best-val"
     assert "steps_frozen" not in training_overrides(phantom) and stride_from(phantom) == 3
+    # the plateau schedule trains under a quarter of the published augmentation; the paper schedule keeps it all
+    assert training_overrides(phantom)["rotate_deg"] == 22.5 and training_overrides(phantom)["brightness"] == 0.1
+    paper = training_overrides(parser().parse_args(["run", "--schedule", "paper"]))
+    assert (paper["rotate_deg"], paper["zoom"], paper["contrast"]) == (90.0, 1.2, 0.4)
     fast = parser().parse_args(["run", "--schedule", "fast"])
     assert training_overrides(fast)["steps_frozen"] == 50 and training_overrides(fast)["select"] == "last"
     fast_real = parser().parse_args(["run", "--schedule", "fast", "--data", "/data/my7T"])
@@ -316,8 +320,11 @@ def test_stopping_rule_flags_are_checked_and_belong_to_the_plateau_schedule():
     from harness.cli.run import training_overrides
     from harness.errors import UsageError
 
-    doubled = training_overrides(parser().parse_args(["run", "--patience", "10", "--max-checks", "80"]))
-    assert (doubled["patience"], doubled["max_checks"]) == (10, 80)
+    doubled = training_overrides(parser().parse_args(["run", "--patience", "10", "--patience-fraction", "1",
+                                                      "--max-checks", "80"]))
+    assert (doubled["patience"], doubled["patience_fraction"], doubled["max_checks"]) == (10, 1.0, 80)
+    with pytest.raises(UsageError, match="patience fraction -1 must lie in"):
+        training_overrides(parser().parse_args(["run", "--patience-fraction", "-1"]))
     with pytest.raises(UsageError, match="--patience belongs to the stopping rule of --schedule plateau"):
         training_overrides(parser().parse_args(["run", "--schedule", "paper", "--patience", "3"]))
     with pytest.raises(UsageError, match="stopping rule .* must be at least 1"):

@@ -71,13 +71,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "background, LV, MY (harness checkpoints say it in their card)")
     p.add_argument("--schedule", choices=sorted(SCHEDULES), default=None,
                    help="plateau (default): every layer trained until validation Dice stops improving (the stopping "
-                        "rule: --patience, --min-delta, --max-checks), the best check's weights kept, the start "
+                        "rule: --patience, --patience-fraction, --min-delta, --max-checks; the first 2 plateaus lower "
+                        "the learning rate 5-fold, the third stops), the best check's weights kept, the start "
                         "included; fast: fixed steps per stage (--steps, which implies it); paper: the published protocol (lr 1e-4 then "
                         "1e-5, E = round(epochs x pool images / subset images) epochs per stage, last weights)")
     d = TrainSettings()
     p.add_argument("--patience", type=int, default=None,
-                   help=f"plateau schedule: checks without an improvement before stopping, at least (default {d.patience}; "
+                   help=f"plateau schedule: checks without an improvement that make a plateau, at least (default {d.patience}; "
                         f"more where the last improvement took longer: {d.patience_fraction:g} x its checks)")
+    p.add_argument("--patience-fraction", type=float, default=None,
+                   help=f"plateau schedule: the patience as a share of the checks the last improvement took, where that "
+                        f"is more than --patience (default {d.patience_fraction:g}); doubling both doubles the patience")
     p.add_argument("--min-delta", type=float, default=None,
                    help=f"plateau schedule: validation Dice an improvement must exceed (default {d.min_delta:g})")
     p.add_argument("--max-checks", type=int, default=None,
@@ -190,7 +194,8 @@ def training_overrides(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"schedule": schedule, **SCHEDULES[schedule]}
     if args.select is not None:
         out["select"] = args.select
-    for flag, name in (("--patience", "patience"), ("--min-delta", "min_delta"), ("--max-checks", "max_checks")):
+    for flag, name in (("--patience", "patience"), ("--patience-fraction", "patience_fraction"),
+                       ("--min-delta", "min_delta"), ("--max-checks", "max_checks")):
         value = getattr(args, name, None)
         if value is None:
             continue
@@ -198,9 +203,10 @@ def training_overrides(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError(f"{flag} belongs to the stopping rule of --schedule plateau (the default); leave it "
                              f"out with --schedule {schedule}")
         out[name] = value
-    rule = {k: out[k] for k in ("patience", "min_delta", "max_checks") if k in out}
+    rule = {k: out[k] for k in ("patience", "patience_fraction", "min_delta", "max_checks") if k in out}
     if schedule == "plateau" and getattr(args, "val_subjects", None) == 0 and (rule or args.select == "best-val"):
-        flags = (("--patience", "patience"), ("--min-delta", "min_delta"), ("--max-checks", "max_checks"))
+        flags = (("--patience", "patience"), ("--patience-fraction", "patience_fraction"), ("--min-delta", "min_delta"),
+                 ("--max-checks", "max_checks"))
         given = [f for f, k in flags if k in rule] + (["--select best-val"] if args.select == "best-val" else [])
         raise UsageError(f"{', '.join(given)}: the stopping rule reads validation Dice, but --val-subjects is 0 (the "
                          f"plateau schedule "
