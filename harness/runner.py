@@ -59,10 +59,12 @@ class Study:
             raise UsageError(f"--select best-val needs validation subjects, but --val-subjects is 0; give "
                              f"--val-subjects 1 or more, or --select last")
         rule = t.rule()  # a stopping rule that cannot stop fails here, before any work
-        if t.schedule == "plateau" and settings.val_subjects > 0 and rule.patience >= rule.max_checks:
-            self.reporter.warn(f"patience {rule.patience} checks is not below the cap of {rule.max_checks}: no run "
-                               "can stop on a plateau, every run will end at the cap, not converged (raise "
-                               "--max-checks or lower --patience)")
+        phases = rule.reductions + 1  # each phase lasts at least the patience; the last plateau stops
+        if t.schedule == "plateau" and settings.val_subjects > 0 and phases * rule.patience > rule.max_checks:
+            self.reporter.warn(f"{phases} phase(s) of at least {rule.patience} checks (patience) do not fit in the "
+                               f"cap of {rule.max_checks}: no run can stop on a plateau, every run will end at the "
+                               f"cap, not converged (raise --max-checks to {phases * rule.patience} or more, or lower "
+                               "--patience)")
         if settings.data is None:  # the phantom's size is known before it is made
             test = -(-settings.target_subjects // settings.folds) if settings.folds > 1 else settings.test_subjects
             held_out = test + settings.val_subjects

@@ -40,7 +40,7 @@ from harness.train.settings import FIXED_CHECKS, config_key, with_params
 #: brightness and contrast (up to 0.4) together. Steps apply to the fast schedule, epochs to the paper one.
 SEARCH_SPACE: dict[str, list[Any]] = {
     "lr_frozen": ["log", 1e-5, 1e-2],
-    "lr_unfrozen": ["log", 1e-6, 1e-3],
+    "lr_unfrozen": ["log", 1e-6, 3e-3],  # the plateau schedule's default (1e-3) inside, not at the edge
     "steps_frozen": ["int", 0, 300],  # freeze length
     "steps_unfrozen": ["int", 20, 400],
     "epochs": ["int", 1, 20],

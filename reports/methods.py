@@ -203,11 +203,12 @@ def methods_paragraph(a: Analysis) -> str:
              if schedule == "fast" else
              f"the published two-stage schedule ({t['epochs']} epochs of the whole pool's size per stage, one-cycle "
              f"to {t['lr_frozen']:g} and {t['lr_unfrozen']:g})" if schedule == "paper" else
-             f"as long as its validation Dice improved, all layers at "
-             f"{'a learning rate of' if t.get('reductions') and splits[0].get('validation') else 'a constant learning rate of'} "
-             f"{t['lr_unfrozen']:g} after a warm-up: {rule_text(t, bool(splits[0].get('validation')))}")
+             (f"as long as its validation Dice improved, all layers at "
+              f"{'a learning rate of' if t.get('reductions') else 'a constant learning rate of'} "
+              f"{t['lr_unfrozen']:g} after a warm-up: {rule_text(t, True)}" if splits[0].get("validation") else
+              f"all layers at a constant learning rate of {t['lr_unfrozen']:g} after a warm-up: {rule_text(t, False)}"))
     if schedule != "plateau" and _random_init(s):
-        steps += RANDOM_STAGES
+        steps += random_stages(t)
     steps += training_ranges(a)
     scored = _scored_frames(s.get("test_stride", 1))
     checked = [name for name, found in (s.get("source_overlap") or {}).items()
@@ -385,8 +386,11 @@ def _random_init(s: dict) -> bool:
     return any(m.get("kind") == "random" for m in models.values())
 
 
-#: fixed two-stage schedules from random weights: a frozen random encoder would learn nothing (worker.train_run)
-RANDOM_STAGES = "; runs from random weights trained all layers for both stages' steps (no frozen stage)"
+def random_stages(t: dict) -> str:
+    """Fixed two-stage schedules from random weights: a frozen random encoder would learn nothing, so they train
+    one stage of all layers for both stages' steps (train.fine_tune with frozen_stage=False)."""
+    return (f"; runs from random weights trained one stage of all layers instead (no frozen stage), for both "
+            f"stages' steps together, one-cycle to {t['lr_unfrozen']:g}")
 
 
 def fine_tuning_text(t: dict, checked: bool = True, random_init: bool = False) -> str:
@@ -405,7 +409,7 @@ def fine_tuning_text(t: dict, checked: bool = True, random_init: bool = False) -
                  f"one-cycle, max lr {t['lr_frozen']:g}; stage 2 unfrozen, {t['steps_unfrozen']} steps, one-cycle, "
                  f"max lr {t['lr_unfrozen']:g}; equal optimiser steps for every subset")
     if schedule != "plateau" and random_init:
-        steps += RANDOM_STAGES
+        steps += random_stages(t)
     kept = ("the weights kept as above" if schedule == "plateau" else
             "last step kept" if t.get("select", "last") == "last" else
             f"the weights with the best validation Dice (LV and MY averaged, validation subjects only, at the start "

@@ -128,6 +128,8 @@ def test_methods_say_how_random_init_and_the_plateau_rule_trained():
 
     fast = {**TrainSettings().to_dict(), "schedule": "fast", **SCHEDULES["fast"]}
     assert "no frozen stage" in fine_tuning_text(fast, random_init=True)
+    assert "one stage of all layers" in fine_tuning_text(fast, random_init=True)
+    assert "one-cycle to 0.0003" in fine_tuning_text(fast, random_init=True)  # its one stage's rate: stage 2's
     assert "no frozen stage" not in fine_tuning_text(fast, random_init=False)
     plateau = {**TrainSettings().to_dict(), **SCHEDULES["plateau"]}
     text = fine_tuning_text(plateau, random_init=True)
@@ -135,3 +137,6 @@ def test_methods_say_how_random_init_and_the_plateau_rule_trained():
     assert "constant learning rate" not in text
     fixed = fine_tuning_text({**plateau, "reductions": 0})
     assert "constant learning rate" in fixed and "multiplied" not in fixed and "training stopped there" in fixed
+    unchecked = fine_tuning_text(plateau, checked=False)  # no validation subjects: no rule, no lowered rate
+    assert "constant learning rate" in unchecked and "no convergence check ran" in unchecked
+    assert "multiplied" not in unchecked

@@ -126,6 +126,12 @@ def test_a_reduction_due_at_the_cap_is_not_converged():
     scores = [0.1 * i for i in range(8)] + [0.7, 0.7]  # a plateau due exactly at check 9, the cap
     decision = decide(scores, dataclasses.replace(REDUCING, max_checks=9))
     assert decision.stop and decision.reason == "cap" and not decision.converged
+    assert decision.reduced_at == ()  # the reduction that fell due there never ran: it is not recorded
+    # the last phase's plateau exactly at the cap is a plateau: both reductions ran before it
+    flat = [0.5, 0.4, 0.4, 0.4]
+    rule = StoppingRule(patience=1, min_delta=0.01, patience_fraction=0.0, max_checks=3, reductions=2)
+    assert decide(flat, rule).reason == "plateau" and decide(flat, rule).reduced_at == (1, 2)
+    assert decide(flat, dataclasses.replace(rule, reductions=3)).reason == "cap"
 
 
 def test_the_rule_on_the_published_logs(tmp_path):
@@ -152,3 +158,17 @@ def test_the_rule_on_the_published_logs(tmp_path):
     # over all runs the kept weights are as good as the last on median, with a fraction of the epochs
     assert (table["kept_score"] - table["last_score"]).median() > -0.005
     assert (table["stop_epoch"] + 1).sum() < 0.6 * table["epochs"].sum()
+
+
+def test_a_spec_written_before_reductions_reads_back_with_the_rule_it_ran():
+    """0.9.0 specs have no "reductions": their runs stopped at the first plateau, and read back they must say so
+    (the report's methods and the convergence verdicts replay the rule from the spec)."""
+    from harness.train.settings import TrainSettings
+
+    old = {k: v for k, v in TrainSettings().to_dict().items() if k not in ("reductions", "reduce_factor")}
+    assert TrainSettings.from_dict(old).reductions == 0
+    assert TrainSettings.from_dict(TrainSettings().to_dict()).reductions == TrainSettings().reductions == 2
+    flat = [0.5] + [0.6] * 12
+    assert decide(flat, TrainSettings.from_dict(old).rule()).reason == "plateau"
+    now = decide(flat, TrainSettings().rule())  # patience 5 from check 1: the rate lowered at 6 and 11, going on
+    assert not now.stop and now.reduced_at == (6, 11)

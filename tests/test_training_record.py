@@ -120,7 +120,7 @@ def test_bad_training_options_are_one_line(tmp_path, capsys):
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_a_rule_whose_patience_reaches_its_cap_is_warned_before_any_work(tmp_path):
+def test_a_rule_whose_phases_cannot_fit_in_its_cap_is_warned_before_any_work(tmp_path):
     from harness.grid import StudySettings
     from harness.progress import Reporter
     from harness.runner import Study
@@ -133,7 +133,9 @@ def test_a_rule_whose_patience_reaches_its_cap_is_warned_before_any_work(tmp_pat
         def warn(self, text: str) -> None:
             self.seen.append(text)
 
-    for cap, warned in ((5, True), (6, False)):
+    # each phase of the rule lasts at least the patience: 3 phases (2 reductions) of 5 need 15 checks
+    for reductions, cap, warned in ((2, 14, True), (2, 15, False), (0, 4, True), (0, 5, False)):
         reporter = Warnings()
-        Study(StudySettings(train=TrainSettings(patience=5, max_checks=cap)), None, reporter, tmp_path)
+        Study(StudySettings(train=TrainSettings(patience=5, max_checks=cap, reductions=reductions)), None, reporter,
+              tmp_path)
         assert any("no run can stop on a plateau" in w for w in reporter.seen) == warned, reporter.seen

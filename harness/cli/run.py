@@ -69,13 +69,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-classes", default=None, metavar="background,rv,my,lv",
                    help="classes of a plain state_dict's head, in order, when it has other than "
                         "background, LV, MY (harness checkpoints say it in their card)")
+    d = TrainSettings()
     p.add_argument("--schedule", choices=sorted(SCHEDULES), default=None,
                    help="plateau (default): every layer trained until validation Dice stops improving (the stopping "
-                        "rule: --patience, --patience-fraction, --min-delta, --max-checks; the first 2 plateaus lower "
-                        "the learning rate 5-fold, the third stops), the best check's weights kept, the start "
+                        f"rule: --patience, --patience-fraction, --min-delta, --max-checks; the first {d.reductions} "
+                        f"plateaus lower the learning rate {1 / d.reduce_factor:g}-fold, the next stops), the best "
+                        "check's weights kept, the start "
                         "included; fast: fixed steps per stage (--steps, which implies it); paper: the published protocol (lr 1e-4 then "
                         "1e-5, E = round(epochs x pool images / subset images) epochs per stage, last weights)")
-    d = TrainSettings()
     p.add_argument("--patience", type=int, default=None,
                    help=f"plateau schedule: checks without an improvement that make a plateau, at least (default {d.patience}; "
                         f"more where the last improvement took longer: {d.patience_fraction:g} x its checks)")

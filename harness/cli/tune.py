@@ -70,7 +70,8 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     table = Table("parameter", *(f"fold {f}" for f in folds), "default")
     defaults = settings.train.to_dict()
     for name in entry["space"]:
-        default = "1.0 (rotation 90, zoom 1.2, ±0.4)" if name == "augment" else defaults.get(name)
+        default = (f"{defaults['rotate_deg'] / 90:g} (rotation {defaults['rotate_deg']:g}, zoom {defaults['zoom']:g}, "
+                   f"±{defaults['brightness']:g})" if name == "augment" else defaults.get(name))
         values = [part["params"].get(name) for part in folds.values()]
         table.add_row(name, *(f"{v:.4g}" if isinstance(v, float) else str(v) for v in values), str(default))
     table.add_row("validation Dice", *(f"{p['value']:.4f}" for p in folds.values()), "")

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from harness.errors import TrainingError
 from harness.train.model import build_model, device, resolve_precision
-from harness.train.settings import FIXED_CHECKS, PretrainSettings, TrainSettings
+from harness.train.settings import FIXED_CHECKS, PUBLISHED_AUGMENTATION, PretrainSettings, TrainSettings
 
 IGNORE = -100  # cross-entropy's ignore_index: pixels whose class was never contoured
 
@@ -393,7 +393,7 @@ def pretrain(images: np.ndarray, masks: np.ndarray, settings: PretrainSettings,
     train = TrainSettings(encoder=settings.encoder, decoder_channels=settings.decoder_channels, size=settings.size,
                           batch_size=settings.batch_size, schedule="fast", select="last", steps_frozen=0,
                           steps_unfrozen=settings.steps,
-                          lr_unfrozen=settings.lr)
+                          lr_unfrozen=settings.lr, **PUBLISHED_AUGMENTATION)
     seeds = np.random.SeedSequence(settings.seed).generate_state(2)
     fine_tune(model, images, masks, train, int(seeds[0]), int(seeds[1]), on_step, loss=settings.loss)
     return model

@@ -88,7 +88,7 @@ class Decision:
     stop: bool
     reason: str | None  # plateau, cap, diverged; None while training goes on
     best: int  # the check whose weights are kept (0: the starting weights)
-    since: int  # checks since the last improvement above min_delta
+    since: int  # checks since the last improvement above min_delta, or since the phase began where that is later
     needed: int = 0  # checks without an improvement that end the phase at this point (StoppingRule.patience_at)
     reduce: bool = False  # the last check ended a phase: lower the learning rate and go on
     reduced_at: tuple[int, ...] = ()  # the checks at which the learning rate was lowered
@@ -118,16 +118,14 @@ def decide(scores: Sequence[float], rule: StoppingRule) -> Decision:
         if score > reference + (rule.min_delta if i else 0.0):
             reference, improved = score, i
         ended = i - improved >= rule.patience_at(improved - phase)
-        if ended and len(reduced) < rule.reductions:
+        if ended and len(reduced) < rule.reductions and i < rule.max_checks:  # no reduction at the cap: it stops
             reduced.append(i)
             phase = improved = i
     last = len(scores) - 1
     since, needed = last - improved, rule.patience_at(improved - phase)
     if reduced and reduced[-1] == last:
-        if last >= rule.max_checks:
-            return Decision(True, "cap", best, since, needed, False, tuple(reduced))
         return Decision(False, None, best, since, needed, True, tuple(reduced))
-    if since >= needed:
+    if since >= needed and len(reduced) == rule.reductions:  # the last phase's plateau; an earlier one is the cap's
         return Decision(True, "plateau", best, since, needed, False, tuple(reduced))
     if last >= rule.max_checks:
         return Decision(True, "cap", best, since, needed, False, tuple(reduced))
