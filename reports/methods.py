@@ -198,15 +198,14 @@ def methods_paragraph(a: Analysis) -> str:
     inits = " and ".join(origin.get(models[name]["kind"], f"the checkpoint `{name}`")
                          for name in (s.get("init_names") or list(models)))
     schedule = t.get("schedule", "fast")
+    validated = bool(splits[0].get("validation"))
     steps = (f"{t['steps_frozen']} steps with the encoder frozen (BatchNorm trainable) and {t['steps_unfrozen']} "
              f"with all layers, one-cycle learning rates to {t['lr_frozen']:g} and {t['lr_unfrozen']:g}"
              if schedule == "fast" else
              f"the published two-stage schedule ({t['epochs']} epochs of the whole pool's size per stage, one-cycle "
              f"to {t['lr_frozen']:g} and {t['lr_unfrozen']:g})" if schedule == "paper" else
-             (f"as long as its validation Dice improved, all layers at "
-              f"{'a learning rate of' if t.get('reductions') else 'a constant learning rate of'} "
-              f"{t['lr_unfrozen']:g} after a warm-up: {rule_text(t, True)}" if splits[0].get("validation") else
-              f"all layers at a constant learning rate of {t['lr_unfrozen']:g} after a warm-up: {rule_text(t, False)}"))
+             f"{'as long as its validation Dice improved, ' if validated else ''}all layers at "
+             f"{_plateau_rate(t, validated)} after a warm-up: {rule_text(t, validated)}")
     if schedule != "plateau" and _random_init(s):
         steps += random_stages(t)
     steps += training_ranges(a)
@@ -365,11 +364,12 @@ def rule_text(t: dict, checked: bool = True) -> str:
                 f"decay {t.get('average_decay', 0.95):g} a step); no convergence check ran")
     kept = ("the weights of the best check were kept, the starting weights included" if t.get("select") != "last"
             else "the last check's weights were kept")
-    plateau = (f"it had not improved by more than {t['min_delta']:g} over its last improvement for "
-               f"max({t['patience']}, {t['patience_fraction']:g} × the checks its last improvement took) checks")
     reductions = t.get("reductions", 0)
+    took = "the checks of the phase its last improvement took" if reductions else "the checks its last improvement took"
+    plateau = (f"it had not improved by more than {t['min_delta']:g} over its last improvement for "
+               f"max({t['patience']}, {t['patience_fraction']:g} × {took}) checks")
     if reductions:  # counted in a phase: from the start or the last reduction
-        plateau = (f"{plateau.replace('the checks its last', 'the checks of the phase its last')}; the first "
+        plateau = (f"{plateau}; the first "
                    f"{reductions} such plateau(s) multiplied the learning rate by {t.get('reduce_factor', 0.2):g} and "
                    "began a new phase, counted from that check; training stopped at the next")
         stop = f"a plateau (when {plateau})"
@@ -379,6 +379,12 @@ def rule_text(t: dict, checked: bool = True) -> str:
             f"and after every max(1, ⌈{t['check_images']} / subset images⌉) epochs, of an exponential moving "
             f"average of the weights (decay {t.get('average_decay', 0.95):g} a step); a run ended at {stop}, at a "
             f"cap of {t['max_checks']} checks (not converged), or when the loss diverged; {kept}")
+
+
+def _plateau_rate(t: dict, checked: bool) -> str:
+    """The plateau schedule's rate in words: lowered at plateaus only where checks ran and the rule had reductions."""
+    lowered = t.get("reductions") and checked
+    return f"{'a learning rate' if lowered else 'a constant learning rate'} of {t['lr_unfrozen']:g}"
 
 
 def _random_init(s: dict) -> bool:
@@ -396,8 +402,7 @@ def random_stages(t: dict) -> str:
 def fine_tuning_text(t: dict, checked: bool = True, random_init: bool = False) -> str:
     schedule = t.get("schedule", "fast")
     if schedule == "plateau":
-        rate = ("a learning rate of" if t.get("reductions") and checked else "a constant learning rate of")
-        steps = (f"the plateau schedule: all layers trained at {rate} {t['lr_unfrozen']:g} after "
+        steps = (f"the plateau schedule: all layers trained at {_plateau_rate(t, checked)} after "
                  f"a linear warm-up over the first check's steps; {rule_text(t, checked)}")
     elif schedule == "paper":
         steps = (f"the published schedule: stage 1 encoder frozen (BatchNorm trainable), one-cycle, max lr "

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -298,12 +299,17 @@ def test_phantom_and_real_data_get_their_own_defaults_for_steps_and_test_frames(
 
     phantom = parser().parse_args(["run"])
     real = parser().parse_args(["run", "--data", "/data/my7T"])
-    assert training_overrides(phantom)["schedule"] == "plateau" and training_overrides(phantom)["select"] == "best-val"
+    def settings(args) -> TrainSettings:  # what a run gets: the defaults with the overrides in place (settings_from)
+        return dataclasses.replace(TrainSettings(), **training_overrides(args))
+
+    default = settings(phantom)
+    assert (default.schedule, default.select, default.lr_unfrozen) == ("plateau", "best-val", 1e-3)
     assert "steps_frozen" not in training_overrides(phantom) and stride_from(phantom) == 3
-    # the plateau schedule trains under a quarter of the published augmentation; the paper schedule keeps it all
-    assert training_overrides(phantom)["rotate_deg"] == 22.5 and training_overrides(phantom)["brightness"] == 0.1
-    paper = training_overrides(parser().parse_args(["run", "--schedule", "paper"]))
-    assert (paper["rotate_deg"], paper["zoom"], paper["contrast"]) == (90.0, 1.2, 0.4)
+    # the plateau schedule trains under a quarter of the published augmentation; fast and paper keep it all
+    assert (default.rotate_deg, default.zoom, default.brightness, default.contrast) == (22.5, 1.05, 0.1, 0.1)
+    for schedule in ("paper", "fast"):
+        published = settings(parser().parse_args(["run", "--schedule", schedule]))
+        assert (published.rotate_deg, published.zoom, published.brightness, published.contrast) == (90.0, 1.2, 0.4, 0.4)
     fast = parser().parse_args(["run", "--schedule", "fast"])
     assert training_overrides(fast)["steps_frozen"] == 50 and training_overrides(fast)["select"] == "last"
     fast_real = parser().parse_args(["run", "--schedule", "fast", "--data", "/data/my7T"])

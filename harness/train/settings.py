@@ -91,8 +91,7 @@ PUBLISHED_AUGMENTATION = {"rotate_deg": 90.0, "zoom": 1.2, "brightness": 0.4, "c
 #: one-cycle to 1e-5; E = round(epochs * pool images / subset images) epochs each; batch 8; flips, rotation
 #: up to 90 degrees, brightness/contrast 0.4, zoom up to 1.2; last epoch kept.
 SCHEDULES: dict[str, dict[str, object]] = {
-    "plateau": {"lr_unfrozen": 1e-3, "select": "best-val", "rotate_deg": 22.5, "zoom": 1.05, "brightness": 0.1,
-                "contrast": 0.1},
+    "plateau": {},  # the TrainSettings defaults are the plateau schedule's
     "fast": {"lr_frozen": 1e-3, "lr_unfrozen": 3e-4, "select": "last", **PUBLISHED_AUGMENTATION},
     "paper": {"lr_frozen": 1e-4, "lr_unfrozen": 1e-5, "batch_size": 8, "epochs": 10, **PUBLISHED_AUGMENTATION,
               "select": "last"},
